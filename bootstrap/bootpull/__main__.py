@@ -1,0 +1,5 @@
+import sys
+
+from bootpull.cli import main
+
+sys.exit(main())

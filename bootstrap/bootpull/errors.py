@@ -1,0 +1,98 @@
+"""Errors are values with a remedy.
+
+Every error bootpull raises says what happened (``what``), why (``why``) and what a
+person can do about it (``hint``). Library code raises; only the CLI entry point prints
+an error and picks the exit code. The exit codes are CONTRACT §3 (``node run``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BootpullError(Exception):
+    """Base of every error bootpull reports to a person."""
+
+    exit_code: ClassVar[int] = 1
+    stage: ClassVar[str] = "bootpull"
+
+    def __init__(self, what: str, *, why: str = "", hint: str = "") -> None:
+        super().__init__(what)
+        self.what = what
+        self.why = why
+        self.hint = hint
+
+    def __str__(self) -> str:
+        parts = [self.what]
+        if self.why:
+            parts.append(f"because {self.why}")
+        return ": ".join(parts) if len(parts) == 1 else f"{parts[0]} ({parts[1]})"
+
+
+class UsageError(BootpullError):
+    exit_code = 2
+    stage = "usage"
+
+
+class DiscoveryError(BootpullError):
+    """No network identity, or no repository found (exit 10)."""
+
+    exit_code = 10
+    stage = "discover"
+
+
+class FetchError(BootpullError):
+    """The transport failed: the repository could not be read (exit 11)."""
+
+    exit_code = 11
+    stage = "fetch"
+
+
+class VerifyError(BootpullError):
+    """The repository is wrong: content did not verify; nothing was installed (exit 12)."""
+
+    exit_code = 12
+    stage = "verify"
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        why: str = "",
+        hint: str = "",
+        expected: str = "",
+        got: str = "",
+    ) -> None:
+        super().__init__(what, why=why, hint=hint)
+        self.expected = expected
+        self.got = got
+
+
+class InstallError(BootpullError):
+    """The install failed; the previous version is kept (exit 13)."""
+
+    exit_code = 13
+    stage = "install"
+
+
+class RunError(BootpullError):
+    """The role failed to start, or failed its health check (exit 14)."""
+
+    exit_code = 14
+    stage = "run"
+
+
+class LayoutError(BootpullError):
+    """A repository file is malformed. ``path`` and ``line`` say where."""
+
+    exit_code = 12
+    stage = "layout"
+
+    def __init__(self, what: str, *, path: str, line: int = 0, hint: str = "") -> None:
+        super().__init__(what, hint=hint)
+        self.path = path
+        self.line = line
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.what}" + (f" — {self.hint}" if self.hint else "")

@@ -1,0 +1,12 @@
+"""Shared test configuration. Fixtures for real servers live in their own plugin modules."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+
+# The machines are small (2 cores) and often busy booting VMs: hypothesis judges
+# correctness here, not speed (speed is bench/'s job).
+settings.register_profile(
+    "bootpull", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
+)
+settings.load_profile("bootpull")
