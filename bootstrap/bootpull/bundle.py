@@ -1,0 +1,96 @@
+"""The typed data that crosses the node's stage boundaries.
+
+- :class:`TreeReader` is what the fetch stage hands to verification: read-only access
+  to the files of one fetched commit, straight from the object store (never a checkout).
+- :class:`Assignment` is what the repository says one node gets (host file, or the
+  default), :class:`RoleSpec` is a parsed ``role.toml``.
+- :class:`Bundle` is a *verified* role bundle: only verified bytes ever become one, and
+  only a Bundle is ever installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Restart = Literal["always", "on-failure", "never"]
+
+MODE_FILE = 0o100644
+MODE_EXEC = 0o100755
+MODE_SYMLINK = 0o120000
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    path: str  # relative to the commit's root, "/"-separated
+    mode: int  # git mode: 0o100644, 0o100755, 0o120000 (symlink); trees are not listed
+    blob_id: str  # hex git object id
+
+
+class TreeReader(Protocol):
+    """Read access to one commit of the deploy repository (written by the fetch stage)."""
+
+    @property
+    def commit(self) -> str: ...
+
+    def read(self, path: str) -> bytes | None:
+        """The file's bytes, or None when the commit has no such file."""
+        ...
+
+    def list(self, prefix: str) -> list[TreeEntry]:
+        """Every file (recursively) under directory ``prefix``; empty if there is none."""
+        ...
+
+    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+        """Several files at once (one network round where the reader fetches lazily)."""
+        ...
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    command: tuple[str, ...]
+    interval: float = 30.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """``roles/<role>/role.toml``, format 1 (CONTRACT §1)."""
+
+    name: str
+    description: str
+    command: tuple[str, ...]  # relative to the install directory
+    restart: Restart = "on-failure"
+    hooks: tuple[tuple[str, ...], ...] = ()
+    health: HealthSpec | None = None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What one node gets: from ``hosts/<mac>.toml`` or, failing that, ``hosts/default.toml``."""
+
+    role: str
+    source: str  # "hosts/52-54-00-12-34-56.toml" or "hosts/default.toml"
+    hostname: str | None = None
+    version: str | None = None  # pinned release, or None to follow the deploy head
+    log_level: str | None = None
+    vars: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    path: str  # relative to roles/<role>/files/, "/"-separated
+    mode: int  # MODE_FILE, MODE_EXEC or MODE_SYMLINK (data is then the link target)
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified role bundle, ready to install."""
+
+    role: RoleSpec
+    version: str  # the release version, or "head-<short commit>" when following the head
+    commit: str
+    files: tuple[BundleFile, ...]
+    assignment: Assignment
+    role_toml: bytes = b""  # the verified role.toml itself, installed beside files/
