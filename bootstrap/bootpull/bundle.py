@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -41,7 +42,7 @@ class TreeReader(Protocol):
         """Every file (recursively) under directory ``prefix``; empty if there is none."""
         ...
 
-    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+    def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
         """Several files at once (one network round where the reader fetches lazily)."""
         ...
 
