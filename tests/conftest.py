@@ -10,3 +10,7 @@ settings.register_profile(
     "bootpull", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
 )
 settings.load_profile("bootpull")
+
+# Fixture plugins for real servers (network namespaces + dnsmasq, git smart HTTP, ...).
+# Each engineer adds the module that holds their session-scoped fixtures here.
+pytest_plugins: list[str] = []
