@@ -1,0 +1,443 @@
+"""Install a verified bundle: staging → hooks → atomic switch of ``current`` → LKG kept.
+
+The steps, each safe to interrupt with ``kill -9``:
+
+1. :func:`check_files` (pure) refuses hostile entries before a byte is written:
+   absolute paths, ``..``/``.``/empty components, control characters, duplicate paths,
+   a file that is also a directory of another entry, entries below a symlink, symlinks
+   whose target leaves the install directory (following the bundle's other links), any
+   entry under ``.bootpull/`` (bootpull's own), and any mode but a regular file or a
+   symlink (device files, FIFOs, sockets, submodules, set-id bits).
+2. Everything is written into ``roles/<role>/.staging-<id>.<pid>/`` with
+   ``O_EXCL|O_NOFOLLOW``, modes kept, every file and directory fsynced; then
+   ``.bootpull/role.toml`` and the :class:`~bootpull.state.InstallRecord` (with each
+   file's SHA-256) in ``.bootpull/record.json``.
+3. The role's install hooks run in the staging directory, with the role's environment.
+4. The staging directory is renamed to ``roles/<role>/<id>/`` (atomic).
+5. ``lkg`` is pointed at the install ``current`` points to, then ``current`` at the new
+   one, each by ``os.replace`` of a fresh symlink (atomic), each followed by a
+   directory fsync.
+6. Installs that are neither ``current`` nor ``lkg`` are renamed to ``.trash-*`` and
+   removed.
+
+A crash leaves a ``.staging-*`` or ``.trash-*`` directory at most, which
+:func:`recover` removes on the next run; ``current`` always names a complete install.
+An unchanged version (same role, version, commit and file hashes) installs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootpull.bundle import MODE_SYMLINK, Bundle, BundleFile
+from bootpull.console import Console
+from bootpull.errors import InstallError
+from bootpull.events import now_rfc3339
+from bootpull.state import (
+    META_DIR,
+    RECORD_NAME,
+    ROLE_NAME,
+    FileRecord,
+    Installed,
+    InstallRecord,
+    StateDir,
+    fsync_dir,
+    install_id,
+    switch_link,
+    write_atomic,
+    write_json,
+)
+
+#: Set to a point name to make the installing process SIGKILL itself there (tests only).
+KILL_AT_ENV = "BOOTPULL_TEST_KILL_AT"
+MAX_LINK_HOPS = 40
+HOOK_TIMEOUT = 300.0
+
+
+def _kill_point(name: str) -> None:
+    if os.environ.get(KILL_AT_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- pure checks ---------------------------------------------------------------------
+
+
+def _hostile(path: str, what: str, hint: str = "") -> InstallError:
+    return InstallError(
+        f"refusing to install {path[:200]!r}: {what}",
+        why="a bundle entry would write outside the install directory or make a "
+        "special file",
+        hint=hint or "fix the path in the role's files/ directory, then publish again",
+    )
+
+
+def _components(path: str) -> list[str]:
+    if not isinstance(path, str) or not path:
+        raise _hostile(str(path), "the path is empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise _hostile(path, "the path contains a control character")
+    if path.startswith("/"):
+        raise _hostile(path, "the path is absolute")
+    parts = path.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise _hostile(path, f"the path has a {part or 'empty'!r} component")
+        if len(part.encode("utf-8", "surrogatepass")) > 255:
+            raise _hostile(path, "a path component is longer than 255 bytes")
+    return parts
+
+
+def _resolve_link(start: list[str], target: str, links: Mapping[str, str], path: str) -> None:
+    """Follow ``target`` from directory ``start`` through the bundle's own links.
+
+    Raise InstallError if it would ever leave the root; a target that ends at a name
+    the bundle does not have is fine (a dangling link inside the root hurts nothing).
+    """
+    if not target or "\x00" in target:
+        raise _hostile(path, "the symlink target is empty or has a NUL byte")
+    if target.startswith("/"):
+        raise _hostile(path, f"the symlink points at the absolute path {target[:100]!r}",
+                       "use a relative link that stays inside the role's files")
+    stack = list(start)
+    pending = target.split("/")
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                raise _hostile(path, f"the symlink target {target[:100]!r} leaves the "
+                               "install directory",
+                               "use a relative link that stays inside the role's files")
+            stack.pop()
+            continue
+        stack.append(part)
+        joined = "/".join(stack)
+        if joined in links:
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise _hostile(path, "the symlink is part of a loop")
+            inner = links[joined]
+            if inner.startswith("/"):
+                raise _hostile(path, "the symlink goes through an absolute symlink")
+            stack.pop()
+            pending = inner.split("/") + pending
+
+
+def check_files(files: Sequence[BundleFile]) -> None:
+    """Refuse a bundle whose entries could write outside the install dir or make special files."""
+    seen: set[str] = set()
+    dirs: set[str] = set()
+    links: dict[str, str] = {}
+    for entry in files:
+        parts = _components(entry.path)
+        if parts[0] == META_DIR:
+            raise _hostile(entry.path, f"{META_DIR}/ is where bootpull keeps its own "
+                           "record of the install", f"rename {META_DIR}/ in the role's files/")
+        if entry.path in seen:
+            raise _hostile(entry.path, "the path appears twice in the bundle")
+        seen.add(entry.path)
+        for i in range(1, len(parts)):
+            dirs.add("/".join(parts[:i]))
+        if entry.mode == MODE_SYMLINK:
+            try:
+                links[entry.path] = entry.data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _hostile(entry.path, "the symlink target is not UTF-8") from None
+        elif stat.S_IFMT(entry.mode) != stat.S_IFREG:
+            raise _hostile(entry.path, f"mode {entry.mode:o} is not a regular file or "
+                           "a symlink (device files, FIFOs, sockets and submodules are "
+                           "never installed)")
+        elif entry.mode & 0o7000:
+            raise _hostile(entry.path, f"mode {entry.mode:o} sets setuid, setgid or sticky")
+    for name in sorted(seen & dirs):
+        raise _hostile(name, "the path is both a file and a directory of another entry")
+    for name in sorted(seen):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in links:
+                raise _hostile(name, "the path lies below a symlink in the bundle",
+                               "install the file at its real path, not through a link")
+    for name, target in links.items():
+        _resolve_link(name.split("/")[:-1], target, links, name)
+
+
+def file_records(files: Sequence[BundleFile]) -> tuple[FileRecord, ...]:
+    return tuple(
+        FileRecord(path=f.path, mode=f.mode, sha256=hashlib.sha256(f.data).hexdigest(),
+                   size=len(f.data))
+        for f in sorted(files, key=lambda f: f.path)
+    )
+
+
+# -- the install ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstallOutcome:
+    installed: Installed
+    changed: bool  # False when the same install was already current
+    previous: Installed | None
+
+
+def _write_tree(payload: Path, files: Sequence[BundleFile]) -> None:
+    made = [payload]
+    ordered = sorted(files, key=lambda f: f.path)
+    for n, entry in enumerate(ordered):
+        if n == len(ordered) // 2:
+            _kill_point("staging")
+        parts = entry.path.split("/")
+        directory = payload
+        for part in parts[:-1]:
+            directory = directory / part
+            if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+                raise _hostile(entry.path, "a directory on the path is not a directory")
+            if not directory.exists():
+                directory.mkdir()
+                made.append(directory)
+        dest = directory / parts[-1]
+        if entry.mode == MODE_SYMLINK:
+            dest.symlink_to(entry.data.decode("utf-8"))
+            continue
+        perm = entry.mode & 0o777
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perm)
+        try:
+            view = memoryview(entry.data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, perm)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for directory in made:
+        fsync_dir(directory)
+
+
+def _run_hooks(bundle: Bundle, staging: Path, env: Mapping[str, str],
+               console: Console, timeout: float) -> None:
+    for hook in bundle.role.hooks:
+        if not hook:
+            continue
+        argv = [resolve_command(staging, hook[0]), *hook[1:]]
+        console.info(f"install hook: {' '.join(hook)}")
+        try:
+            proc = subprocess.run(argv, cwd=staging, env=dict(env), capture_output=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise InstallError(f"install hook {' '.join(hook)!r} ran longer than "
+                               f"{timeout:.0f}s",
+                               hint="make the hook finish faster, then publish again") from None
+        except OSError as exc:
+            raise InstallError(f"install hook {' '.join(hook)!r} could not start",
+                               why=str(exc),
+                               hint="check the hook's path (relative to the role "
+                               "directory) and its executable bit") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()[-400:]
+            raise InstallError(f"install hook {' '.join(hook)!r} exited with "
+                               f"{proc.returncode}",
+                               why=tail or "it printed nothing",
+                               hint="fix the hook in role.toml [install] hooks, then publish")
+
+
+def resolve_command(install_dir: Path, program: str) -> str:
+    """argv[0] of a role command or hook: absolute as given, else in the install dir."""
+    if program.startswith("/"):
+        return program
+    return str(install_dir / program)
+
+
+def _remove_tree(path: Path, role_dir: Path) -> None:
+    """Rename to ``.trash-*`` first, so a half-deleted install is never mistaken for one."""
+    trash = role_dir / f".trash-{path.name}.{os.getpid()}.{time.monotonic_ns()}"
+    try:
+        path.rename(trash)
+    except FileNotFoundError:
+        return
+    fsync_dir(role_dir)
+    _kill_point("trashed")
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def content_digest(bundle: Bundle) -> str:
+    """SHA-256 over the role spec, the assignment and every file's path, mode and hash."""
+    import json
+    from dataclasses import asdict
+
+    doc = {"role": asdict(bundle.role), "assignment": asdict(bundle.assignment),
+           "version": bundle.version, "commit": bundle.commit,
+           "role_toml": hashlib.sha256(bundle.role_toml).hexdigest(),
+           "files": [asdict(f) for f in file_records(bundle.files)]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def bundle_id(bundle: Bundle) -> str:
+    """The install id ``bundle`` gets (also the key of the bad-version list)."""
+    return install_id(bundle.version, bundle.commit, content_digest(bundle))
+
+
+def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console: Console,
+            hook_timeout: float = HOOK_TIMEOUT) -> InstallOutcome:
+    """Install ``bundle`` and make it ``current``; the previous ``current`` becomes ``lkg``."""
+    role = bundle.role.name
+    if not ROLE_NAME.match(role):
+        raise _hostile(role, "the role name is not [a-z0-9][a-z0-9._-]*",
+                       "rename the role directory")
+    check_files(bundle.files)
+    state.ensure()
+    ident = bundle_id(bundle)
+    previous = state.current()
+    if previous is not None and previous.id == ident:
+        return InstallOutcome(previous, changed=False, previous=previous)
+
+    role_dir = state.roles / role
+    role_dir.mkdir(parents=True, exist_ok=True)
+    final = role_dir / ident
+    existing = state.load_install(final)
+    if existing is None or existing.id != ident:
+        staging = role_dir / f".staging-{ident}.{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        try:
+            _write_tree(staging, bundle.files)
+            meta = staging / META_DIR
+            meta.mkdir()
+            write_atomic(meta / "role.toml", bundle.role_toml)
+            record = InstallRecord(role=bundle.role, assignment=bundle.assignment,
+                                   version=bundle.version, commit=bundle.commit,
+                                   installed_at=now_rfc3339(),
+                                   files=file_records(bundle.files), ident=ident)
+            write_json(meta / RECORD_NAME, record.to_json())
+            _kill_point("staged")
+            _run_hooks(bundle, staging, env, console, hook_timeout)
+            _kill_point("hooked")
+            fsync_dir(staging)
+            if final.exists() or final.is_symlink():
+                _remove_tree(final, role_dir)
+            staging.rename(final)
+            fsync_dir(role_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _kill_point("renamed")
+    installed = state.load_install(final)
+    if installed is None:
+        raise InstallError(f"the install at {final} is incomplete after writing it",
+                           hint="check the disk of the state directory")
+    if previous is not None and previous.id != ident:
+        switch_link(state.lkg_link, state.link_target(previous))
+        _kill_point("lkg")
+    switch_link(state.current_link, state.link_target(installed))
+    _kill_point("switched")
+    prune(state)
+    return InstallOutcome(installed, changed=True, previous=previous)
+
+
+def revert_to_lkg(state: StateDir) -> Installed | None:
+    """Point ``current`` back at the last-known-good; None when there is none."""
+    lkg = state.lkg()
+    if lkg is None:
+        return None
+    switch_link(state.current_link, state.link_target(lkg))
+    return lkg
+
+
+def prune(state: StateDir) -> None:
+    """Remove every install that is neither ``current`` nor ``lkg``."""
+    keep = {i.path for i in (state.current(), state.lkg()) if i is not None}
+    if not state.roles.is_dir():
+        return
+    for role_dir in state.roles.iterdir():
+        if not role_dir.is_dir() or role_dir.is_symlink():
+            continue
+        for entry in role_dir.iterdir():
+            if entry.name.startswith(".") or entry in keep:
+                continue
+            _remove_tree(entry, role_dir)
+
+
+def recover(state: StateDir, console: Console | None = None) -> list[str]:
+    """Clean up after an interrupted install; return what was done (for the log)."""
+    done: list[str] = []
+    if not state.root.is_dir():
+        return done
+    for link in (state.current_link, state.lkg_link):
+        for tmp in state.root.glob(f".{link.name}.tmp-*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                done.append(f"removed {tmp.name}")
+    if state.roles.is_dir():
+        for role_dir in state.roles.iterdir():
+            if not role_dir.is_dir():
+                continue
+            for entry in role_dir.iterdir():
+                if entry.name.startswith((".staging-", ".trash-")):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    done.append(f"removed {role_dir.name}/{entry.name}")
+    if state.current_link.is_symlink() and state.current() is None:
+        if revert_to_lkg(state) is not None:
+            done.append("current was broken: pointed it back at lkg")
+        else:
+            state.current_link.unlink()
+            done.append("current was broken and there is no lkg: removed it")
+    if state.lkg_link.is_symlink() and state.lkg() is None:
+        state.lkg_link.unlink()
+        done.append("lkg was broken: removed it")
+    before = _install_dirs(state)
+    prune(state)
+    done += [f"removed unused install {name}" for name in sorted(before - _install_dirs(state))]
+    if console is not None:
+        for line in done:
+            console.warn(f"recovered after an interrupted run: {line}")
+    return done
+
+
+def _install_dirs(state: StateDir) -> set[str]:
+    if not state.roles.is_dir():
+        return set()
+    return {f"{r.name}/{d.name}" for r in state.roles.iterdir() if r.is_dir()
+            for d in r.iterdir() if not d.name.startswith(".")}
+
+
+def check_drift(installed: Installed) -> list[str]:
+    """The installed files whose bytes, kind or mode no longer match the signed ones."""
+    changed: list[str] = []
+    payload = installed.path
+    for rec in installed.record.files:
+        path = payload.joinpath(*rec.path.split("/"))
+        try:
+            st = path.lstat()
+            if rec.mode == MODE_SYMLINK:
+                target = os.readlink(path)  # noqa: PTH115 - the exact text, not normalized
+                ok = (stat.S_ISLNK(st.st_mode)
+                      and hashlib.sha256(target.encode("utf-8")).hexdigest() == rec.sha256)
+            else:
+                ok = (stat.S_ISREG(st.st_mode) and st.st_size == rec.size
+                      and (st.st_mode & 0o777) == (rec.mode & 0o777)
+                      and _sha256_file(path) == rec.sha256)
+        except OSError:
+            ok = False
+        if not ok:
+            changed.append(rec.path)
+    return changed
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,338 @@
+"""The node's state directory: what survives a reboot, and how it is written.
+
+Layout of ``<state>/`` (default ``/var/lib/bootpull``; ``--state-dir`` in tests)::
+
+    status.json               NodeStatus: what runs now, what ran before, health (JSON)
+    counters.json             retries / restarts / fallbacks, summed over every boot
+    bad.json                  install ids that failed their health check: never retried
+    current -> roles/<role>/<id>    the install that runs (switched atomically)
+    lkg     -> roles/<role>/<id>    the last-known-good: the install ``current`` replaced
+    roles/<role>/<id>/        one complete install (see below); ``<id>`` is
+                              ``<version>-<commit[:12]>-<content digest[:8]>``
+    roles/<role>/.staging-*   an install being written; removed by recover()
+    roles/<role>/.trash-*     an install being deleted; removed by recover()
+    spool/<seq>.json          events not delivered yet, one fsynced file each, in order
+    spool/seq                 the next spool sequence number
+    cache/                    the git object cache of the fetch stage
+    verify/                   the verification stage's metadata and version floor
+
+One install holds the verified payload (``roles/<role>/files/`` of the repository) at
+its top, so the role's command and working directory are relative to it::
+
+    roles/<role>/<id>/...                      the verified payload, modes kept
+    roles/<role>/<id>/.bootpull/role.toml      the verified role.toml
+    roles/<role>/<id>/.bootpull/record.json    InstallRecord: spec, vars, each file's sha256
+
+(a bundle with its own ``.bootpull/`` is refused).
+
+The ``current`` and ``lkg`` links live at the top of the state directory, not under a
+role, so the last-known-good also survives a node being moved to another role.
+
+Every file here is a typed dataclass written as JSON, atomically: a temporary file,
+fsync, ``os.replace``, then fsync of the directory. Nothing is ever pickled. A file
+that is missing or unreadable reads as its default (a fresh node), and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bootpull.backoff import Counters
+from bootpull.bundle import Assignment, HealthSpec, RoleSpec
+
+FORMAT = 1
+DEFAULT_STATE_DIR = Path("/var/lib/bootpull")
+META_DIR = ".bootpull"
+RECORD_NAME = "record.json"
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]")
+ROLE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+# -- atomic writes -------------------------------------------------------------------
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: all of it or none of it, even across a power cut."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    """The parsed file, or None when it is missing or not valid JSON."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def switch_link(link: Path, target: str) -> None:
+    """Point symlink ``link`` at ``target`` atomically (a new link, then os.replace)."""
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(target)
+    tmp.replace(link)
+    fsync_dir(link.parent)
+
+
+# -- typed records -------------------------------------------------------------------
+
+
+def install_id(version: str, commit: str, digest: str) -> str:
+    """``<version>-<commit[:12]>-<digest[:8]>``; ``[^A-Za-z0-9._+-]`` in version → ``_``.
+
+    ``digest`` covers the role spec, the assignment and every file hash, so one id is
+    always one content: a changed ``[vars]`` on a pinned version is a new install.
+    """
+    safe = _SAFE.sub("_", version)[:80].lstrip(".") or "v"
+    return f"{safe}-{commit[:12]}-{digest[:8]}"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str  # relative to files/
+    mode: int  # git mode, as in the bundle
+    sha256: str  # of the content (of the target, for a symlink)
+    size: int
+
+
+@dataclass(frozen=True)
+class InstallRecord:
+    """Everything needed to run an install again without the repository."""
+
+    role: RoleSpec
+    assignment: Assignment
+    version: str
+    commit: str
+    installed_at: str
+    files: tuple[FileRecord, ...]
+    ident: str  # the install id, the directory's name
+    format: int = FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> InstallRecord:
+        """Parse a record; raise ValueError when it is not one this code wrote."""
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise ValueError("not a format-1 install record")
+        role = obj["role"]
+        health = role.get("health")
+        spec = RoleSpec(
+            name=str(role["name"]), description=str(role["description"]),
+            command=tuple(str(a) for a in role["command"]), restart=role["restart"],
+            hooks=tuple(tuple(str(a) for a in h) for h in role["hooks"]),
+            health=None if health is None else HealthSpec(
+                command=tuple(str(a) for a in health["command"]),
+                interval=float(health["interval"]), timeout=float(health["timeout"])),
+        )
+        a = obj["assignment"]
+        assignment = Assignment(
+            role=str(a["role"]), source=str(a["source"]), hostname=a.get("hostname"),
+            version=a.get("version"), log_level=a.get("log_level"),
+            vars={str(k): str(v) for k, v in (a.get("vars") or {}).items()},
+        )
+        files = tuple(FileRecord(path=str(f["path"]), mode=int(f["mode"]),
+                                 sha256=str(f["sha256"]), size=int(f["size"]))
+                      for f in obj["files"])
+        return cls(role=spec, assignment=assignment, version=str(obj["version"]),
+                   commit=str(obj["commit"]), installed_at=str(obj["installed_at"]),
+                   files=files, ident=str(obj["ident"]))
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One complete install on disk."""
+
+    path: Path
+    record: InstallRecord
+
+    @property
+    def id(self) -> str:
+        return self.record.ident
+
+    @property
+    def role(self) -> str:
+        return self.record.role.name
+
+    @property
+    def version(self) -> str:
+        return self.record.version
+
+    @property
+    def commit(self) -> str:
+        return self.record.commit
+
+
+@dataclass
+class NodeStatus:
+    """``status.json``: what ``bootpull node status`` prints, beside the counters."""
+
+    format: int = FORMAT
+    node: str = ""
+    hostname: str = ""
+    role: str = ""
+    version: str = ""
+    commit: str = ""
+    lkg_version: str = ""
+    lkg_commit: str = ""
+    health: str = "unknown"  # unknown / starting / healthy / unhealthy / stopped
+    last_stage: str = ""
+    last_status: str = ""  # ok / warn / fail
+    last_message: str = ""
+    updated: str = ""
+    drift: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> NodeStatus:
+        status = cls()
+        if isinstance(obj, dict) and obj.get("format") == FORMAT:
+            for name in ("node", "hostname", "role", "version", "commit", "lkg_version",
+                         "lkg_commit", "health", "last_stage", "last_status",
+                         "last_message", "updated"):
+                value = obj.get(name)
+                if isinstance(value, str):
+                    setattr(status, name, value)
+            drift = obj.get("drift")
+            if isinstance(drift, list):
+                status.drift = [str(d) for d in drift]
+        return status
+
+
+# -- the directory -------------------------------------------------------------------
+
+
+class StateDir:
+    """The paths of one state directory and the small files in it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def roles(self) -> Path:
+        return self.root / "roles"
+
+    @property
+    def current_link(self) -> Path:
+        return self.root / "current"
+
+    @property
+    def lkg_link(self) -> Path:
+        return self.root / "lkg"
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def verify(self) -> Path:
+        return self.root / "verify"
+
+    def install_dir(self, role: str, ident: str) -> Path:
+        return self.roles / role / ident
+
+    def ensure(self) -> None:
+        for path in (self.root, self.roles, self.spool):
+            path.mkdir(parents=True, exist_ok=True)
+
+    # -- installs --
+
+    def _resolve(self, link: Path) -> Installed | None:
+        try:
+            target = str(link.readlink())
+        except OSError:
+            return None
+        parts = Path(target).parts
+        if len(parts) != 3 or parts[0] != "roles" or ".." in parts:
+            return None
+        return self.load_install(self.root / target)
+
+    def load_install(self, path: Path) -> Installed | None:
+        """The install at ``path``, or None when it is not a complete one."""
+        try:
+            record = InstallRecord.from_json(read_json(path / META_DIR / RECORD_NAME))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return Installed(path, record)
+
+    def current(self) -> Installed | None:
+        return self._resolve(self.current_link)
+
+    def lkg(self) -> Installed | None:
+        return self._resolve(self.lkg_link)
+
+    def link_target(self, installed: Installed) -> str:
+        return str(installed.path.relative_to(self.root))
+
+    # -- status, counters, bad versions --
+
+    def load_status(self) -> NodeStatus:
+        return NodeStatus.from_json(read_json(self.root / "status.json"))
+
+    def save_status(self, status: NodeStatus) -> None:
+        from bootpull.events import now_rfc3339
+
+        status.updated = now_rfc3339()
+        write_json(self.root / "status.json", asdict(status))
+
+    def load_counters(self) -> Counters:
+        obj = read_json(self.root / "counters.json")
+        counters = Counters()
+        if isinstance(obj, dict):
+            for key in ("retries", "restarts", "fallbacks"):
+                value = obj.get(key)
+                if type(value) is int and value >= 0:
+                    setattr(counters, key, value)
+            reasons = obj.get("by_reason")
+            if isinstance(reasons, dict):
+                counters.by_reason = {str(k): int(v) for k, v in reasons.items()
+                                      if type(v) is int}
+        return counters
+
+    def save_counters(self, counters: Counters) -> None:
+        write_json(self.root / "counters.json", asdict(counters))
+
+    def bad_ids(self) -> dict[str, str]:
+        """Install id → why it was marked bad."""
+        obj = read_json(self.root / "bad.json")
+        if not isinstance(obj, dict):
+            return {}
+        return {str(k): str(v) for k, v in obj.items()}
+
+    def mark_bad(self, ident: str, why: str) -> None:
+        bad = self.bad_ids()
+        bad[ident] = why
+        write_json(self.root / "bad.json", bad)
