@@ -1,0 +1,696 @@
+"""Fetch only what this node needs, over git smart HTTP, into an object store.
+
+:class:`GitRemote` speaks git protocol v2 (``gitprotocol-v2``) to a smart HTTP server
+such as ``git http-backend``:
+
+- ``snapshot(ref)`` resolves the ref with ``ls-refs`` (only that ref is listed, tags
+  peeled) and, unless the commit is already cached, fetches the commit and its trees
+  with ``deepen 1`` and ``filter blob:none``: no history, no file contents.
+- The returned :class:`GitSnapshot` (a :class:`bootpull.bundle.TreeReader`) fetches
+  blobs lazily, by object id, only when asked for them; ``read_many`` asks for all the
+  missing ones in one request. So the bytes on the wire scale with the role, not with
+  the repository, and a reboot with nothing changed moves only the ref advertisement.
+- Objects go straight into a bare git object store in ``cache_dir``; nothing is ever
+  checked out, and what is cached is not fetched again.
+
+Limits (:class:`FetchLimits`): one wall-clock deadline for the whole pull, enforced
+even against a server that trickles one byte a second (a watchdog shuts the socket
+down at the deadline), a cap on bytes received across all requests, and a cap on how
+far a pack may inflate. Transient failures (connection refused or reset, a response
+cut short, 5xx, 408, 429) are retried with full-jitter exponential backoff, honouring
+``Retry-After``; each retry is counted in :class:`~bootpull.backoff.Counters` and said
+on the console. Permanent failures (404, 401/403, a server that is not git or not v2)
+fail at once.
+
+Errors: :class:`~bootpull.errors.FetchError` when the transport failed (exit 11: fall
+back to the last-known-good), :class:`~bootpull.errors.VerifyError` when the server
+sent git data that is wrong (a pack that fails its checksum or inflates past the cap,
+an object that is not what was asked for, a ref that is not a commit): exit 12.
+
+Why not dulwich's HTTP client: it lists refs again before every fetch (so a blob
+fetch costs a ref advertisement), reads with blocking ``read(n)`` calls that a trickle
+can stretch far past any deadline, and gives no hook to count bytes or read
+``Retry-After``. The protocol bytes are small (:mod:`bootpull.gitwire`); dulwich does
+the part that is hard to get right: indexing and checking packs, and parsing objects.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import email.utils
+import http.client
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import urlsplit
+
+from bootpull import gitwire
+from bootpull.backoff import Backoff, Counters
+from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry
+from bootpull.console import Console
+from bootpull.errors import FetchError, VerifyError
+
+if TYPE_CHECKING:
+    from dulwich.objects import ShaFile
+    from dulwich.repo import Repo
+
+AGENT = "bootpull/1"
+MODE_TREE = 0o040000
+MODE_GITLINK = 0o160000
+MAX_TREE_DEPTH = 256  # directory nesting; deeper than this is a hostile tree
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """How long, how much, and how often one pull may try."""
+
+    deadline: float = 300.0  # seconds for the whole pull, across all retries
+    max_bytes: int = 256 * 2**20  # cap on bytes received, across all requests
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
+    max_attempts: int = 8  # per request, the first try included
+    stall_timeout: float = 30.0  # no byte at all for this long: the connection is dead
+    max_inflated: int = 2**30  # what one pack may inflate to (zlib bombs), and one object
+
+
+class _Transient(Exception):
+    """A failure worth retrying: says why, and how long the server asked us to wait."""
+
+    def __init__(self, reason: str, *, kind: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds to wait: delta-seconds or an HTTP date; None if absent
+    or unreadable (then our own backoff applies)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(min(int(value), 10**7))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    headers: http.client.HTTPMessage
+
+
+class _Http:
+    """One HTTP request at a time, under the pull's deadline and byte cap."""
+
+    def __init__(self, url: str, remote: GitRemote) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchError(f"{url!r} is not an http:// or https:// repository URL",
+                             hint="give the repository as http://HOST[:PORT]/PATH, "
+                                  "for example http://10.0.0.1:8080/repo.git")
+        if parts.username or parts.password:
+            raise FetchError("credentials in the repository URL are not supported",
+                             hint="serve the repository read-only without authentication")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port
+        self.base_path = parts.path.rstrip("/")
+        self.remote = remote
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        headers: dict[str, str],
+        sink: Callable[[bytes], None],
+    ) -> _Response:
+        """Send one request and stream the body of a 2xx response into ``sink``.
+
+        Raises _Transient (retry), FetchError (permanent), _DeadlinePassed.
+        """
+        remote = self.remote
+        remaining = remote.remaining()
+        if remaining <= 0:
+            raise _DeadlinePassed
+        timeout = min(remote.limits.stall_timeout, remaining)
+        conn: http.client.HTTPConnection
+        if self.scheme == "https":
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        fired = threading.Event()
+
+        def watchdog() -> None:
+            fired.set()
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(remaining, watchdog)
+        timer.daemon = True
+        timer.start()
+        try:
+            try:
+                conn.request(method, self.base_path + path, body=body,
+                             headers={"User-Agent": AGENT, **headers})
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                if fired.is_set() or remote.remaining() <= 0:
+                    raise _DeadlinePassed from exc
+                raise _Transient(f"{type(exc).__name__}: {exc}", kind="connect") from exc
+            remote._add_bytes(_header_size(resp))
+            status = resp.status
+            if status in _TRANSIENT_STATUS:
+                retry_after = parse_retry_after(resp.getheader("Retry-After"))
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    remote._add_bytes(len(resp.read(4096)))
+                raise _Transient(f"HTTP {status} {resp.reason}", kind=f"http-{status}",
+                                 retry_after=retry_after)
+            if not 200 <= status < 300:
+                raise _permanent_http_error(status, resp.reason, self.url_for(path))
+            try:
+                while True:
+                    if remote.remaining() <= 0:
+                        raise _DeadlinePassed
+                    chunk = resp.read1(_CHUNK)
+                    if not chunk:
+                        break
+                    remote._add_bytes(len(chunk))
+                    sink(chunk)
+            except (OSError, http.client.HTTPException) as exc:
+                if fired.is_set() or remote.remaining() <= 0:
+                    raise _DeadlinePassed from exc
+                raise _Transient(f"the response was cut short ({type(exc).__name__}: {exc})",
+                                 kind="cut-short") from exc
+            return _Response(status, resp.headers)
+        finally:
+            timer.cancel()
+            conn.close()
+
+    def url_for(self, path: str) -> str:
+        port = f":{self.port}" if self.port else ""
+        return f"{self.scheme}://{self.host}{port}{self.base_path}{path}"
+
+
+def _header_size(resp: http.client.HTTPResponse) -> int:
+    status_line = len(f"HTTP/1.1 {resp.status} {resp.reason}\r\n")
+    return status_line + sum(len(k) + len(v) + 4 for k, v in resp.getheaders()) + 2
+
+
+def _permanent_http_error(status: int, reason: str, url: str) -> FetchError:
+    if status == 404:
+        return FetchError(f"no git repository at {url}", why=f"the server said HTTP 404 {reason}",
+                          hint="check the repository URL (bootpull.repo=, DHCP, DNS): it must "
+                               "name a repository served over git smart HTTP, as in "
+                               "http://HOST:PORT/repo.git")
+    if status in (401, 403):
+        return FetchError(f"the server refused access to {url}",
+                          why=f"HTTP {status} {reason}",
+                          hint="nodes fetch anonymously: serve the repository read-only "
+                               "without authentication")
+    return FetchError(f"the server refused the request for {url}", why=f"HTTP {status} {reason}",
+                      hint="check that the URL names a git smart HTTP repository and that the "
+                           "server runs git http-backend (or `bootpull serve`)")
+
+
+def _open_store(cache_dir: Path) -> Repo:
+    from dulwich.errors import NotGitRepository
+    from dulwich.repo import Repo
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if not (cache_dir / "objects").is_dir():
+        return Repo.init_bare(str(cache_dir))
+    try:
+        return Repo(str(cache_dir), bare=True)
+    except NotGitRepository as exc:
+        raise FetchError(f"the object cache {cache_dir} is not a git object store",
+                         why=str(exc),
+                         hint=f"remove {cache_dir}; the next run fetches it again") from exc
+
+
+class GitRemote:
+    """A repository over git smart HTTP (protocol v2), cached in a bare object store."""
+
+    def __init__(
+        self,
+        url: str,
+        cache_dir: Path,
+        *,
+        limits: FetchLimits,
+        console: Console,
+        counters: Counters,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.cache_dir = Path(cache_dir)
+        self.limits = limits
+        self.console = console
+        self.counters = counters
+        self.bytes_received = 0
+        self.requests = 0
+        self._sleep = sleep
+        self._clock = clock
+        self._deadline_at = clock() + limits.deadline
+        self._http = _Http(self.url, self)
+        self._caps: gitwire.Capabilities | None = None
+        self._store: Repo | None = None
+
+    # -- budget ----------------------------------------------------------------------
+
+    def remaining(self) -> float:
+        """Seconds left before the pull's deadline."""
+        return self._deadline_at - self._clock()
+
+    def _add_bytes(self, n: int) -> None:
+        self.bytes_received += n
+        if self.bytes_received > self.limits.max_bytes:
+            raise FetchError(
+                f"the fetch from {self.url} passed its cap of {self.limits.max_bytes} bytes",
+                why=f"{self.bytes_received} bytes were received",
+                hint="a role bundle should be far smaller; check what the repository serves, "
+                     "or raise the cap (FetchLimits.max_bytes)")
+
+    @property
+    def store(self) -> Repo:
+        if self._store is None:
+            self._store = _open_store(self.cache_dir)
+        return self._store
+
+    def close(self) -> None:
+        """Close the object cache (snapshots of this remote can no longer read)."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> GitRemote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests with retries -----------------------------------------------------------
+
+    def _call(self, what: str, method: str, path: str, *, body: bytes | None,
+              headers: dict[str, str], sink_factory: Callable[[], Any]) -> tuple[_Response, Any]:
+        """Run one request with retries; ``sink_factory()`` gives a fresh sink per try."""
+        attempt = 0
+        while True:
+            sink = sink_factory()
+            try:
+                self.requests += 1
+                response = self._http.request(method, path, body=body, headers=headers,
+                                              sink=sink.write)
+                sink.finish()
+                return response, sink
+            except _DeadlinePassed:
+                sink.abort()
+                raise self._deadline_error(what) from None
+            except _Transient as exc:
+                sink.abort()
+                attempt += 1
+                if attempt >= self.limits.max_attempts:
+                    raise FetchError(
+                        f"{what} failed after {attempt} attempts", why=exc.reason,
+                        hint=f"check that the server at {self.url} is up and reachable; the "
+                             "node keeps its last-known-good role meanwhile") from None
+                delay = self.limits.backoff.delay(attempt - 1)
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                if delay >= self.remaining():
+                    why = (f"the server asked to wait {exc.retry_after:.0f}s (Retry-After)"
+                           if exc.retry_after is not None and exc.retry_after >= self.remaining()
+                           else exc.reason)
+                    raise FetchError(
+                        f"{what} did not succeed within the {self.limits.deadline:.0f}s "
+                        "deadline", why=why,
+                        hint="the server is overloaded or failing; the node keeps its "
+                             "last-known-good role and tries again at the next boot") from None
+                self.counters.count("retries", f"fetch:{exc.kind}")
+                after = " (Retry-After)" if exc.retry_after is not None else ""
+                self.console.warn(
+                    f"fetch: {what}: {exc.reason}; retry {attempt} of "
+                    f"{self.limits.max_attempts - 1} in {delay:.1f}s{after}",
+                    stage="fetch", retry=attempt, reason=exc.kind, delay=round(delay, 3))
+                self._sleep(delay)
+            except BaseException:
+                sink.abort()
+                raise
+
+    def _deadline_error(self, what: str) -> FetchError:
+        return FetchError(
+            f"{what} did not finish within the {self.limits.deadline:.0f}s deadline",
+            why=f"{self.bytes_received} bytes arrived in that time; the server or the "
+                "network is too slow",
+            hint="check the network path to the repository server; the node keeps its "
+                 "last-known-good role meanwhile")
+
+    def capabilities(self) -> gitwire.Capabilities:
+        """The server's v2 capabilities (asked once per GitRemote)."""
+        if self._caps is None:
+            response, sink = self._call(
+                "reading the capability advertisement", "GET",
+                "/info/refs?service=git-upload-pack", body=None,
+                headers={"Git-Protocol": "version=2"}, sink_factory=_BytesSink)
+            ctype = response.headers.get("Content-Type", "")
+            if ctype != "application/x-git-upload-pack-advertisement":
+                raise FetchError(
+                    f"{self.url} is not a git smart HTTP repository",
+                    why=f"info/refs came back as {ctype or 'no content type'!r}",
+                    hint="serve the repository with git http-backend (smart HTTP) or "
+                         "`bootpull serve`; dumb HTTP is not supported")
+            try:
+                self._caps = gitwire.parse_capabilities(sink.data)
+            except gitwire.WireError as exc:
+                raise FetchError(f"{self.url} does not speak git protocol v2", why=str(exc),
+                                 hint="use git 2.18 or newer on the server "
+                                      "(protocol v2 is the default from git 2.26)") from None
+        return self._caps
+
+    def _post(self, what: str, body: bytes, sink_factory: Callable[[], Any]) -> Any:
+        _response, sink = self._call(
+            what, "POST", "/git-upload-pack", body=body,
+            headers={"Git-Protocol": "version=2",
+                     "Content-Type": "application/x-git-upload-pack-request",
+                     "Accept": "application/x-git-upload-pack-result"},
+            sink_factory=sink_factory)
+        return sink
+
+    # -- refs --------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> gitwire.RemoteRef:
+        """The commit ``ref`` names on the server (annotated tags peeled)."""
+        try:
+            candidates = gitwire.candidate_refs(ref)
+        except ValueError as exc:
+            raise FetchError(str(exc), hint="name a branch (main) or a full ref "
+                                            "(refs/tags/role/web/1.0)") from None
+        caps = self.capabilities()
+        if not caps.supports("ls-refs"):
+            raise FetchError(f"{self.url} does not offer ls-refs",
+                             hint="use git 2.18 or newer on the server")
+        sink = self._post(f"listing {ref}", gitwire.ls_refs_request(candidates, agent=AGENT),
+                          _BytesSink)
+        try:
+            refs = gitwire.parse_ls_refs(sink.data)
+        except gitwire.ServerRefused as exc:
+            raise FetchError(f"the server refused to list {ref}", why=str(exc)) from None
+        except gitwire.WireError as exc:
+            raise FetchError(f"the ref listing from {self.url} is malformed", why=str(exc),
+                             hint="the server does not speak git protocol v2 correctly") from None
+        for name in candidates:
+            if name in refs:
+                return refs[name]
+        raise FetchError(f"{ref} does not exist in {self.url}",
+                         why=f"the server has no {' or '.join(candidates)}",
+                         hint="push the branch or tag, or fix the name (a release is "
+                              "refs/tags/role/<role>/<version>: `bootpull repo release`)")
+
+    # -- objects -----------------------------------------------------------------------
+
+    def has(self, oid: str) -> bool:
+        from dulwich.objects import ObjectID
+
+        return ObjectID(oid.encode()) in self.store.object_store
+
+    def get(self, oid: str) -> ShaFile:
+        from dulwich.objects import ObjectID
+
+        return self.store.object_store[ObjectID(oid.encode())]
+
+    def fetch_objects(self, wants: Iterable[str], *, what: str, depth: int | None = None,
+                      filter_spec: str | None = None) -> None:
+        """Fetch the wanted objects (and, for commits/trees, what the filter lets through)
+        into the cache, in one request. Objects already cached are skipped."""
+        missing = sorted({oid for oid in wants if not self.has(oid)})
+        if not missing:
+            return
+        caps = self.capabilities()
+        if depth is not None and not caps.supports("fetch", "shallow"):
+            raise FetchError(f"{self.url} cannot do shallow fetches",
+                             hint="use git 2.18 or newer on the server")
+        if filter_spec is not None and not caps.supports("fetch", "filter"):
+            raise FetchError(f"{self.url} does not allow partial fetches (filter)",
+                             hint="set uploadpack.allowFilter=true in the served repository "
+                                  "(git config uploadpack.allowFilter true)")
+        request = gitwire.fetch_request(missing, depth=depth, filter_spec=filter_spec,
+                                        agent=AGENT)
+        store = self.store.object_store
+        try:
+            self._post(what, request, lambda: _PackSink(store, self.limits.max_inflated))
+        except gitwire.ServerRefused as exc:
+            hint = "check the server's git configuration"
+            if "not our ref" in str(exc):
+                hint = ("set uploadpack.allowAnySHA1InWant=true (or allowReachableSHA1InWant) "
+                        "in the served repository, so nodes can fetch single files by id")
+            raise FetchError(f"the server refused to send {what}", why=str(exc),
+                             hint=hint) from None
+        still = [oid for oid in missing if not self.has(oid)]
+        if still:
+            raise VerifyError(
+                f"the server's pack for {what} lacks {len(still)} of the objects asked for",
+                why=f"missing {still[0]}" + (" and more" if len(still) > 1 else ""),
+                expected=still[0], got="",
+                hint="the repository server is broken or hostile; nothing was installed")
+
+    def snapshot(self, ref: str) -> GitSnapshot:
+        """Resolve ``ref`` and make sure its commit and trees are cached (no blobs)."""
+        remote_ref = self.resolve(ref)
+        commit_id = remote_ref.target
+        self.fetch_objects([commit_id], what=f"commit {commit_id[:12]} ({ref})", depth=1,
+                           filter_spec="blob:none")
+        commit = self.get(commit_id)
+        if commit.type_name != b"commit":
+            raise VerifyError(f"{ref} names a {commit.type_name.decode()}, not a commit",
+                              expected="commit", got=commit.type_name.decode(),
+                              hint="point the branch or tag at a commit")
+        tree_id = commit.tree.decode()  # type: ignore[attr-defined]
+        if not self.has(tree_id):
+            self.fetch_objects([tree_id], what=f"tree of {commit_id[:12]}",
+                               filter_spec="blob:none")
+        return GitSnapshot(self, commit_id, tree_id, ref=ref)
+
+
+class _BytesSink:
+    """Collects a small response (advertisements, ref lists) in memory."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self._buf.clear()
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._buf)
+
+
+class _PackSink:
+    """Streams a fetch response's pack into the object store; indexes it at the end.
+
+    The pack is written to a temporary file as it arrives; only when the response is
+    complete is it scanned (:func:`bootpull.packscan.scan_pack`: inflation bombs,
+    malformed entries) and then indexed by dulwich, which checks the pack's checksum and
+    computes every object's id from its content. An aborted try leaves nothing behind.
+    """
+
+    def __init__(self, object_store: Any, max_inflated: int) -> None:
+        self._store = object_store
+        self._max_inflated = max_inflated
+        self._parser = gitwire.FetchResponse()
+        self._file: BinaryIO | None = None
+        self._commit: Callable[[], Any] | None = None
+        self._abort: Callable[[], None] | None = None
+        self.pack_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        try:
+            pack = self._parser.feed(data)
+        except gitwire.ServerRefused:
+            raise
+        except gitwire.WireError as exc:
+            raise _Transient(f"the fetch response is malformed ({exc})", kind="wire") from exc
+        if pack:
+            if self._file is None:
+                self._file, self._commit, self._abort = self._store.add_pack()
+            assert self._file is not None
+            self._file.write(pack)
+            self.pack_bytes += len(pack)
+
+    def finish(self) -> None:
+        try:
+            self._parser.finish()
+        except gitwire.WireError as exc:
+            raise _Transient(str(exc), kind="cut-short") from exc
+        if self._file is None:
+            return
+        from bootpull.packscan import PackProblem, scan_pack
+
+        assert self._commit is not None
+        self._file.flush()
+        self._file.seek(0)
+        try:
+            scan_pack(self._file, max_inflated=self._max_inflated)
+            self._file.seek(0, os.SEEK_END)
+        except PackProblem as exc:
+            self.abort()
+            raise VerifyError("the server sent a malformed or hostile pack", why=str(exc),
+                              hint="the repository server is broken or hostile; nothing "
+                                   "was installed") from None
+        commit, self._commit, self._file, self._abort = self._commit, None, None, None
+        try:
+            commit()
+        except Exception as exc:  # noqa: BLE001 - dulwich raises many kinds for bad packs
+            raise VerifyError("the server sent a pack that does not check out",
+                              why=f"{type(exc).__name__}: {exc}",
+                              hint="the repository server is broken or hostile; nothing "
+                                   "was installed") from None
+
+    def abort(self) -> None:
+        if self._abort is not None:
+            abort, self._abort, self._file, self._commit = self._abort, None, None, None
+            with contextlib.suppress(OSError):
+                abort()
+
+
+class GitSnapshot:
+    """One commit of the remote repository, read from the object cache.
+
+    Implements :class:`bootpull.bundle.TreeReader`. Trees are local after
+    :meth:`GitRemote.snapshot`; blobs are fetched by id on first read.
+    """
+
+    def __init__(self, remote: GitRemote, commit: str, tree: str, *, ref: str) -> None:
+        self._remote = remote
+        self._commit = commit
+        self._tree = tree
+        self.ref = ref
+
+    @property
+    def commit(self) -> str:
+        return self._commit
+
+    @property
+    def bytes_received(self) -> int:
+        return self._remote.bytes_received
+
+    # -- trees -------------------------------------------------------------------------
+
+    def _tree_items(self, tree_id: str) -> builtins.list[tuple[str, int, str]]:
+        if not self._remote.has(tree_id):
+            self._remote.fetch_objects([tree_id], what=f"tree {tree_id[:12]}",
+                                       filter_spec="blob:none")
+        obj = self._remote.get(tree_id)
+        if obj.type_name != b"tree":
+            raise VerifyError(f"object {tree_id[:12]} should be a tree, but is a "
+                              f"{obj.type_name.decode()}", expected="tree",
+                              got=obj.type_name.decode(),
+                              hint="the repository server is broken or hostile")
+        items = []
+        for entry in obj.iteritems():  # type: ignore[attr-defined]
+            name = entry.path.decode("utf-8", "surrogateescape")
+            items.append((name, int(entry.mode), entry.sha.decode()))
+        return items
+
+    def _lookup(self, path: str) -> tuple[int, str] | None:
+        """(mode, id) of ``path``, or None. ``""`` is the root tree."""
+        mode, oid = MODE_TREE, self._tree
+        parts = [p for p in path.strip("/").split("/") if p]
+        if len(parts) > MAX_TREE_DEPTH:
+            return None
+        for part in parts:
+            if mode != MODE_TREE:
+                return None
+            for name, entry_mode, entry_id in self._tree_items(oid):
+                if name == part:
+                    mode, oid = entry_mode, entry_id
+                    break
+            else:
+                return None
+        return mode, oid
+
+    def list(self, prefix: str) -> builtins.list[TreeEntry]:
+        """Every file under directory ``prefix`` (recursively), sorted by path."""
+        found = self._lookup(prefix)
+        if found is None or found[0] != MODE_TREE:
+            return []
+        base = "/".join(p for p in prefix.strip("/").split("/") if p)
+        out: builtins.list[TreeEntry] = []
+        stack = [(base, found[1], 0)]
+        while stack:
+            where, tree_id, depth = stack.pop()
+            if depth > MAX_TREE_DEPTH:
+                raise VerifyError(f"{where or '/'} nests directories more than "
+                                  f"{MAX_TREE_DEPTH} deep", hint="the tree is hostile")
+            for name, mode, oid in self._tree_items(tree_id):
+                path = f"{where}/{name}" if where else name
+                if mode == MODE_TREE:
+                    stack.append((path, oid, depth + 1))
+                else:
+                    out.append(TreeEntry(path, mode, oid))
+        return sorted(out, key=lambda e: e.path)
+
+    # -- blobs -------------------------------------------------------------------------
+
+    def _blob_id(self, path: str) -> str | None:
+        found = self._lookup(path)
+        if found is None or found[0] in (MODE_TREE, MODE_GITLINK):
+            return None
+        return found[1]
+
+    def read(self, path: str) -> bytes | None:
+        """The file's bytes (a symlink's target), or None if there is no such file."""
+        return self.read_many([path]).get(path)
+
+    def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
+        """The files among ``paths`` that exist, fetching all missing blobs in one request."""
+        ids: dict[str, str] = {}
+        for path in paths:
+            oid = self._blob_id(path)
+            if oid is not None:
+                ids[path] = oid
+        missing = sorted({oid for oid in ids.values() if not self._remote.has(oid)})
+        if missing:
+            self._remote.fetch_objects(missing, what=f"{len(missing)} file(s) of "
+                                                     f"{self._commit[:12]}")
+        out: dict[str, bytes] = {}
+        for path, oid in ids.items():
+            obj = self._remote.get(oid)
+            if obj.type_name != b"blob":
+                raise VerifyError(f"{path} should be a file, but its object is a "
+                                  f"{obj.type_name.decode()}", expected="blob",
+                                  got=obj.type_name.decode(),
+                                  hint="the repository server is broken or hostile")
+            out[path] = obj.as_raw_string()
+        return out
+
+
+__all__ = ["MODE_EXEC", "MODE_FILE", "MODE_SYMLINK", "FetchLimits", "GitRemote", "GitSnapshot",
+           "parse_retry_after"]

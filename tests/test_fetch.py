@@ -1,0 +1,238 @@
+"""GitRemote over a real ``git http-backend``: what is fetched, and how little."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from bootpull.backoff import Backoff, Counters
+from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK
+from bootpull.console import Console
+from bootpull.errors import FetchError
+from bootpull.fetch import FetchLimits, GitRemote
+from gitserver import GitHttpServer, commit_files, git, make_bare_repo, push
+
+ROLES = 5
+ROLE_FILE = 200_000
+FAST = FetchLimits(deadline=60, backoff=Backoff(base=0.05, cap=0.2), max_attempts=4)
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.text = io.StringIO()
+
+    def write(self, text: str) -> None:
+        self.text.write(text)
+
+    def close(self) -> None:
+        pass
+
+
+def role_files(roles: int = ROLES, size: int = ROLE_FILE) -> dict[str, bytes]:
+    files = {"bootpull.toml": b"format = 1\n",
+             "hosts/52-54-00-12-34-56.toml": b'role = "r2"\n'}
+    for r in range(roles):
+        files[f"roles/r{r}/role.toml"] = f'format = 1\ndescription = "role {r}"\n'.encode()
+        files[f"roles/r{r}/files/a.bin"] = os.urandom(size // 2)
+        files[f"roles/r{r}/files/sub/b.bin"] = os.urandom(size - size // 2)
+    return files
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bare = make_bare_repo(tmp_path_factory.mktemp("fetch") / "repo.git", role_files())
+    work = bare.with_name(bare.name + ".work")
+    (work / "roles/r2/files/run.sh").write_text("#!/bin/sh\necho hi\n")
+    (work / "roles/r2/files/run.sh").chmod(0o755)
+    (work / "roles/r2/files/link").symlink_to("run.sh")
+    commit_files(work, {}, "exec and symlink")
+    git("tag", "-a", "-m", "release", "role/r2/1.0", cwd=work)
+    git("tag", "role/r2/light", cwd=work)
+    push(work, bare, "main", "--tags")
+    return bare
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> Iterator[GitHttpServer]:
+    with GitHttpServer({"repo.git": repo}) as srv:
+        yield srv
+
+
+@pytest.fixture
+def remote_factory(tmp_path: Path) -> Iterator[Callable[..., GitRemote]]:
+    made: list[GitRemote] = []
+
+    def make(url: str, *, limits: FetchLimits = FAST, cache: Path | None = None,
+             counters: Counters | None = None, console: Console | None = None) -> GitRemote:
+        remote = GitRemote(url, cache or tmp_path / "cache", limits=limits,
+                           console=console or Console(_Lines()), counters=counters or Counters())
+        made.append(remote)
+        return remote
+
+    yield make
+    for remote in made:
+        remote.close()
+
+
+def test_snapshot_lists_and_reads_files_of_one_role(server, repo, remote_factory) -> None:
+    remote = remote_factory(server.url)
+    snap = remote.snapshot("main")
+    assert snap.commit == git("rev-parse", "main", cwd=repo).strip()
+    entries = {e.path: e for e in snap.list("roles/r2")}
+    assert set(entries) == {"roles/r2/role.toml", "roles/r2/files/a.bin",
+                            "roles/r2/files/sub/b.bin", "roles/r2/files/run.sh",
+                            "roles/r2/files/link"}
+    assert entries["roles/r2/files/a.bin"].mode == MODE_FILE
+    assert entries["roles/r2/files/run.sh"].mode == MODE_EXEC
+    assert entries["roles/r2/files/link"].mode == MODE_SYMLINK
+    work = repo.with_name(repo.name + ".work")
+    got = snap.read_many([*list(entries), "roles/r2/absent"])
+    assert "roles/r2/absent" not in got
+    assert got["roles/r2/files/a.bin"] == (work / "roles/r2/files/a.bin").read_bytes()
+    assert got["roles/r2/files/link"] == b"run.sh"
+    assert snap.read("bootpull.toml") == b"format = 1\n"
+    assert snap.read("roles/r2") is None  # a directory is not a file
+    assert snap.read("nope/nothing") is None
+    assert snap.list("roles/none") == []
+    assert snap.list("bootpull.toml") == []
+
+
+def test_bytes_scale_with_the_role_not_the_repository(server, remote_factory) -> None:
+    """Fetching one role of five moves about one fifth of the repository."""
+    server.reset_counters()
+    remote = remote_factory(server.url)
+    snap = remote.snapshot("main")
+    paths = [e.path for e in snap.list("roles/r3")]
+    snap.read_many(paths)
+    role_bytes = ROLE_FILE
+    repo_bytes = ROLES * ROLE_FILE
+    assert remote.bytes_received == server.bytes_sent  # our count is the server's count
+    assert role_bytes <= remote.bytes_received < role_bytes * 1.05 + 8192
+    assert remote.bytes_received < repo_bytes / 4
+    # one request for all the role's blobs
+    posts = [s for s in server.log if s.method == "POST"]
+    assert len(posts) == 3  # ls-refs, commit+trees, blobs
+
+
+def test_second_snapshot_with_no_change_moves_only_the_ref_listing(
+        server, tmp_path, remote_factory) -> None:
+    cache = tmp_path / "cache"
+    first = remote_factory(server.url, cache=cache)
+    snap = first.snapshot("main")
+    paths = [e.path for e in snap.list("roles/r1")]
+    snap.read_many(paths)
+    first.close()
+    server.reset_counters()
+    second = remote_factory(server.url, cache=cache)  # a reboot: new process, same cache
+    again = second.snapshot("main")
+    data = again.read_many(paths)
+    assert len(data) == len(paths)
+    assert second.bytes_received <= 4096
+    assert server.bytes_sent == second.bytes_received
+    assert [s.method for s in server.log] == ["GET", "POST"]
+
+
+def test_cache_reuse_fetches_only_what_changed(server, repo, tmp_path, remote_factory) -> None:
+    cache = tmp_path / "cache"
+    first = remote_factory(server.url, cache=cache)
+    snap = first.snapshot("main")
+    snap.read_many([e.path for e in snap.list("roles/r0")])
+    first.close()
+    # another role reads blobs it has not seen; r0's are not fetched again
+    second = remote_factory(server.url, cache=cache)
+    snap2 = second.snapshot("main")
+    before = second.bytes_received
+    snap2.read_many([e.path for e in snap2.list("roles/r0")])
+    assert second.bytes_received == before
+    snap2.read("roles/r4/files/a.bin")
+    assert second.bytes_received - before >= ROLE_FILE // 2
+
+
+def test_tags_are_peeled_and_full_refs_work(server, repo, remote_factory) -> None:
+    remote = remote_factory(server.url)
+    head = git("rev-parse", "main", cwd=repo).strip()
+    assert remote.snapshot("refs/tags/role/r2/1.0").commit == head  # annotated
+    assert remote.snapshot("refs/tags/role/r2/light").commit == head  # lightweight
+    assert remote.snapshot("refs/heads/main").commit == head
+
+
+def test_new_commit_is_seen_and_old_blobs_are_reused(tmp_path, git_http_server,
+                                                     remote_factory) -> None:
+    bare = make_bare_repo(tmp_path / "moving.git", role_files(roles=2, size=100_000))
+    server = git_http_server(bare)
+    cache = tmp_path / "cache"
+    first = remote_factory(server.url, cache=cache)
+    old = first.snapshot("main")
+    old.read_many([e.path for e in old.list("roles/r1")])
+    first.close()
+    work = bare.with_name(bare.name + ".work")
+    new_id = commit_files(work, {"roles/r1/files/new.txt": b"new\n"}, "add a file")
+    push(work, bare, "main")
+    second = remote_factory(server.url, cache=cache)
+    snap = second.snapshot("main")
+    assert snap.commit == new_id
+    got = snap.read_many([e.path for e in snap.list("roles/r1")])
+    assert got["roles/r1/files/new.txt"] == b"new\n"
+    assert second.bytes_received < 8192  # the unchanged 100 KB were not fetched again
+
+
+def test_missing_repository_fails_fast_with_a_hint(server, remote_factory) -> None:
+    counters = Counters()
+    remote = remote_factory(server.base_url + "/nothing-here.git", counters=counters)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        remote.snapshot("main")
+    assert time.monotonic() - started < 10
+    assert "404" in info.value.why
+    assert "repository URL" in info.value.hint
+    assert counters.retries == 0
+
+
+def test_missing_ref_fails_with_a_hint(server, remote_factory) -> None:
+    remote = remote_factory(server.url)
+    with pytest.raises(FetchError) as info:
+        remote.snapshot("refs/tags/role/r9/9.9")
+    assert "does not exist" in info.value.what
+    assert "bootpull repo release" in info.value.hint
+
+
+def test_server_without_protocol_v2_is_refused_clearly(repo, git_http_server,
+                                                       remote_factory) -> None:
+    server = git_http_server(repo, protocol_v2=False)
+    with pytest.raises(FetchError) as info:
+        remote_factory(server.url).snapshot("main")
+    assert "protocol v2" in info.value.what
+
+
+def test_server_without_partial_clone_is_refused_clearly(repo, git_http_server,
+                                                         remote_factory) -> None:
+    server = git_http_server(repo, git_config={"uploadpack.allowFilter": "false"})
+    with pytest.raises(FetchError) as info:
+        remote_factory(server.url).snapshot("main")
+    assert "uploadpack.allowFilter" in info.value.hint
+
+
+def test_a_non_bare_repository_is_served_too(tmp_path, git_http_server, remote_factory) -> None:
+    work = tmp_path / "admin"
+    work.mkdir()
+    git("init", "-q", "-b", "main", cwd=work)
+    commit_files(work, {"bootpull.toml": b"format = 1\n"})
+    server = git_http_server(work)
+    assert remote_factory(server.url).snapshot("main").read("bootpull.toml") == b"format = 1\n"
+
+
+def test_git_cli_clones_from_the_same_server(server, repo, tmp_path) -> None:
+    """Sanity: the test server is a real smart-HTTP server for git itself, over v2."""
+    out = tmp_path / "clone"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_TRACE_PACKET": str(tmp_path / "trace")}
+    subprocess.run(["git", "-c", "protocol.version=2", "clone", "-q", "--depth", "1",
+                    "--filter=blob:none", server.url, str(out)], env=env, check=True,
+                   timeout=120, capture_output=True)
+    assert (out / "roles/r2/files/run.sh").read_text() == "#!/bin/sh\necho hi\n"
+    assert "version 2" in (tmp_path / "trace").read_text()
