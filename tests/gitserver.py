@@ -22,6 +22,9 @@ Fault injection (:class:`Faults`, mutable while the server runs):
 - ``trickle_bps``: send every response at that many bytes per second;
 - ``drop_after``: sever the connection after that many bytes of the next ``drops``
   upload-pack responses (the server process is "killed" mid-response);
+- ``hold_after``: stall the next upload-pack response after that many bytes and set
+  ``holding`` (a test then kills the server mid-fetch with ``stop()``);
+- ``flip_byte_at``: corrupt that byte of the next upload-pack response (tampering);
 - ``stop(kill=True)`` shuts every open connection at once; ``start()`` again brings the
   server back on the same port.
 
@@ -61,6 +64,9 @@ class Faults:
     trickle_bps: float | None = None
     drop_after: int | None = None  # bytes of an upload-pack response before the cut
     drops: int = 0  # how many responses to cut
+    hold_after: int | None = None  # stall the next upload-pack response after this many bytes
+    holding: threading.Event = field(default_factory=threading.Event)  # set while stalled
+    flip_byte_at: int | None = None  # corrupt this byte of the next upload-pack response
 
     def clear(self) -> None:
         self.fail_every_other = None
@@ -68,6 +74,9 @@ class Faults:
         self.trickle_bps = None
         self.drop_after = None
         self.drops = 0
+        self.hold_after = None
+        self.holding.clear()
+        self.flip_byte_at = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, data: bytes) -> None:
         owner = self.server.owner
+        if self._flip_at is not None and self._sent <= self._flip_at < self._sent + len(data):
+            at = self._flip_at - self._sent
+            data = data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1:]
+            self._flip_at = None
+        if self._hold_at is not None and self._sent + len(data) >= self._hold_at:
+            self._write(data[: max(0, self._hold_at - self._sent)])
+            owner.faults.holding.set()
+            generation = owner.generation
+            while owner.generation == generation and not owner.stopping.wait(0.05):
+                pass
+            raise _Cut
         if self._cut_at is not None and self._sent + len(data) >= self._cut_at:
             data = data[: max(0, self._cut_at - self._sent)]
             self._write(data)
@@ -166,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         self._sent = 0
         self._cut_at: int | None = None
+        self._hold_at: int | None = None
+        self._flip_at: int | None = None
         status, fault = 0, ""
         owner._track(self.connection, True)
         try:
@@ -185,12 +207,18 @@ class _Handler(BaseHTTPRequestHandler):
             if self.headers.get("Expect", "").lower() == "100-continue":
                 self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = self._read_body() if self.command == "POST" else b""
-            if "git-upload-pack" in self.path and faults.drop_after is not None:
+            if "git-upload-pack" in self.path and self.command == "POST":
                 with owner.lock:
-                    if faults.drops > 0:
+                    if faults.drop_after is not None and faults.drops > 0:
                         faults.drops -= 1
                         self._cut_at = faults.drop_after
                         fault = "drop"
+                    if faults.hold_after is not None:
+                        self._hold_at, faults.hold_after = faults.hold_after, None
+                        fault = "hold"
+                    if faults.flip_byte_at is not None:
+                        self._flip_at, faults.flip_byte_at = faults.flip_byte_at, None
+                        fault = "flip"
             status = self._run_backend(body)
         except (_Cut, BrokenPipeError, ConnectionResetError):
             fault = fault or "cut"
@@ -300,6 +328,7 @@ class GitHttpServer:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.bytes_sent = 0
+        self.generation = 0  # how many times the server was stopped
         self.log: list[Served] = []
         self._repos: dict[str, Path] = {}
         self._requests = 0
@@ -396,6 +425,7 @@ class GitHttpServer:
         if server is None:
             return
         self.stopping.set()
+        self.generation += 1
         server.shutdown()
         server.server_close()
         if kill:
