@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from bootpull.backoff import Backoff, Counters
 from bootpull.console import Console
 from bootpull.errors import FetchError, VerifyError
@@ -173,7 +172,7 @@ def test_server_killed_for_good_gives_a_clean_fetch_error(server, client) -> Non
     def read() -> None:
         try:
             snap.read("roles/r0/files/data.bin")
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     reader = threading.Thread(target=read)
