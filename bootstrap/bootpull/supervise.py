@@ -1,0 +1,344 @@
+"""Run and supervise the installed role.
+
+- The role's ``[run] command`` starts in its install directory (also its working
+  directory) in a session of its own, with the contract environment
+  (:func:`role_env`): ``BOOTPULL_MAC``, ``BOOTPULL_ROLE``, ``BOOTPULL_VERSION``,
+  ``BOOTPULL_COMMIT``, ``BOOTPULL_HOSTNAME``, ``BOOTPULL_IP`` and one
+  ``BOOTPULL_VAR_<NAME>`` (upper-cased) per host-file ``[vars]`` entry.
+- ``restart``: ``always`` restarts on any exit, ``on-failure`` on a non-zero exit or a
+  signal, ``never`` not at all. Restarts wait a full-jitter backoff, are counted in
+  ``Counters.restarts`` and said on the console; a run that lasts
+  ``Policy.stable_after`` seconds resets the backoff.
+- ``[health]``: the command runs every ``interval`` seconds with a ``timeout``. The
+  role is *started* once it passes its first check (or, without a health check, once it
+  is still up after ``Policy.start_grace`` or has exited 0). ``Policy.tries`` failures
+  in a row, or that many crashes in a row before the role ever ran stably, make it
+  *unhealthy*: the pipeline then reverts to the last-known-good and marks the version
+  bad so no boot retries it (no boot loop).
+- Every ``Policy.drift_interval`` seconds the installed files are hashed again and
+  compared with the SHA-256 recorded from the verified bundle; a change is reported.
+
+The supervisor never sleeps on its own: :meth:`Supervisor.tick` does what is due and
+says when it next needs to run, so the pipeline's one loop can also deliver reports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bootpull.backoff import Backoff, Counters
+from bootpull.console import Console
+from bootpull.errors import RunError
+from bootpull.install import check_drift, resolve_command
+from bootpull.mac import Mac
+from bootpull.state import Installed
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this node is, as the role sees it."""
+
+    mac: Mac
+    hostname: str = ""
+    ip: str = ""
+
+
+def role_env(installed: Installed, identity: Identity,
+             base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The role's environment: a small base (PATH, HOME, LANG, TZ) plus the contract's."""
+    source = os.environ if base is None else base
+    env = {k: source[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM")
+           if k in source}
+    env.setdefault("PATH", DEFAULT_PATH)
+    record = installed.record
+    env.update({
+        "BOOTPULL_MAC": identity.mac.canonical,
+        "BOOTPULL_ROLE": record.role.name,
+        "BOOTPULL_VERSION": record.version,
+        "BOOTPULL_COMMIT": record.commit,
+        "BOOTPULL_HOSTNAME": identity.hostname,
+        "BOOTPULL_IP": identity.ip,
+    })
+    for name, value in sorted(record.assignment.vars.items()):
+        env[f"BOOTPULL_VAR_{name.upper()}"] = value
+    return env
+
+
+@dataclass(frozen=True)
+class Policy:
+    tries: int = 3  # failed health checks (or early crashes) in a row → unhealthy
+    start_grace: float = 0.5  # without a health check: up this long = started
+    first_check_spacing: float = 1.0  # the first checks come at most this far apart
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))
+    stable_after: float = 60.0
+    drift_interval: float = 300.0
+    stop_timeout: float = 10.0
+    start_timeout: float = 120.0  # the longest wait for a first healthy check
+
+
+@dataclass(frozen=True)
+class Happening:
+    """Something the pipeline should report: a restart, an exit, unhealthiness, drift."""
+
+    kind: str  # restarted / exited / unhealthy / drift / drift-cleared
+    status: str  # ok / warn / fail
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, installed: Installed, env: Mapping[str, str], *, console: Console,
+                 counters: Counters, policy: Policy | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.installed = installed
+        self.env = dict(env)
+        self.console = console
+        self.counters = counters
+        self.policy = policy or Policy()
+        self._clock = clock
+        self._sleep = sleep
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.exit_code: int | None = None  # of the last exit, while not restarted
+        self.done = False  # exited and will not be restarted
+        self.healthy = False
+        self.restarts = 0
+        self._attempt = 0  # backoff step
+        self._crashes = 0  # crashes in a row without a stable run
+        self._failures = 0  # failed health checks in a row
+        self._restart_at: float | None = None
+        now = clock()
+        spec = installed.record.role.health
+        self._health_at = now + (spec.interval if spec else 0.0)
+        self._drift_at = now + self.policy.drift_interval
+        self._drift: list[str] = []
+
+    # -- process ---------------------------------------------------------------
+
+    @property
+    def role_name(self) -> str:
+        return self.installed.record.role.name
+
+    def start(self) -> None:
+        spec = self.installed.record.role
+        if not spec.command:
+            raise RunError(f"role {spec.name} has an empty [run] command",
+                           hint="set [run] command in role.toml and publish")
+        argv = [resolve_command(self.installed.path, spec.command[0]), *spec.command[1:]]
+        try:
+            self.proc = subprocess.Popen(argv, cwd=self.installed.path, env=self.env,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            raise RunError(f"role {spec.name} {self.installed.version} could not start",
+                           why=f"{' '.join(spec.command)}: {exc.strerror or exc}",
+                           hint="check [run] command in role.toml (a path relative to "
+                           "the role's files, with its executable bit) and publish") from None
+        self.started_at = self._clock()
+        self.exit_code = None
+        self.done = False
+        self.console.info(f"role {spec.name} {self.installed.version} started "
+                          f"(pid {self.proc.pid})")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM to the role's whole session, then SIGKILL after ``stop_timeout``."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, self.policy.stop_timeout), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.console.info(f"role {self.role_name} stopped")
+
+    # -- health ----------------------------------------------------------------
+
+    def check_health(self) -> tuple[bool, str]:
+        """Run the health command once: (passed, why not)."""
+        spec = self.installed.record.role.health
+        if spec is None:
+            return self.running() or self.exit_code == 0, "the role is not running"
+        argv = [resolve_command(self.installed.path, spec.command[0]), *spec.command[1:]]
+        try:
+            proc = subprocess.run(argv, cwd=self.installed.path, env=self.env,
+                                  capture_output=True, timeout=spec.timeout, check=False,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return False, f"the health check took longer than {spec.timeout:g}s"
+        except OSError as exc:
+            return False, f"the health check could not start: {exc.strerror or exc}"
+        if proc.returncode == 0:
+            return True, ""
+        tail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()[-200:]
+        return False, f"the health check exited with {proc.returncode}" + (
+            f": {tail}" if tail else "")
+
+    def wait_started(self) -> None:
+        """Return once the role is started (see the module doc); raise RunError if not."""
+        spec = self.installed.record.role.health
+        deadline = self._clock() + self.policy.start_timeout
+        if spec is None:
+            until = self._clock() + self.policy.start_grace
+            while self._clock() < until:
+                if self.proc is not None and self.proc.poll() is not None:
+                    break
+                self._sleep(0.02)
+            self._reap_for_start()
+            self.healthy = True
+            return
+        spacing = min(spec.interval, self.policy.first_check_spacing)
+        why = ""
+        for attempt in range(self.policy.tries):
+            if attempt:
+                self._sleep(spacing)
+            self._reap_for_start()
+            ok, why = self.check_health()
+            if ok:
+                self.healthy = True
+                self._health_at = self._clock() + spec.interval
+                self.console.info(f"role {self.role_name} passed its health check")
+                return
+            self.console.warn(f"health check {attempt + 1}/{self.policy.tries} failed: {why}")
+            if self._clock() > deadline:
+                break
+        raise RunError(f"role {self.role_name} {self.installed.version} failed its "
+                       f"health check {self.policy.tries} times", why=why,
+                       hint="fix the role or its [health] command and publish a new "
+                       "version; this one will not be retried")
+
+    def _reap_for_start(self) -> None:
+        if self.proc is None:
+            return
+        code = self.proc.poll()
+        if code is None:
+            return
+        self.exit_code = code
+        if code != 0:
+            self.proc = None
+            raise RunError(f"role {self.role_name} {self.installed.version} exited with "
+                           f"{_describe(code)} as it started",
+                           hint="run the role's command by hand on a test node, fix it "
+                           "and publish a new version; this one will not be retried")
+
+    # -- the loop --------------------------------------------------------------
+
+    def tick(self) -> list[Happening]:
+        """Do whatever is due now; return what happened."""
+        out: list[Happening] = []
+        now = self._clock()
+        if self.proc is not None and (code := self.proc.poll()) is not None:
+            out += self._exited(code, now)
+        if self._restart_at is not None and now >= self._restart_at and not self.done:
+            self._restart_at = None
+            self.start()
+            out.append(Happening("restarted", "warn",
+                                 f"role {self.role_name} restarted (restart "
+                                 f"{self.restarts})", {"exit_code": self.exit_code}))
+        if self.proc is not None and now - self.started_at >= self.policy.stable_after:
+            self._attempt = 0
+            self._crashes = 0
+        spec = self.installed.record.role.health
+        if spec is not None and self.running() and now >= self._health_at:
+            self._health_at = now + spec.interval
+            ok, why = self.check_health()
+            if ok:
+                self._failures = 0
+                self._crashes = 0
+                self.healthy = True
+            else:
+                self._failures += 1
+                self.console.warn(f"health check failed ({self._failures}/"
+                                  f"{self.policy.tries}): {why}")
+                if self._failures >= self.policy.tries:
+                    self.healthy = False
+                    out.append(Happening("unhealthy", "fail",
+                                         f"role {self.role_name} failed its health check "
+                                         f"{self._failures} times", {"why": why}))
+        if now >= self._drift_at:
+            self._drift_at = now + self.policy.drift_interval
+            out += self.check_drift()
+        return out
+
+    def check_drift(self) -> list[Happening]:
+        changed = check_drift(self.installed)
+        if changed == self._drift:
+            return []
+        self._drift = changed
+        if changed:
+            self.console.warn(f"{len(changed)} installed file(s) differ from the signed "
+                              f"ones: {', '.join(changed[:5])}")
+            return [Happening("drift", "warn",
+                              f"{len(changed)} installed file(s) changed on disk",
+                              {"files_changed": changed})]
+        return [Happening("drift-cleared", "ok", "installed files match the signed ones",
+                          {"files_changed": []})]
+
+    def next_due(self) -> float:
+        """Seconds until :meth:`tick` has something to do (at most 1 s, to notice exits)."""
+        now = self._clock()
+        times = [self._drift_at, now + 1.0]
+        if self._restart_at is not None:
+            times.append(self._restart_at)
+        if self.installed.record.role.health is not None and self.running():
+            times.append(self._health_at)
+        return max(0.0, min(times) - now)
+
+    def _exited(self, code: int, now: float) -> list[Happening]:
+        self.proc = None
+        self.exit_code = code
+        ran = now - self.started_at
+        restart = self.installed.record.role.restart
+        failed = code != 0
+        if failed and ran < self.policy.stable_after:
+            self._crashes += 1
+        if failed and self._crashes >= self.policy.tries:
+            self.done = True
+            self.console.warn(f"role {self.role_name} crashed {self._crashes} times in a "
+                              "row: giving up on this version")
+            return [Happening("unhealthy", "fail", f"role {self.role_name} crashed "
+                              f"{self._crashes} times in a row", {"exit_code": code})]
+        if restart == "never" or (restart == "on-failure" and not failed):
+            self.done = True
+            status = "fail" if failed else "ok"
+            (self.console.warn if failed else self.console.info)(
+                f"role {self.role_name} exited with {_describe(code)}; "
+                f"restart={restart}: not restarting")
+            return [Happening("exited", status, f"role {self.role_name} exited with "
+                              f"{_describe(code)}", {"exit_code": code})]
+        if ran >= self.policy.stable_after:
+            self._attempt = 0
+        delay = self.policy.backoff.delay(self._attempt)
+        self._attempt += 1
+        self.restarts += 1
+        self.counters.count("restarts", f"exit {code}")
+        self._restart_at = now + delay
+        self.console.warn(f"role {self.role_name} exited with {_describe(code)}; "
+                          f"restarting in {delay:.1f}s (restart {self.restarts}, "
+                          f"restart={restart})")
+        return []
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
