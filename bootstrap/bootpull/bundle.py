@@ -95,3 +95,23 @@ class Bundle:
     files: tuple[BundleFile, ...]
     assignment: Assignment
     role_toml: bytes = b""  # the verified role.toml itself, installed beside files/
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``[limits]`` of ``bootpull.toml``: what one node agrees to fetch for its role."""
+
+    max_bundle_bytes: int = 1 << 30  # the sum of the role's file sizes
+    max_files: int = 10_000
+
+
+@dataclass(frozen=True)
+class RepoSettings:
+    """``bootpull.toml``, format 1: the repository-wide settings (written by verify)."""
+
+    format: int = 1
+    name: str | None = None  # names the admin's key directory; the node ignores it
+    branch: str = "main"  # the deploy branch
+    report_url: str | None = None  # [report] url
+    log_level: str | None = None  # the default for every node
+    limits: Limits = field(default_factory=Limits)

@@ -96,3 +96,15 @@ class LayoutError(BootpullError):
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
         return f"{where}: {self.what}" + (f" — {self.hint}" if self.hint else "")
+
+
+class ExpiredMetadata(VerifyError):
+    """The signed metadata is valid but expired (or the clock is wrong).
+
+    The pipeline boots the last-known-good with an alarm instead of failing outright,
+    and never reports itself fresh.
+    """
+
+
+class NotAssignedError(LayoutError):
+    """The repository has neither ``hosts/<mac>.toml`` nor ``hosts/default.toml``."""

@@ -1,0 +1,614 @@
+"""The repository layout, format 1 (CONTRACT §1): one parser for the node and the admin tools.
+
+Every parser here is a pure function over bytes. It returns the parsed value (or None)
+and a list of :class:`Problem` — file, line, what is wrong, how to fix it — and never
+stops at the first problem. The ``load_*`` wrappers raise a
+:class:`~bootpull.errors.LayoutError` instead, for the node, which must not use a file
+that has any problem at all.
+
+tomllib gives no line numbers for keys, so :func:`key_line` finds a key's line in the
+text itself (the table header, then the key inside that table).
+
+Files:
+
+- ``bootpull.toml`` → :class:`~bootpull.bundle.RepoSettings`
+- ``hosts/<mac>.toml`` and ``hosts/default.toml`` → :class:`~bootpull.bundle.Assignment`
+- ``roles/<role>/role.toml`` → :class:`~bootpull.bundle.RoleSpec`
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bootpull.bundle import (
+    Assignment,
+    HealthSpec,
+    Limits,
+    RepoSettings,
+    Restart,
+    RoleSpec,
+    TreeReader,
+)
+from bootpull.errors import LayoutError, NotAssignedError
+from bootpull.mac import Mac, MacError
+
+FORMAT = 1
+SETTINGS_FILE = "bootpull.toml"
+HOSTS_DIR = "hosts"
+DEFAULT_HOST_FILE = "hosts/default.toml"
+ROLES_DIR = "roles"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # roles: a directory and a tag part
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")  # one tag path component
+_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # BOOTPULL_VAR_<NAME>
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")
+_LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
+_RESTARTS: tuple[Restart, ...] = ("always", "on-failure", "never")
+_MAX_ARGV = 256
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one file, printed as ``file:line: what — how to fix it``."""
+
+    file: str
+    line: int
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.what} — {self.fix}"
+
+    def error(self) -> LayoutError:
+        return LayoutError(self.what, path=self.file, line=self.line, hint=self.fix)
+
+
+@dataclass
+class Report:
+    """Every problem found, in the order found."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        self.problems.extend(problems)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+def raise_first(problems: list[Problem]) -> None:
+    """Raise the first problem as a LayoutError that also counts the others."""
+    if not problems:
+        return
+    first = problems[0]
+    more = len(problems) - 1
+    what = first.what + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+    raise LayoutError(what, path=first.file, line=first.line, hint=first.fix)
+
+
+# -- names -----------------------------------------------------------------------
+
+
+def check_role_name(name: str) -> str | None:
+    """Why ``name`` is not a valid role name, or None when it is."""
+    if not _NAME.match(name) or ".." in name:
+        return (f"{name!r} is not a valid role name: use letters, digits, '.', '_' and '-' "
+                "(at most 63, starting with a letter or digit)")
+    return None
+
+
+def check_version(version: str) -> str | None:
+    """Why ``version`` is not a valid release version, or None when it is."""
+    if not _VERSION.match(version) or ".." in version or version.endswith(".lock"):
+        return (f"{version!r} is not a valid version: use letters, digits, '.', '_', '+' "
+                "and '-' (at most 63, starting with a letter or digit)")
+    return None
+
+
+def host_file(mac: Mac) -> str:
+    """``hosts/52-54-00-12-34-56.toml``."""
+    return f"{HOSTS_DIR}/{mac.canonical}.toml"
+
+
+def role_file(role: str) -> str:
+    return f"{ROLES_DIR}/{role}/role.toml"
+
+
+def release_tag(role: str, version: str) -> str:
+    """The git tag of a released version: ``role/<role>/<version>``."""
+    return f"role/{role}/{version}"
+
+
+# -- line numbers ----------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
+
+
+def _key_pattern(key: str) -> re.Pattern[str]:
+    quoted = re.escape(key)
+    return re.compile(rf"""^\s*(?:{quoted}|"{quoted}"|'{quoted}')\s*[=.]""")
+
+
+def key_line(text: str, *keys: str) -> int:
+    """The 1-based line where ``keys`` (a table path, then a key) is set; 0 if not found.
+
+    ``key_line(text, "run", "command")`` finds ``command =`` under ``[run]``, or the
+    ``[run]`` header itself, or a dotted ``run.command =`` at the top level.
+    """
+    lines = text.splitlines()
+    if not keys:
+        return 0
+    *tables, key = keys
+    table = ".".join(tables)
+    current = ""
+    header_line = 0
+    pattern = _key_pattern(key)
+    for number, line in enumerate(lines, start=1):
+        header = _HEADER.match(line)
+        if header:
+            current = re.sub(r"\s*\.\s*", ".", header.group(1).strip("\"' "))
+            if current == ".".join(keys):
+                header_line = header_line or number
+            if table and current == table:
+                header_line = header_line or number
+            continue
+        if current == table and pattern.match(line):
+            return number
+    if header_line:
+        return header_line
+    if table:  # a dotted key at the top level: run.command = [...]
+        dotted = re.compile(rf"^\s*{re.escape('.'.join(keys))}\s*=")
+        for number, line in enumerate(lines, start=1):
+            if _HEADER.match(line):
+                break
+            if dotted.match(line):
+                return number
+    return 0
+
+
+# -- TOML ------------------------------------------------------------------------
+
+
+def _load_toml(data: bytes, path: str) -> tuple[dict[str, Any] | None, str, list[Problem]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, "", [Problem(path, 0, f"is not UTF-8 text (byte {exc.start})",
+                                  "save the file as UTF-8")]
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        line = int(match.group(1)) if match else 0
+        what = re.sub(r"\s*\(at (?:line \d+, column \d+|end of document)\)", "", message)
+        return None, text, [Problem(path, line, f"is not valid TOML: {what}",
+                                    "fix the TOML syntax (see https://toml.io)")]
+    return doc, text, []
+
+
+class _Checker:
+    """Collects problems for one file, with line numbers looked up in its text."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.text = text
+        self.problems: list[Problem] = []
+
+    def add(self, keys: tuple[str, ...], what: str, fix: str) -> None:
+        line = key_line(self.text, *keys) if keys else 0
+        self.problems.append(Problem(self.path, line, what, fix))
+
+    def unknown(self, table: dict[str, Any], allowed: Iterable[str],
+                where: tuple[str, ...]) -> None:
+        allowed = list(allowed)
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                fix = (f"did you mean '{close[0]}'?" if close
+                       else f"remove it; allowed here: {', '.join(allowed)}")
+                label = f"[{'.'.join(where)}]" if where else "the top level"
+                self.add((*where, key), f"unknown key '{key}' in {label}", fix)
+
+    def table(self, doc: dict[str, Any], key: str) -> dict[str, Any] | None:
+        value = doc.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.add((key,), f"'{key}' must be a table", f"write it as a [{key}] section")
+            return None
+        return value
+
+    def string(self, table: dict[str, Any], keys: tuple[str, ...], *, required: bool = False,
+               example: str = "") -> str | None:
+        value = table.get(keys[-1])
+        if value is None:
+            if required:
+                self.add(keys[:-1] if len(keys) > 1 else (),
+                         f"'{'.'.join(keys)}' is missing",
+                         f"add {keys[-1]} = {example or chr(34) + '...' + chr(34)}")
+            return None
+        if not isinstance(value, str) or not value:
+            self.add(keys, f"'{'.'.join(keys)}' must be a non-empty string",
+                     f"write it as {keys[-1]} = {example or chr(34) + '...' + chr(34)}")
+            return None
+        return value
+
+    def number(self, table: dict[str, Any], keys: tuple[str, ...], *, positive: bool = True,
+               integer: bool = False) -> float | None:
+        value = table.get(keys[-1])
+        if value is None:
+            return None
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or (
+                positive and not value > 0) or value != value:  # NaN
+            kind = "a whole number" if integer else "a number"
+            self.add(keys, f"'{'.'.join(keys)}' must be {kind} greater than 0, not {value!r}",
+                     f"write it as {keys[-1]} = 30")
+            return None
+        return value
+
+    def argv(self, value: Any, keys: tuple[str, ...]) -> tuple[str, ...] | None:
+        fix = f'write it as {keys[-1]} = ["bin/start", "--flag"]'
+        if not isinstance(value, list) or not value:
+            self.add(keys, f"'{'.'.join(keys)}' must be a non-empty list of strings (an argv)",
+                     fix)
+            return None
+        if len(value) > _MAX_ARGV:
+            self.add(keys, f"'{'.'.join(keys)}' has {len(value)} arguments (at most {_MAX_ARGV})",
+                     "shorten it, or move the arguments into a script in files/")
+            return None
+        if not all(isinstance(arg, str) for arg in value) or not value[0] or any(
+                "\x00" in arg for arg in value):
+            self.add(keys, f"'{'.'.join(keys)}' must be a list of strings with a non-empty "
+                     "program name and no NUL characters", fix)
+            return None
+        return tuple(value)
+
+
+def _check_format(check: _Checker, doc: dict[str, Any], *, required: bool) -> bool:
+    """False when the file is of a format this bootpull cannot read at all."""
+    value = doc.get("format")
+    if value is None:
+        if required:
+            check.add((), "'format' is missing", f"add format = {FORMAT} as the first line")
+        return True
+    if isinstance(value, bool) or not isinstance(value, int):
+        check.add(("format",), f"'format' must be a whole number, not {value!r}",
+                  f"write format = {FORMAT}")
+        return True
+    if value > FORMAT:
+        check.add(("format",), f"this file is format {value}, but this bootpull reads "
+                  f"format {FORMAT} only",
+                  f"upgrade bootpull (the admin tools and the node image) to a release "
+                  f"that reads format {value}")
+        return False
+    if value < 1:
+        check.add(("format",), f"format {value} does not exist", f"write format = {FORMAT}")
+    return True
+
+
+# -- bootpull.toml ---------------------------------------------------------------
+
+_SETTINGS_KEYS = ("format", "name", "branch", "log_level", "report", "limits")
+
+
+def parse_settings(data: bytes, path: str = SETTINGS_FILE
+                   ) -> tuple[RepoSettings | None, list[Problem]]:
+    """``bootpull.toml``: ``format = 1`` and the repository-wide settings."""
+    doc, text, problems = _load_toml(data, path)
+    if doc is None:
+        return None, problems
+    check = _Checker(path, text)
+    if not _check_format(check, doc, required=True):
+        return None, check.problems
+    check.unknown(doc, _SETTINGS_KEYS, ())
+    name = check.string(doc, ("name",))
+    if name is not None and check_role_name(name) is not None:
+        check.add(("name",), f"{name!r} is not a valid repository name",
+                  "use letters, digits, '.', '_' and '-'")
+    branch = check.string(doc, ("branch",), example='"main"') or "main"
+    if not _BRANCH.match(branch) or ".." in branch or branch.endswith((".lock", "/")):
+        check.add(("branch",), f"{branch!r} is not a valid branch name",
+                  'name a git branch, as in branch = "main"')
+    log_level = _log_level(check, doc, ("log_level",))
+    report_url = None
+    report = check.table(doc, "report")
+    if report is not None:
+        check.unknown(report, ("url",), ("report",))
+        report_url = check.string(report, ("report", "url"),
+                                  example='"http://base.example:8080/api/v1/events"')
+        if report_url is not None and not re.match(r"^https?://[^\s/]+", report_url):
+            check.add(("report", "url"), f"{report_url!r} is not an http:// or https:// URL",
+                      'write it as url = "http://base.example:8080/api/v1/events"')
+    limits = Limits()
+    table = check.table(doc, "limits")
+    if table is not None:
+        check.unknown(table, ("max_bundle_bytes", "max_files"), ("limits",))
+        max_bytes = check.number(table, ("limits", "max_bundle_bytes"), integer=True)
+        max_files = check.number(table, ("limits", "max_files"), integer=True)
+        limits = Limits(int(max_bytes or limits.max_bundle_bytes),
+                        int(max_files or limits.max_files))
+    if check.problems:
+        return None, check.problems
+    return RepoSettings(format=FORMAT, name=name, branch=branch, report_url=report_url,
+                        log_level=log_level, limits=limits), []
+
+
+def _log_level(check: _Checker, table: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    value = check.string(table, keys, example='"info"')
+    if value is None:
+        return None
+    if value.lower() not in _LOG_LEVELS:
+        check.add(keys, f"{value!r} is not a log level", "use debug, info, warn or error")
+        return None
+    return "warn" if value.lower() == "warning" else value.lower()
+
+
+# -- hosts/<mac>.toml ------------------------------------------------------------
+
+_HOST_KEYS = ("format", "role", "hostname", "version", "log_level", "vars")
+
+
+def parse_host(data: bytes, path: str) -> tuple[Assignment | None, list[Problem]]:
+    """``hosts/<mac>.toml`` or ``hosts/default.toml`` → what the node gets."""
+    doc, text, problems = _load_toml(data, path)
+    if doc is None:
+        return None, problems
+    check = _Checker(path, text)
+    if not _check_format(check, doc, required=False):
+        return None, check.problems
+    check.unknown(doc, _HOST_KEYS, ())
+    role = check.string(doc, ("role",), required=True, example='"web"')
+    if role is not None and (why := check_role_name(role)):
+        check.add(("role",), why, "name a directory under roles/")
+    hostname = check.string(doc, ("hostname",), example='"web-1"')
+    if hostname is not None and not _HOSTNAME.match(hostname):
+        check.add(("hostname",), f"{hostname!r} is not a valid hostname",
+                  "use letters, digits and '-' in dot-separated labels (RFC 1123)")
+    version = doc.get("version")
+    if version is not None:
+        if isinstance(version, int | float) and not isinstance(version, bool):
+            check.add(("version",), f"'version' must be a string, not the number {version!r}",
+                      f'quote it: version = "{version}"')
+            version = None
+        else:
+            version = check.string(doc, ("version",), example='"1.0"')
+            if version is not None and (why := check_version(version)):
+                check.add(("version",), why, "name a tag role/<role>/<version>")
+    log_level = _log_level(check, doc, ("log_level",))
+    variables: dict[str, str] = {}
+    table = check.table(doc, "vars")
+    if table is not None:
+        for name, value in table.items():
+            if not _VAR.match(name):
+                check.add(("vars", name), f"{name!r} cannot be an environment variable name",
+                          "use letters, digits and '_', not starting with a digit")
+            elif isinstance(value, bool):
+                variables[name] = "true" if value else "false"
+            elif isinstance(value, str | int | float):
+                if isinstance(value, str) and "\x00" in value:
+                    check.add(("vars", name), f"vars.{name} contains a NUL character",
+                              "remove it")
+                else:
+                    variables[name] = str(value)
+            else:
+                check.add(("vars", name),
+                          f"vars.{name} must be a string, number or boolean, "
+                          f"not a {type(value).__name__}",
+                          f'write it as {name} = "value"')
+    if check.problems or role is None:
+        return None, check.problems
+    return Assignment(role=role, source=path, hostname=hostname,
+                      version=version, log_level=log_level,
+                      vars=variables), []
+
+
+def host_path_problem(path: str) -> Problem | None:
+    """Why ``hosts/<name>`` is not a valid host file name, or None when it is."""
+    name = path.rsplit("/", 1)[-1]
+    if path == DEFAULT_HOST_FILE or name.startswith("."):
+        return None
+    stem, dot, ext = name.rpartition(".")
+    if not dot or ext != "toml":
+        return Problem(path, 0, "is not a host file (host files end in .toml)",
+                       "rename it to hosts/<mac>.toml, or remove it")
+    try:
+        mac = Mac.parse(stem)
+    except MacError:
+        return Problem(path, 0, f"{stem!r} is not a MAC address",
+                       "name host files after the node's MAC, as in "
+                       "hosts/52-54-00-12-34-56.toml")
+    if stem != mac.canonical:
+        return Problem(path, 0, f"host file name {name!r} is not in the canonical form",
+                       f"rename it to {host_file(mac)} (git mv)")
+    return None
+
+
+# -- roles/<role>/role.toml ------------------------------------------------------
+
+_ROLE_KEYS = ("format", "description", "run", "install", "health")
+
+
+def parse_role(data: bytes, name: str, path: str | None = None
+               ) -> tuple[RoleSpec | None, list[Problem]]:
+    """``roles/<name>/role.toml`` → how the role is installed and run."""
+    path = path or role_file(name)
+    doc, text, problems = _load_toml(data, path)
+    if doc is None:
+        return None, problems
+    check = _Checker(path, text)
+    if why := check_role_name(name):
+        check.add((), why, "rename the role's directory")
+    if not _check_format(check, doc, required=True):
+        return None, check.problems
+    check.unknown(doc, _ROLE_KEYS, ())
+    description = check.string(doc, ("description",), required=True,
+                               example='"what this role does"')
+    command: tuple[str, ...] | None = None
+    restart: Restart = "on-failure"
+    run = check.table(doc, "run")
+    if run is None:
+        if "run" not in doc:
+            check.add((), "the [run] section is missing",
+                      'add [run] with command = ["bin/start"]')
+    else:
+        check.unknown(run, ("command", "restart"), ("run",))
+        if "command" not in run:
+            check.add(("run",), "'run.command' is missing",
+                      'add command = ["bin/start"] under [run]')
+        else:
+            command = check.argv(run["command"], ("run", "command"))
+        value = run.get("restart", "on-failure")
+        if value not in _RESTARTS:
+            check.add(("run", "restart"), f"restart must be one of always, on-failure, never, "
+                      f"not {value!r}", 'write restart = "on-failure"')
+        else:
+            restart = value
+    hooks: list[tuple[str, ...]] = []
+    install = check.table(doc, "install")
+    if install is not None:
+        check.unknown(install, ("hooks",), ("install",))
+        value = install.get("hooks", [])
+        if not isinstance(value, list):
+            check.add(("install", "hooks"), "'install.hooks' must be a list of argvs",
+                      'write hooks = [["bin/setup", "--flag"]]')
+        else:
+            for hook in value:
+                argv = check.argv(hook, ("install", "hooks"))
+                if argv is not None:
+                    hooks.append(argv)
+    health: HealthSpec | None = None
+    table = check.table(doc, "health")
+    if table is not None:
+        check.unknown(table, ("command", "interval", "timeout"), ("health",))
+        health_command = None
+        if "command" not in table:
+            check.add(("health",), "'health.command' is missing",
+                      'add command = ["bin/check"] under [health], or remove [health]')
+        else:
+            health_command = check.argv(table["command"], ("health", "command"))
+        interval = check.number(table, ("health", "interval"))
+        timeout = check.number(table, ("health", "timeout"))
+        if health_command is not None:
+            health = HealthSpec(health_command, float(interval or 30.0),
+                                float(timeout or 10.0))
+    if check.problems or command is None or description is None:
+        return None, check.problems
+    return RoleSpec(name=name, description=description, command=command, restart=restart,
+                    hooks=tuple(hooks), health=health), []
+
+
+# -- strict loaders (the node) ---------------------------------------------------
+
+
+def load_settings(data: bytes) -> RepoSettings:
+    settings, problems = parse_settings(data)
+    raise_first(problems)
+    assert settings is not None
+    return settings
+
+
+def load_role(data: bytes, name: str, path: str | None = None) -> RoleSpec:
+    spec, problems = parse_role(data, name, path)
+    raise_first(problems)
+    assert spec is not None
+    return spec
+
+
+def select(mac: Mac, host_bytes: bytes | None, default_bytes: bytes | None) -> Assignment:
+    """What ``mac`` gets: its own host file wins over ``hosts/default.toml``.
+
+    Raises :class:`~bootpull.errors.NotAssignedError` when there is neither, and a
+    :class:`~bootpull.errors.LayoutError` when the file that applies has any problem.
+    """
+    if host_bytes is not None:
+        path, data = host_file(mac), host_bytes
+    elif default_bytes is not None:
+        path, data = DEFAULT_HOST_FILE, default_bytes
+    else:
+        raise NotAssignedError(
+            f"node {mac.canonical} is not assigned",
+            path=host_file(mac),
+            hint=f"run 'bootpull repo assign {mac.colons} ROLE' and publish",
+        )
+    assignment, problems = parse_host(data, path)
+    raise_first(problems)
+    assert assignment is not None
+    return assignment
+
+
+# -- the whole tree (lint, publish) ----------------------------------------------
+
+
+def validate_tree(tree: TreeReader, *, tags: set[str] | None = None) -> Report:
+    """Check every format-1 file of one commit (or work tree); report every problem.
+
+    ``tags``, when given, is the set of tag names (``role/web/1.0``) that pinned
+    versions must name.
+    """
+    report = Report()
+    settings_bytes = tree.read(SETTINGS_FILE)
+    if settings_bytes is None:
+        report.problems.append(Problem(SETTINGS_FILE, 0, "is missing",
+                                       "create it with format = 1 ('bootpull repo init')"))
+    else:
+        report.extend(parse_settings(settings_bytes)[1])
+    role_entries = tree.list(ROLES_DIR)
+    roles = sorted({e.path.split("/")[1] for e in role_entries if e.path.count("/") >= 2})
+    known: set[str] = set()
+    for role in roles:
+        path = role_file(role)
+        data = tree.read(path)
+        if data is None:
+            report.problems.append(Problem(f"{ROLES_DIR}/{role}", 0, "has no role.toml",
+                                           f"create {path}, or remove the directory"))
+            continue
+        known.add(role)
+        report.extend(parse_role(data, role, path)[1])
+    for entry in tree.list(HOSTS_DIR):
+        if entry.path.count("/") != 1:
+            report.problems.append(Problem(entry.path, 0, "is in a subdirectory of hosts/",
+                                           "keep host files directly in hosts/"))
+            continue
+        if entry.path.rsplit("/", 1)[-1].startswith("."):
+            continue
+        problem = host_path_problem(entry.path)
+        if problem is not None:
+            report.problems.append(problem)
+            continue
+        data = tree.read(entry.path)
+        if data is None:
+            continue
+        assignment, problems = parse_host(data, entry.path)
+        report.extend(problems)
+        if assignment is None:
+            continue
+        text = data.decode("utf-8", errors="replace")
+        if assignment.role not in known:
+            report.problems.append(Problem(
+                entry.path, key_line(text, "role"), f"role {assignment.role!r} does not exist",
+                f"create roles/{assignment.role}/role.toml ('bootpull repo role new "
+                f"{assignment.role}'), or assign an existing role"))
+        if assignment.version is not None and tags is not None:
+            tag = release_tag(assignment.role, assignment.version)
+            if tag not in tags:
+                report.problems.append(Problem(
+                    entry.path, key_line(text, "version"), f"there is no release tag {tag}",
+                    f"run 'bootpull repo release {assignment.role} {assignment.version}', "
+                    "or remove the version to follow the deploy branch"))
+    return report

@@ -1,0 +1,139 @@
+"""Read a commit of a git repository on the local disk, straight from its object store.
+
+:class:`LocalRemote` has the same ``snapshot(ref)`` method as the network remote
+(:mod:`bootpull.fetch`), so the verify stage cannot tell them apart. It serves the
+admin tools (``repo show`` reads what a node would get) and the tests. Nothing is ever
+checked out: :class:`StoreTree` reads blobs from the object store.
+
+dulwich is imported when a repository is opened, not when this module is.
+"""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from typing import Any
+
+from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry
+from bootpull.errors import FetchError
+
+_BLOB_MODES = (MODE_FILE, MODE_EXEC, MODE_SYMLINK, 0o100664)
+
+
+class StoreTree:
+    """A :class:`~bootpull.bundle.TreeReader` over one commit in a dulwich object store."""
+
+    def __init__(self, store: Any, commit_id: str) -> None:
+        from dulwich.objects import Commit
+
+        self._store = store
+        commit = store[commit_id.encode("ascii")]
+        if not isinstance(commit, Commit):
+            raise FetchError(f"{commit_id} is not a commit")
+        self._commit = commit_id
+        self._tree_id: bytes = commit.tree
+
+    @property
+    def commit(self) -> str:
+        return self._commit
+
+    def _lookup(self, path: str) -> tuple[int, bytes] | None:
+        from dulwich.objects import Tree
+
+        tree = self._store[self._tree_id]
+        parts = [p for p in path.split("/") if p]
+        mode, sha = 0o040000, self._tree_id
+        for part in parts:
+            if not isinstance(tree, Tree):
+                return None
+            try:
+                mode, sha = tree[part.encode("utf-8", "surrogateescape")]
+            except KeyError:
+                return None
+            tree = self._store[sha]
+        return mode, sha
+
+    def read(self, path: str) -> bytes | None:
+        found = self._lookup(path)
+        if found is None or found[0] not in _BLOB_MODES:
+            return None
+        data: bytes = self._store[found[1]].as_raw_string()
+        return data
+
+    def list(self, prefix: str) -> builtins.list[TreeEntry]:
+        from dulwich.objects import Tree
+
+        found = self._lookup(prefix)
+        if found is None or found[0] != 0o040000:
+            return []
+        out: builtins.list[TreeEntry] = []
+        base = prefix.strip("/")
+        stack = [(base, found[1])]
+        while stack:
+            where, sha = stack.pop()
+            tree = self._store[sha]
+            if not isinstance(tree, Tree):
+                continue
+            for item in tree.iteritems():
+                name = item.path.decode("utf-8", "surrogateescape")
+                path = f"{where}/{name}" if where else name
+                if item.mode == 0o040000:
+                    stack.append((path, item.sha))
+                elif item.mode in _BLOB_MODES:
+                    out.append(TreeEntry(path, item.mode, item.sha.decode("ascii")))
+        return sorted(out, key=lambda e: e.path)
+
+    def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for path in paths:
+            data = self.read(path)
+            if data is not None:
+                out[path] = data
+        return out
+
+
+class LocalRemote:
+    """``snapshot(ref)`` over a repository on disk (a work tree or a bare repository)."""
+
+    def __init__(self, path: Path) -> None:
+        from dulwich.errors import NotGitRepository
+        from dulwich.repo import Repo
+
+        try:
+            self._repo = Repo(str(path))
+        except NotGitRepository:
+            raise FetchError(f"{path} is not a git repository",
+                             hint="give the repository's directory") from None
+        self.path = path
+
+    def resolve(self, ref: str) -> str:
+        """The commit id a branch name, ``refs/...`` name, tag name or commit id names."""
+        from dulwich.object_store import peel_sha
+        from dulwich.refs import Ref
+
+        refs = self._repo.refs
+        candidates = [ref] if ref.startswith("refs/") or ref == "HEAD" else [
+            f"refs/heads/{ref}", f"refs/tags/{ref}", ref]
+        for name in candidates:
+            try:
+                sha = refs[Ref(name.encode())]
+            except KeyError:
+                continue
+            peeled = peel_sha(self._repo.object_store, sha)[1]
+            return str(peeled.id.decode("ascii"))
+        if len(ref) == 40 and all(c in "0123456789abcdef" for c in ref):
+            return ref
+        raise FetchError(f"the repository has no {ref!r}",
+                         why=f"{self.path} has no such branch or tag",
+                         hint="check the branch name, or publish and release first")
+
+    def snapshot(self, ref: str) -> StoreTree:
+        return StoreTree(self._repo.object_store, self.resolve(ref))
+
+    def tags(self) -> set[str]:
+        """Every tag name (``role/web/1.0``) in the repository."""
+        return {name.decode()[len("refs/tags/"):] for name in self._repo.refs
+                if name.startswith(b"refs/tags/")}
+
+    def close(self) -> None:
+        self._repo.close()

@@ -1,0 +1,194 @@
+"""Fetch → verify: from a remote to a verified :class:`~bootpull.bundle.Bundle`.
+
+:func:`pull` is one flat list of steps, each on the console:
+
+1. snapshot the deploy branch (the remote fetches lazily: metadata and trees first);
+2. verify the signed metadata in ``.bootpull/metadata/`` (python-tuf ngclient, the
+   node's version floor and clock floor — :mod:`bootpull.trust`);
+3. read and verify ``bootpull.toml``; follow its ``branch`` if it names another one;
+4. read and verify this node's host file, or ``hosts/default.toml``, and select;
+5. for a pinned version, snapshot the tag ``role/<role>/<version>``;
+6. list, read (``read_many``: only this role's files) and verify every file of the
+   role against the signed targets — the set of files, their lengths, hashes, modes;
+7. raise the version floor, and return the bundle.
+
+Only bytes that matched their signed hash become part of the Bundle. Any mismatch
+raises :class:`~bootpull.errors.VerifyError` (exit 12) and nothing is returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from bootpull import layout
+from bootpull.backoff import Counters
+from bootpull.bundle import Bundle, BundleFile, RepoSettings, TreeReader
+from bootpull.console import Console
+from bootpull.errors import VerifyError
+from bootpull.mac import Mac
+from bootpull.trust import (
+    MetadataVersions,
+    SignedFile,
+    Verifier,
+    head_target,
+    release_target,
+)
+
+DEFAULT_BRANCH = "main"
+
+
+class Remote(Protocol):
+    """Where commits come from: :class:`bootpull.fetch.GitRemote` or a local repository."""
+
+    def snapshot(self, ref: str) -> TreeReader:
+        """One commit: ``ref`` is a branch name or ``refs/tags/role/<role>/<version>``."""
+        ...
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What verify hands to install: the bundle, the repo settings and what was trusted."""
+
+    bundle: Bundle
+    settings: RepoSettings
+    metadata: MetadataVersions
+    branch: str
+    head_commit: str  # the deploy branch's commit (the bundle's commit differs when pinned)
+
+
+def pull(
+    remote: Remote,
+    mac: Mac,
+    *,
+    trust_root: bytes,
+    state_dir: Path,
+    console: Console,
+    counters: Counters,
+    now: datetime | None = None,
+    build_time: datetime | None = None,
+    branch: str = DEFAULT_BRANCH,
+) -> PullResult:
+    """Fetch and verify what ``mac`` gets; raise VerifyError (exit 12) on any mismatch."""
+    del counters  # the remote counts its own retries; verification never retries
+    verifier = Verifier(trust_root, state_dir, now=now, build_time=build_time)
+    for _hop in range(2):  # bootpull.toml may name another deploy branch, once
+        with console.step(f"fetch deploy branch {branch}") as step:
+            head = remote.snapshot(branch)
+            step.note(head.commit[:12])
+        with console.step("verify signed metadata") as step:
+            versions = verifier.refresh(head)
+            step.note(str(versions))
+        with console.step("read repository settings") as step:
+            data = verifier.check(head_target(layout.SETTINGS_FILE),
+                                  head.read(layout.SETTINGS_FILE), None,
+                                  path=layout.SETTINGS_FILE)
+            if data is None:
+                raise VerifyError(f"commit {head.commit[:12]} has no {layout.SETTINGS_FILE}",
+                                  hint="create it with 'bootpull repo init', then publish")
+            settings = layout.load_settings(data)
+            step.note(f"format {settings.format}, branch {settings.branch}")
+        if settings.branch == branch:
+            break
+        console.info(f"{layout.SETTINGS_FILE} names deploy branch {settings.branch}")
+        branch = settings.branch
+    else:
+        raise VerifyError(
+            "the deploy branch names yet another branch",
+            why=f"{layout.SETTINGS_FILE} on {branch} says branch = {settings.branch!r}",
+            hint=f"set branch = \"{branch}\" in {layout.SETTINGS_FILE} on both branches")
+
+    with console.step(f"select assignment for {mac}") as step:
+        host_path = layout.host_file(mac)
+        host = verifier.check(head_target(host_path), head.read(host_path), None)
+        default = None
+        if host is None:
+            default = verifier.check(head_target(layout.DEFAULT_HOST_FILE),
+                                     head.read(layout.DEFAULT_HOST_FILE), None)
+        assignment = layout.select(mac, host, default)
+        role = assignment.role
+        step.note(f"{assignment.source}: {role}@{assignment.version or 'head'}")
+
+    if assignment.version is None:
+        tree, prefix = head, head_target(f"{layout.ROLES_DIR}/{role}/")
+        version = f"head-{head.commit[:12]}"
+    else:
+        tag = layout.release_tag(role, assignment.version)
+        prefix = release_target(role, assignment.version, "")
+        if not verifier.signed_under(prefix):
+            raise VerifyError(
+                f"release {tag} is not signed",
+                why=f"{assignment.source} pins version {assignment.version}, but no "
+                "published metadata covers that tag",
+                hint=f"run 'bootpull repo release {role} {assignment.version}' and "
+                "'bootpull repo publish'")
+        with console.step(f"fetch release {tag}") as step:
+            tree = remote.snapshot(f"refs/tags/{tag}")
+            step.note(tree.commit[:12])
+        version = assignment.version
+
+    with console.step(f"verify role {role}") as step:
+        files, role_toml = _verified_role(tree, verifier, role, prefix, settings)
+        spec = layout.load_role(role_toml, role)
+        step.note(f"{len(files)} files, {sum(len(f.data) for f in files)} bytes")
+
+    bundle = Bundle(role=spec, version=version, commit=tree.commit, files=tuple(files),
+                    assignment=assignment, role_toml=role_toml)
+    verifier.record_success()
+    return PullResult(bundle=bundle, settings=settings, metadata=versions, branch=branch,
+                      head_commit=head.commit)
+
+
+def _verified_role(tree: TreeReader, verifier: Verifier, role: str, prefix: str,
+                   settings: RepoSettings) -> tuple[list[BundleFile], bytes]:
+    """Read and verify ``roles/<role>/role.toml`` and ``roles/<role>/files/**``.
+
+    The signed targets under ``prefix`` decide what the role is: each must be in the
+    tree with the same mode, length and hash, and the tree may hold nothing more.
+    """
+    root = f"{layout.ROLES_DIR}/{role}/"
+    wanted = {"role.toml"}
+    signed: dict[str, SignedFile] = {
+        rel: f for p, f in verifier.signed_under(prefix).items()
+        if (rel := p[len(prefix):]) in wanted or rel.startswith("files/")}
+    if "role.toml" not in signed:
+        raise VerifyError(
+            f"role {role!r} is not signed",
+            why=f"the published metadata has no {prefix}role.toml",
+            hint=f"create {root}role.toml, commit, and run 'bootpull repo publish'")
+    limits = settings.limits
+    total = sum(f.length for f in signed.values())
+    if len(signed) > limits.max_files or total > limits.max_bundle_bytes:
+        raise VerifyError(
+            f"role {role!r} is larger than this repository's limits",
+            why=f"{len(signed)} files, {total} bytes; the limits are {limits.max_files} "
+            f"files, {limits.max_bundle_bytes} bytes",
+            hint="raise [limits] in bootpull.toml, or make the role smaller")
+    entries = {e.path[len(root):]: e for e in tree.list(root.rstrip("/"))
+               if e.path[len(root):] in wanted or e.path[len(root):].startswith("files/")}
+    if extra := sorted(set(entries) - set(signed)):
+        raise VerifyError(
+            f"{root}{extra[0]} is in the commit but not in the signed metadata",
+            why="the change was committed but not published",
+            hint="publish the repository with 'bootpull repo publish' and fetch again",
+            expected="absent", got="present")
+    if missing := sorted(set(signed) - set(entries)):
+        raise VerifyError(
+            f"{root}{missing[0]} is signed but missing from commit {tree.commit[:12]}",
+            why="the served commit is not the published one",
+            hint="publish the repository with 'bootpull repo publish' and fetch again",
+            expected=signed[missing[0]].sha256, got="absent")
+    data = tree.read_many([root + rel for rel in sorted(signed)])
+    files: list[BundleFile] = []
+    role_toml = b""
+    for rel in sorted(signed):
+        entry = entries[rel]
+        blob = verifier.check(prefix + rel, data.get(root + rel), entry.mode, path=root + rel)
+        assert blob is not None  # check() returns the bytes of every signed file
+        if rel == "role.toml":
+            role_toml = blob
+        else:
+            files.append(BundleFile(rel[len("files/"):], entry.mode, blob))
+    return files, role_toml

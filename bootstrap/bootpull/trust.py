@@ -1,0 +1,339 @@
+"""Node-side verification: python-tuf's ngclient over the metadata inside the fetched commit.
+
+The signed metadata lives in the deploy repository under ``.bootpull/metadata/``
+(``root.json`` and ``N.root.json``, ``timestamp.json``, ``snapshot.json``,
+``targets.json``), committed by ``bootpull repo publish``. ngclient does the metadata
+rules (signatures and thresholds, versions, expiry, snapshot consistency, root
+rotation); its fetcher here is :class:`TreeFetcher`, which reads those files from the
+fetched commit's object store — no HTTP of its own.
+
+On top of ngclient, this module keeps two things ngclient does not (docs/security.md):
+
+- a **version floor** in ``<state>/trust/floor.json``, written atomically and fsynced
+  after every fully verified pull, so an older published version is refused even
+  when the metadata cache was wiped;
+- a **clock floor**: the reference time for expiry is never earlier than the image's
+  build time or the last good time stored in the floor.
+
+Target paths (what publish signs, what the node asks for):
+
+- ``head/<path>`` for ``bootpull.toml``, ``hosts/*.toml`` and ``roles/**`` at the
+  deploy head;
+- ``release/<role>/<version>/<path below roles/<role>/>`` for each release tag.
+
+Every target carries length, sha256 and ``custom.git_mode``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bootpull.bundle import TreeReader
+from bootpull.errors import ExpiredMetadata, VerifyError
+
+if TYPE_CHECKING:
+    from tuf.ngclient.updater import Updater
+
+METADATA_DIR = ".bootpull/metadata"
+HEAD_PREFIX = "head/"
+RELEASE_PREFIX = "release/"
+FETCH_BASE_URL = "bootpull-tree:///"
+ROLES = ("root", "timestamp", "snapshot", "targets")
+_PUBLISH_HINT = "publish the repository with 'bootpull repo publish' and fetch again"
+
+
+def head_target(path: str) -> str:
+    """The target path of a file at the deploy head: ``head/hosts/<mac>.toml``."""
+    return HEAD_PREFIX + path
+
+
+def release_target(role: str, version: str, path: str) -> str:
+    """``release/<role>/<version>/<path>``, ``path`` relative to ``roles/<role>/``."""
+    return f"{RELEASE_PREFIX}{role}/{version}/{path}"
+
+
+@dataclass(frozen=True)
+class SignedFile:
+    """What the signed targets metadata says about one file."""
+
+    path: str  # the target path
+    length: int
+    sha256: str
+    mode: int  # git mode
+
+
+@dataclass(frozen=True)
+class MetadataVersions:
+    root: int
+    timestamp: int
+    snapshot: int
+    targets: int
+
+    def __str__(self) -> str:
+        return (f"root v{self.root}, timestamp v{self.timestamp}, "
+                f"snapshot v{self.snapshot}, targets v{self.targets}")
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The node's own memory of the newest metadata it has accepted, and when."""
+
+    root: int = 0
+    timestamp: int = 0
+    snapshot: int = 0
+    targets: int = 0
+    last_good: str = ""  # RFC 3339: the reference time of the last fully verified pull
+
+    @property
+    def last_good_time(self) -> datetime | None:
+        if not self.last_good:
+            return None
+        try:
+            moment = datetime.fromisoformat(self.last_good)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def floor_path(state_dir: Path) -> Path:
+    return state_dir / "trust" / "floor.json"
+
+
+def load_floor(state_dir: Path) -> Floor:
+    """The stored floor; a missing file is an empty floor, a corrupt one is refused."""
+    path = floor_path(state_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Floor()
+    try:
+        doc = json.loads(raw)
+        return Floor(**{k: doc[k] for k in ("root", "timestamp", "snapshot", "targets")},
+                     last_good=str(doc.get("last_good", "")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VerifyError(
+            "the node's version floor is unreadable", why=f"{path}: {exc}",
+            hint=f"if the state directory was damaged, remove {path} (this forgets "
+            "rollback protection until the next good pull)") from None
+
+
+def save_floor(state_dir: Path, floor: Floor) -> None:
+    """Write the floor atomically: temp file, fsync, rename, fsync the directory."""
+    path = floor_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps({"format": 1, **asdict(floor)}, indent=2, sort_keys=True).encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".floor.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            Path(tmp).unlink()
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def reference_time(now: datetime | None, build_time: datetime | None,
+                   floor: Floor) -> datetime:
+    """The clock to judge expiry by: never earlier than the build or the last good time."""
+    candidates = [now or datetime.now(UTC)]
+    if build_time is not None:
+        candidates.append(build_time if build_time.tzinfo else build_time.replace(tzinfo=UTC))
+    if (last := floor.last_good_time) is not None:
+        candidates.append(last)
+    return max(candidates)
+
+
+def _tree_fetcher(tree: TreeReader) -> Any:
+    """A ngclient fetcher that reads ``.bootpull/metadata/<name>`` from ``tree``."""
+    from tuf.api.exceptions import DownloadHTTPError
+    from tuf.ngclient.fetcher import FetcherInterface
+
+    class TreeFetcher(FetcherInterface):
+        def __init__(self) -> None:
+            self.fetched: list[str] = []
+
+        def _fetch(self, url: str) -> Iterator[bytes]:
+            if not url.startswith(FETCH_BASE_URL):
+                raise DownloadHTTPError(f"{url} is outside the repository", 404)
+            name = url[len(FETCH_BASE_URL):]
+            if "/" in name or name.startswith("."):
+                raise DownloadHTTPError(f"{name!r} is not a metadata file name", 404)
+            self.fetched.append(name)
+            data = tree.read(f"{METADATA_DIR}/{name}")
+            if data is None:
+                raise DownloadHTTPError(f"{METADATA_DIR}/{name} is not in the commit", 404)
+            return iter([data])
+
+    return TreeFetcher()
+
+
+class Verifier:
+    """One verification session: refresh the metadata from a tree, then check files."""
+
+    def __init__(self, trust_root: bytes, state_dir: Path, *, now: datetime | None = None,
+                 build_time: datetime | None = None) -> None:
+        self.state_dir = state_dir
+        self.floor = load_floor(state_dir)
+        self.reference_time = reference_time(now, build_time, self.floor)
+        self.versions: MetadataVersions | None = None
+        self._trust_root = trust_root
+        self._updater: Updater | None = None
+        self._targets: dict[str, SignedFile] = {}
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "trust" / "metadata"
+
+    def refresh(self, tree: TreeReader) -> MetadataVersions:
+        """Load and verify the metadata in ``tree`` (ngclient), then check the floor."""
+        from tuf.api import exceptions as tuf_errors
+        from tuf.ngclient.config import UpdaterConfig
+        from tuf.ngclient.updater import Updater
+
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        config = UpdaterConfig(prefix_targets_with_hash=False)
+        try:
+            updater = Updater(str(self.cache_dir), FETCH_BASE_URL, fetcher=_tree_fetcher(tree),
+                              config=config, bootstrap=self._trust_root)
+        except (tuf_errors.RepositoryError, ValueError, TypeError, KeyError) as exc:
+            raise VerifyError(
+                "the trust anchors are not a valid signed root", why=str(exc),
+                hint="give the file that 'bootpull repo trust' prints (--trust FILE, or "
+                "rebuild the image with it)") from None
+        # Deviation from ngclient (docs/security.md): its reference time is "now" at
+        # construction; we raise it to the clock floor before any expiry check runs.
+        trusted = updater._trusted_set
+        trusted.reference_time = self.reference_time
+        try:
+            updater.refresh()
+        except tuf_errors.ExpiredMetadataError as exc:
+            raise ExpiredMetadata(
+                "the signed metadata has expired", why=f"{exc} (judged at "
+                f"{self.reference_time.isoformat(timespec='seconds')})",
+                hint="re-sign it with 'bootpull repo publish' (or let the home base "
+                "refresh the timestamp); check the node's clock") from None
+        except tuf_errors.DownloadError as exc:
+            raise VerifyError(
+                f"the commit {tree.commit[:12]} carries no complete signed metadata",
+                why=str(exc), hint=_PUBLISH_HINT) from None
+        except tuf_errors.RepositoryError as exc:
+            raise VerifyError(
+                f"the signed metadata in commit {tree.commit[:12]} does not verify",
+                why=f"{type(exc).__name__}: {exc}",
+                hint="the repository was signed with keys this image does not trust, or "
+                "was tampered with: publish with the repository's own keys, or rebuild "
+                "the image with the trust anchors from 'bootpull repo trust'") from None
+        except OSError as exc:
+            raise VerifyError("the metadata cache could not be written", why=str(exc),
+                              hint=f"check the state directory {self.state_dir}") from None
+        versions = MetadataVersions(
+            root=trusted.root.version, timestamp=trusted.timestamp.version,
+            snapshot=trusted.snapshot.version, targets=trusted.targets.version)
+        self._check_floor(versions)
+        self._updater = updater
+        self.versions = versions
+        self._targets = {}
+        for path, info in trusted.targets.targets.items():
+            custom = info.custom if isinstance(info.custom, dict) else {}
+            mode = custom.get("git_mode")
+            sha = info.hashes.get("sha256")
+            if not isinstance(mode, int) or not isinstance(sha, str):
+                raise VerifyError(
+                    f"signed target {path} has no git mode or sha256",
+                    hint="publish with 'bootpull repo publish' of this bootpull version")
+            self._targets[path] = SignedFile(path, info.length, sha, mode)
+        return versions
+
+    def _check_floor(self, versions: MetadataVersions) -> None:
+        for role in ROLES:
+            have = getattr(versions, role)
+            floor = getattr(self.floor, role)
+            if have < floor:
+                raise VerifyError(
+                    f"rollback refused: the repository offers {role} v{have}, but this node "
+                    f"already accepted v{floor}",
+                    why="an older published version is being served",
+                    hint="serve the current repository (check the mirror or home base); "
+                    "if the repository was re-created on purpose, clear "
+                    f"{floor_path(self.state_dir)} on the node",
+                    expected=f">= {floor}", got=str(have))
+
+    def signed(self, target: str) -> SignedFile | None:
+        self._require()
+        return self._targets.get(target)
+
+    def signed_under(self, prefix: str) -> dict[str, SignedFile]:
+        """Every signed target whose path starts with ``prefix``."""
+        self._require()
+        return {p: f for p, f in self._targets.items() if p.startswith(prefix)}
+
+    def check(self, target: str, data: bytes | None, mode: int | None,
+              *, path: str = "") -> bytes | None:
+        """Check that ``data`` (None: absent from the commit) is exactly what is signed.
+
+        Absent and unsigned is fine (returns None); any other disagreement raises.
+        """
+        signed = self.signed(target)
+        where = path or target
+        if signed is None:
+            if data is None:
+                return None
+            raise VerifyError(
+                f"{where} is in the commit but not in the signed metadata",
+                why="the change was committed but not published",
+                hint=_PUBLISH_HINT, expected="absent", got="present")
+        if data is None:
+            raise VerifyError(
+                f"{where} is signed but missing from the commit",
+                why="the served commit does not match the published one",
+                hint=_PUBLISH_HINT, expected=signed.sha256, got="absent")
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) != signed.length or digest != signed.sha256:
+            raise VerifyError(
+                f"{where} does not match its signed hash",
+                why="its bytes differ from what was published (an unpublished change, "
+                "or tampering)",
+                hint=_PUBLISH_HINT, expected=f"sha256:{signed.sha256} ({signed.length} B)",
+                got=f"sha256:{digest} ({len(data)} B)")
+        if mode is not None and mode != signed.mode:
+            raise VerifyError(
+                f"{where} has mode {mode:o}, but {signed.mode:o} was signed",
+                why="the file's mode changed after publishing", hint=_PUBLISH_HINT,
+                expected=f"{signed.mode:o}", got=f"{mode:o}")
+        return data
+
+    def record_success(self) -> Floor:
+        """Raise the floor to what was just verified (call only after every check)."""
+        versions = self._require()
+        floor = Floor(
+            root=max(self.floor.root, versions.root),
+            timestamp=max(self.floor.timestamp, versions.timestamp),
+            snapshot=max(self.floor.snapshot, versions.snapshot),
+            targets=max(self.floor.targets, versions.targets),
+            last_good=self.reference_time.isoformat(timespec="seconds"),
+        )
+        save_floor(self.state_dir, floor)
+        self.floor = floor
+        return floor
+
+    def _require(self) -> MetadataVersions:
+        if self.versions is None:
+            raise RuntimeError("Verifier.refresh() must succeed first")
+        return self.versions

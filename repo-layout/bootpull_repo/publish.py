@@ -1,0 +1,321 @@
+"""``bootpull repo publish``: sign what nodes may install, as TUF metadata in the repository.
+
+Publish reads the committed tree (``HEAD``, never the work tree) and every release
+tag ``role/<role>/<version>``, and signs each file as a TUF target (length, sha256 and
+``custom.git_mode``):
+
+- ``head/bootpull.toml``, ``head/hosts/<file>``, ``head/roles/<role>/<path>``;
+- ``release/<role>/<version>/<path below roles/<role>/ in the tagged commit>``.
+
+It then writes ``targets.json``, ``snapshot.json`` and ``timestamp.json`` (each one
+version up) to ``.bootpull/metadata/`` and commits them. That commit changes only the
+metadata, so the signed head content is exactly the content of the new head.
+
+``--freshness`` re-signs only ``snapshot.json`` and ``timestamp.json`` (new expiry, the
+same targets): the job the home base can do with just those two keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bootpull import layout
+from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK
+from bootpull.errors import BootpullError
+from bootpull.trust import head_target, release_target
+
+from bootpull_repo.context import METADATA_DIR, RepoContext
+from bootpull_repo.gitcli import Git, LsEntry
+from bootpull_repo.keys import KeysError, KeyStore
+
+if TYPE_CHECKING:
+    from tuf.api.metadata import Metadata, Root, TargetFile
+
+SIGNED_MODES = (MODE_FILE, MODE_EXEC, MODE_SYMLINK)
+
+
+class PublishError(BootpullError):
+    stage = "publish"
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """How long each piece of metadata stays valid, in days."""
+
+    root: int = 365
+    targets: int = 90
+    snapshot: int = 90
+    timestamp: int = 30
+
+
+@dataclass(frozen=True)
+class Published:
+    commit: str
+    targets_version: int
+    snapshot_version: int
+    timestamp_version: int
+    head_files: int
+    releases: tuple[str, ...]
+
+
+# -- metadata files --------------------------------------------------------------
+
+
+def metadata_bytes(md: Metadata[Any]) -> bytes:
+    from tuf.api.serialization.json import JSONSerializer
+
+    return md.to_bytes(JSONSerializer(compact=False)) + b"\n"
+
+
+def read_metadata(directory: Path, name: str) -> Metadata[Any] | None:
+    from tuf.api.metadata import Metadata
+
+    path = directory / name
+    if not path.is_file():
+        return None
+    try:
+        return Metadata.from_bytes(path.read_bytes())
+    except Exception as exc:  # noqa: BLE001 - tuf raises many kinds for a bad file
+        raise PublishError(f"{path} is not valid TUF metadata", why=str(exc),
+                           hint=f"restore it with 'git checkout -- {METADATA_DIR}'") from None
+
+
+def expires_in(days: int, now: datetime) -> datetime:
+    return (now + timedelta(days=days)).replace(microsecond=0)
+
+
+def new_root(keys: KeyStore, expiry: Expiry, now: datetime) -> Metadata[Root]:
+    """Version 1 of ``root.json``: one new ed25519 key per role, threshold 1."""
+    from tuf.api.metadata import Metadata, Root
+
+    root = Root(expires=expires_in(expiry.root, now), consistent_snapshot=False)
+    signers = {}
+    for role in ("root", "targets", "snapshot", "timestamp"):
+        signer = keys.generate(role)
+        signers[role] = signer
+        root.add_key(signer.public_key, role)
+    md = Metadata(root)
+    md.sign(signers["root"])
+    return md
+
+
+def write_root(directory: Path, md: Metadata[Root]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    data = metadata_bytes(md)
+    (directory / f"{md.signed.version}.root.json").write_bytes(data)
+    (directory / "root.json").write_bytes(data)
+
+
+def load_root(directory: Path) -> Metadata[Root]:
+    md = read_metadata(directory, "root.json")
+    if md is None:
+        raise PublishError(
+            f"the repository has no {METADATA_DIR}/root.json",
+            why="it was never initialised for signing",
+            hint="run 'bootpull repo init .' in it (this makes the keys and root.json)")
+    return md
+
+
+def checked_signer(keys: KeyStore, role: str, root: Root) -> Any:
+    """The signer for ``role``, refused unless root.json trusts its key."""
+    signer = keys.signer(role)
+    keyid = signer.public_key.keyid
+    if keyid not in root.roles[role].keyids:
+        raise KeysError(
+            f"the {role} key in {keys.directory} is not one this repository's root trusts",
+            why=f"key {keyid[:16]}… is not listed for {role} in {METADATA_DIR}/root.json",
+            hint="point --keys at this repository's own key directory (keys are per "
+            "repository), or rotate the key with the root key")
+    return signer
+
+
+# -- what is signed --------------------------------------------------------------
+
+
+def _head_signed(entry: LsEntry) -> bool:
+    path = entry.path
+    if path == layout.SETTINGS_FILE:
+        return True
+    if path.startswith(f"{layout.HOSTS_DIR}/"):
+        return path.count("/") == 1 and path.endswith(".toml")
+    return path.startswith(f"{layout.ROLES_DIR}/")
+
+
+def _check_entry(entry: LsEntry, where: str) -> None:
+    if entry.kind != "blob" or entry.mode not in SIGNED_MODES:
+        raise PublishError(
+            f"{where}: {entry.path} is a {entry.kind} with mode {entry.mode:o}",
+            why="only regular files, executables and symlinks can be published",
+            hint="remove it (git rm), or replace a submodule with its files")
+
+
+def collect_targets(git: Git, head: str) -> tuple[dict[str, tuple[int, str, int]], list[str]]:
+    """Every file to sign: target path → (length, sha256, git mode); and the releases."""
+    wanted: dict[str, LsEntry] = {}
+    for entry in git.ls_tree(head):
+        if _head_signed(entry):
+            _check_entry(entry, "HEAD")
+            wanted[head_target(entry.path)] = entry
+    releases: list[str] = []
+    for tag in git.tags("role/"):
+        parts = tag.split("/")
+        if len(parts) != 3 or layout.check_role_name(parts[1]) or layout.check_version(parts[2]):
+            raise PublishError(
+                f"tag {tag!r} is not a release tag role/<role>/<version>",
+                hint=f"delete it (git tag -d {tag}) and use 'bootpull repo release'")
+        _, role, version = parts
+        commit = git.rev(f"refs/tags/{tag}")
+        if commit is None:
+            raise PublishError(f"tag {tag} does not name a commit",
+                               hint=f"delete it: git tag -d {tag}")
+        base = f"{layout.ROLES_DIR}/{role}/"
+        entries = git.ls_tree(commit, base)
+        if not any(e.path == base + "role.toml" for e in entries):
+            raise PublishError(
+                f"tag {tag} names commit {commit[:12]}, which has no {base}role.toml",
+                hint=f"delete the tag (git tag -d {tag}) and release a commit that has the role")
+        for entry in entries:
+            _check_entry(entry, tag)
+            wanted[release_target(role, version, entry.path[len(base):])] = entry
+        releases.append(tag)
+    contents = dict(git.blobs(sorted({e.oid for e in wanted.values()})))
+    targets = {}
+    for path, entry in wanted.items():
+        data = contents[entry.oid]
+        targets[path] = (len(data), hashlib.sha256(data).hexdigest(), entry.mode)
+    return targets, releases
+
+
+def target_file(path: str, length: int, sha256: str, mode: int) -> TargetFile:
+    from tuf.api.metadata import TargetFile
+
+    return TargetFile(length, {"sha256": sha256}, path,
+                      unrecognized_fields={"custom": {"git_mode": mode}})
+
+
+# -- publish ---------------------------------------------------------------------
+
+
+def validate(ctx: RepoContext, head: str) -> None:
+    """Refuse to sign a repository with format problems: lint first, never after."""
+    from bootpull.localgit import LocalRemote
+
+    remote = LocalRemote(ctx.root)
+    try:
+        report = layout.validate_tree(remote.snapshot(head), tags=remote.tags())
+    finally:
+        remote.close()
+    if not report.ok:
+        count = len(report.problems)
+        raise PublishError(
+            f"the repository has {count} problem{'s' if count > 1 else ''}; nothing was signed",
+            why="\n" + str(report),
+            hint="fix them, commit, and publish again")
+
+
+def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | None = None,
+            freshness_only: bool = False, check: bool = True) -> Published:
+    from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
+
+    expiry = expiry or Expiry()
+    now = now or datetime.now(UTC)
+    git = ctx.git
+    head = git.rev("HEAD")
+    if head is None:
+        raise PublishError("the repository has no commits yet",
+                           hint="commit your files (git add, git commit), then publish")
+    directory = ctx.metadata_dir
+    root = load_root(directory).signed
+    keys = ctx.keys()
+    old_targets = read_metadata(directory, "targets.json")
+    old_snapshot = read_metadata(directory, "snapshot.json")
+    old_timestamp = read_metadata(directory, "timestamp.json")
+
+    releases: list[str] = []
+    head_files = 0
+    if freshness_only:
+        if old_targets is None:
+            raise PublishError("there is nothing published to refresh",
+                               hint="run 'bootpull repo publish' first")
+        targets_md = old_targets
+    else:
+        if check:
+            validate(ctx, head)
+        signer = checked_signer(keys, "targets", root)
+        collected, releases = collect_targets(git, head)
+        head_files = sum(1 for p in collected if p.startswith("head/"))
+        version = old_targets.signed.version + 1 if old_targets else 1
+        targets = Targets(version=version, expires=expires_in(expiry.targets, now),
+                          targets={p: target_file(p, *v) for p, v in sorted(collected.items())})
+        targets_md = Metadata(targets)
+        targets_md.sign(signer)
+
+    snapshot_version = old_snapshot.signed.version + 1 if old_snapshot else 1
+    snapshot_md = Metadata(Snapshot(
+        version=snapshot_version, expires=expires_in(expiry.snapshot, now),
+        meta={"targets.json": MetaFile(version=targets_md.signed.version)}))
+    snapshot_md.sign(checked_signer(keys, "snapshot", root))
+    timestamp_version = old_timestamp.signed.version + 1 if old_timestamp else 1
+    timestamp_md = Metadata(Timestamp(
+        version=timestamp_version, expires=expires_in(expiry.timestamp, now),
+        snapshot_meta=MetaFile(version=snapshot_version)))
+    timestamp_md.sign(checked_signer(keys, "timestamp", root))
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "targets.json").write_bytes(metadata_bytes(targets_md))
+    (directory / "snapshot.json").write_bytes(metadata_bytes(snapshot_md))
+    (directory / "timestamp.json").write_bytes(metadata_bytes(timestamp_md))
+    if freshness_only:
+        message = (f"publish: refresh freshness (snapshot v{snapshot_version}, "
+                   f"timestamp v{timestamp_version})")
+    else:
+        message = (f"publish: targets v{targets_md.signed.version} — head {head[:12]} "
+                   f"({head_files} files), {len(releases)} release"
+                   f"{'' if len(releases) == 1 else 's'}")
+    commit = git.commit(message, [METADATA_DIR])
+    return Published(commit, targets_md.signed.version, snapshot_version, timestamp_version,
+                     head_files, tuple(releases))
+
+
+# -- CLI -------------------------------------------------------------------------
+
+
+def configure(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "publish", help="sign the deploy head and every release (TUF metadata), and commit",
+        description="Sign the host assignments and every bundle file at the deploy head "
+        "(HEAD) and at every role/<role>/<version> tag, and commit the signed metadata "
+        f"under {METADATA_DIR}/. Nodes refuse anything committed but not published.")
+    parser.add_argument("--freshness", action="store_true",
+                        help="re-sign only snapshot and timestamp (new expiry, same content)")
+    parser.add_argument("--targets-days", type=int, default=Expiry.targets, metavar="N",
+                        help=f"targets.json expires after N days (default {Expiry.targets})")
+    parser.add_argument("--snapshot-days", type=int, default=Expiry.snapshot, metavar="N",
+                        help=f"snapshot.json expires after N days (default {Expiry.snapshot})")
+    parser.add_argument("--timestamp-days", type=int, default=Expiry.timestamp, metavar="N",
+                        help=f"timestamp.json expires after N days (default {Expiry.timestamp})")
+    parser.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    ctx = RepoContext.from_args(args)
+    for name in ("targets_days", "snapshot_days", "timestamp_days"):
+        if getattr(args, name) < 1:
+            raise PublishError(f"--{name.replace('_', '-')} must be at least 1")
+    expiry = Expiry(targets=args.targets_days, snapshot=args.snapshot_days,
+                    timestamp=args.timestamp_days)
+    done = publish(ctx, expiry=expiry, freshness_only=args.freshness)
+    print(json.dumps({"commit": done.commit, "targets": done.targets_version,
+                      "snapshot": done.snapshot_version, "timestamp": done.timestamp_version,
+                      "head_files": done.head_files, "releases": list(done.releases)})
+          if getattr(args, "json", False) else
+          f"published {done.commit[:12]}: targets v{done.targets_version}, snapshot "
+          f"v{done.snapshot_version}, timestamp v{done.timestamp_version}; "
+          f"{done.head_files} head files, {len(done.releases)} releases")
+    return 0
