@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 MAX_PKT = 65520  # git's LARGE_PACKET_MAX: the longest pkt-line, length prefix included
-_OID = re.compile(rb"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
-_REFNAME = re.compile(r"^[\x21-\x7e]+$")
+_OID = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
+_REFNAME = re.compile(r"[\x21-\x7e]+")
 
 
 class WireError(ValueError):
@@ -167,7 +167,7 @@ def ls_refs_request(prefixes: Iterable[str], *, agent: str = "bootpull") -> byte
     """``ls-refs`` asking only for refs under ``prefixes``, with tags peeled."""
     args = ["peel", "symrefs"]
     for prefix in prefixes:
-        if not _REFNAME.match(prefix):
+        if not _REFNAME.fullmatch(prefix):
             raise ValueError(f"{prefix!r} is not a valid ref prefix")
         args.append(f"ref-prefix {prefix}")
     return _command("ls-refs", args, agent=agent)
@@ -185,7 +185,7 @@ class RemoteRef:
 
 
 def _oid(text: str, what: str) -> str:
-    if not _OID.match(text.encode()):
+    if not _OID.fullmatch(text.encode()):
         raise WireError(f"{what}: {text[:80]!r} is not a git object id")
     return text
 
@@ -217,7 +217,7 @@ def candidate_refs(ref: str) -> list[str]:
     ``main`` → ``refs/heads/main``, ``refs/tags/main``; a full ``refs/…`` name or
     ``HEAD`` means itself.
     """
-    if not ref or not _REFNAME.match(ref) or ".." in ref or ref.endswith("/"):
+    if not ref or not _REFNAME.fullmatch(ref) or ".." in ref or ref.endswith("/"):
         raise ValueError(f"{ref!r} is not a valid git ref name")
     if ref == "HEAD" or ref.startswith("refs/"):
         return [ref]

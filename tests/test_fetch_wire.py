@@ -1,0 +1,336 @@
+"""Pure-logic tests: git v2 wire parsing, Retry-After, and the pack scanner."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import subprocess
+import tempfile
+import zlib
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from bootpull import gitwire
+from bootpull.fetch import parse_retry_after
+from bootpull.packscan import PackProblem, scan_pack
+from gitserver import make_bare_repo
+from hypothesis import given
+from hypothesis import strategies as st
+
+OID = "a" * 40
+OID2 = "b" * 40
+
+# -- pkt-lines ------------------------------------------------------------------------
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    out, last = [], 0
+    for p in [*points, len(data)]:
+        out.append(data[last:p])
+        last = p
+    return out
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20), st.lists(st.integers(0, 10**6)))
+def test_pkt_lines_round_trip_in_any_chunking(payloads: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(gitwire.pkt(p) for p in payloads) + gitwire.DELIM + gitwire.FLUSH
+    parser = gitwire.PktParser()
+    got: list[gitwire.Packet] = []
+    for chunk in split(stream, cuts):
+        got += parser.feed(chunk)
+    assert got == [*payloads, gitwire.Special.DELIM, gitwire.Special.FLUSH]
+    assert parser.pending == 0
+
+
+@given(st.binary(max_size=2000))
+def test_pkt_parser_only_ever_raises_wire_error(data: bytes) -> None:
+    try:
+        gitwire.parse_packets(data)
+    except gitwire.WireError:
+        pass
+
+
+def test_pkt_parser_refuses_bad_lengths() -> None:
+    for bad in (b"zzzz", b"0003", b"-001", b"fff1" + b"x" * 70000):
+        with pytest.raises(gitwire.WireError):
+            gitwire.parse_packets(bad)
+
+
+def test_pkt_refuses_oversized_payloads() -> None:
+    with pytest.raises(ValueError, match="over"):
+        gitwire.pkt(b"x" * 65517)
+
+
+# -- capabilities, ls-refs -------------------------------------------------------------
+
+
+def lines(*items: bytes | None) -> bytes:
+    return b"".join(gitwire.FLUSH if i is None else gitwire.pkt(i) for i in items)
+
+
+def test_capabilities_v2() -> None:
+    caps = gitwire.parse_capabilities(lines(
+        b"version 2\n", b"agent=git/2.39.5\n", b"ls-refs=unborn\n",
+        b"fetch=shallow wait-for-done filter\n", b"server-option\n",
+        b"object-format=sha1\n", b"object-info\n", None))
+    assert caps.supports("fetch", "filter") and caps.supports("fetch", "shallow")
+    assert caps.supports("ls-refs") and not caps.supports("fetch", "packfile-uris")
+    assert caps.object_format == "sha1"
+    assert caps.values["agent"] == "git/2.39.5"
+
+
+def test_capabilities_after_a_service_line() -> None:
+    caps = gitwire.parse_capabilities(lines(b"# service=git-upload-pack\n", None,
+                                            b"version 2\n", b"fetch=shallow\n", None))
+    assert caps.supports("fetch", "shallow")
+
+
+def test_v0_advertisement_is_refused() -> None:
+    with pytest.raises(gitwire.WireError, match="v0/v1"):
+        gitwire.parse_capabilities(lines(b"# service=git-upload-pack\n", None,
+                                         OID.encode() + b" HEAD\0multi_ack\n", None))
+
+
+def test_ls_refs_request_asks_only_for_the_candidates() -> None:
+    request = gitwire.ls_refs_request(["refs/heads/main", "refs/tags/main"])
+    packets = gitwire.parse_packets(request)
+    assert packets[0] == b"command=ls-refs\n"
+    assert b"ref-prefix refs/heads/main\n" in packets and b"peel\n" in packets
+    assert packets[-1] is gitwire.Special.FLUSH
+    with pytest.raises(ValueError):
+        gitwire.ls_refs_request(["refs/heads/a b"])
+
+
+def test_ls_refs_response_with_peeled_tags() -> None:
+    refs = gitwire.parse_ls_refs(lines(
+        f"{OID} refs/heads/main\n".encode(),
+        f"{OID2} refs/tags/role/web/1.0 peeled:{OID}\n".encode(),
+        f"{OID} HEAD symref-target:refs/heads/main\n".encode(), None))
+    assert refs["refs/heads/main"].target == OID
+    assert refs["refs/tags/role/web/1.0"].oid == OID2
+    assert refs["refs/tags/role/web/1.0"].target == OID
+    assert refs["HEAD"].target == OID
+
+
+@pytest.mark.parametrize("body", [
+    lines(f"{OID} refs/heads/main\n".encode()),  # no flush: cut short
+    lines(b"nothex refs/heads/main\n", None),
+    lines(f"{OID} refs/tags/x peeled:zz\n".encode(), None),
+    lines(b"onlyoneword\n", None),
+])
+def test_malformed_ls_refs_is_a_wire_error(body: bytes) -> None:
+    with pytest.raises(gitwire.WireError):
+        gitwire.parse_ls_refs(body)
+
+
+def test_err_packet_is_the_servers_message() -> None:
+    with pytest.raises(gitwire.ServerRefused, match="access denied"):
+        gitwire.parse_ls_refs(lines(b"ERR access denied\n", None))
+
+
+@pytest.mark.parametrize(("ref", "expected"), [
+    ("main", ["refs/heads/main", "refs/tags/main"]),
+    ("refs/tags/role/web/1.0", ["refs/tags/role/web/1.0"]),
+    ("HEAD", ["HEAD"]),
+])
+def test_candidate_refs(ref: str, expected: list[str]) -> None:
+    assert gitwire.candidate_refs(ref) == expected
+
+
+@pytest.mark.parametrize("ref", ["", "a b", "a/../b", "main/", "x\n"])
+def test_bad_ref_names_are_refused(ref: str) -> None:
+    with pytest.raises(ValueError):
+        gitwire.candidate_refs(ref)
+
+
+# -- fetch ---------------------------------------------------------------------------
+
+
+def test_fetch_request_is_shallow_filtered_and_done() -> None:
+    packets = gitwire.parse_packets(
+        gitwire.fetch_request([OID], depth=1, filter_spec="blob:none"))
+    assert packets[0] == b"command=fetch\n"
+    assert gitwire.Special.DELIM in packets
+    for line in (b"deepen 1\n", b"filter blob:none\n", f"want {OID}\n".encode(), b"done\n"):
+        assert line in packets
+    assert b"thin-pack\n" not in packets
+    with pytest.raises(ValueError):
+        gitwire.fetch_request([])
+    with pytest.raises(gitwire.WireError):
+        gitwire.fetch_request(["not-an-id"])
+    with pytest.raises(ValueError):
+        gitwire.fetch_request([OID], filter_spec="blob:none\nwant x")
+
+
+def fetch_response(pack: bytes, *, progress: bool = True) -> bytes:
+    parts = [gitwire.pkt(b"shallow-info\n"), gitwire.pkt(f"shallow {OID}\n".encode()),
+             gitwire.DELIM, gitwire.pkt(b"packfile\n")]
+    if progress:
+        parts.append(gitwire.pkt(b"\x02Counting objects\n"))
+    for at in range(0, len(pack), 1000):
+        parts.append(gitwire.pkt(b"\x01" + pack[at:at + 1000]))
+    parts.append(gitwire.FLUSH)
+    return b"".join(parts)
+
+
+@given(st.binary(max_size=5000), st.lists(st.integers(0, 10**6), max_size=30))
+def test_fetch_response_demultiplexes_in_any_chunking(pack: bytes, cuts: list[int]) -> None:
+    response = gitwire.FetchResponse()
+    got = b"".join(response.feed(chunk) for chunk in split(fetch_response(pack), cuts))
+    response.finish()
+    assert got == pack
+    assert response.shallow == [OID]
+    assert response.progress == ["Counting objects"]
+
+
+def test_fetch_response_cut_short_is_detected() -> None:
+    data = fetch_response(b"x" * 3000)
+    response = gitwire.FetchResponse()
+    response.feed(data[:-10])
+    with pytest.raises(gitwire.WireError, match="cut short"):
+        response.finish()
+
+
+def test_fetch_response_error_band_is_the_servers_message() -> None:
+    data = gitwire.pkt(b"packfile\n") + gitwire.pkt(b"\x03upload-pack: not our ref " + OID.encode())
+    with pytest.raises(gitwire.ServerRefused, match="not our ref"):
+        gitwire.FetchResponse().feed(data)
+
+
+@given(st.binary(max_size=3000))
+def test_fetch_response_only_ever_raises_wire_error(data: bytes) -> None:
+    response = gitwire.FetchResponse()
+    try:
+        response.feed(data)
+        response.finish()
+    except gitwire.WireError:
+        pass
+
+
+# -- Retry-After --------------------------------------------------------------------------
+
+
+def test_retry_after_seconds_and_dates() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-5") is None
+    when = datetime.now(UTC) + timedelta(seconds=120)
+    got = parse_retry_after(format_datetime(when, usegmt=True))
+    assert got is not None and 110 < got <= 121
+    past = datetime.now(UTC) - timedelta(days=1)
+    assert parse_retry_after(format_datetime(past, usegmt=True)) == 0.0
+
+
+@given(st.text(max_size=60))
+def test_retry_after_never_raises(text: str) -> None:
+    value = parse_retry_after(text)
+    assert value is None or value >= 0
+
+
+# -- the pack scanner -------------------------------------------------------------------
+
+
+def entry(kind: int, size: int) -> bytes:
+    byte, size = (kind << 4) | (size & 0x0F), size >> 4
+    out = bytearray()
+    while size:
+        out.append(byte | 0x80)
+        byte, size = size & 0x7F, size >> 7
+    out.append(byte)
+    return bytes(out)
+
+
+def make_pack(*entries: bytes) -> bytes:
+    body = b"PACK" + struct.pack(">LL", 2, len(entries)) + b"".join(entries)
+    return body + hashlib.sha1(body).digest()
+
+
+def scan(data: bytes, max_inflated: int = 2**20) -> int:
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        return scan_pack(f, max_inflated=max_inflated)
+
+
+@pytest.fixture(scope="module")
+def real_pack(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    files = {f"f{i}.txt": (b"line %d\n" % i) * 200 for i in range(20)}
+    bare = make_bare_repo(tmp_path_factory.mktemp("pack") / "p.git", files)
+    work = bare.with_name(bare.name + ".work")
+    (work / "f0.txt").write_bytes(files["f0.txt"] + b"more\n")  # a delta in the pack
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "2"],
+                   cwd=work, check=True)
+    objects = subprocess.run(["git", "rev-list", "--objects", "HEAD"], cwd=work, check=True,
+                             capture_output=True).stdout
+    return subprocess.run(["git", "pack-objects", "--stdout"], cwd=work, input=objects,
+                          check=True, capture_output=True).stdout
+
+
+def test_a_pack_made_by_git_passes(real_pack: bytes) -> None:
+    count = struct.unpack(">L", real_pack[8:12])[0]
+    assert scan(real_pack) == count
+
+
+def test_a_truncated_pack_is_refused(real_pack: bytes) -> None:
+    with pytest.raises(PackProblem):
+        scan(real_pack[: len(real_pack) // 2])
+
+
+def test_a_declared_size_bomb_is_refused_without_inflating() -> None:
+    with pytest.raises(PackProblem, match="declares"):
+        scan(make_pack(entry(3, 2**40) + zlib.compress(b"x")))
+
+
+def test_an_inflation_bomb_is_refused() -> None:
+    bomb = zlib.compress(b"\0" * (4 * 2**20))
+    with pytest.raises(PackProblem, match="cap"):
+        scan(make_pack(entry(3, 4 * 2**20) + bomb), max_inflated=2**20)
+
+
+def test_an_entry_that_inflates_past_its_header_is_refused() -> None:
+    with pytest.raises(PackProblem, match="inflates"):
+        scan(make_pack(entry(3, 10) + zlib.compress(b"y" * 1000)))
+
+
+def test_a_self_referencing_delta_is_refused() -> None:
+    delta = entry(6, 4) + b"\x00" + zlib.compress(b"\x01\x01\x00\x00")
+    with pytest.raises(PackProblem, match="offset"):
+        scan(make_pack(entry(3, 1) + zlib.compress(b"a"), delta))
+
+
+def test_a_delta_to_a_huge_object_is_refused() -> None:
+    huge = b"\x01" + b"\xff" * 6 + b"\x7f"  # source 1 byte, result ~2**49 bytes
+    delta = entry(7, len(huge)) + b"\x11" * 20 + zlib.compress(huge)
+    with pytest.raises(PackProblem, match="delta to a"):
+        scan(make_pack(delta))
+
+
+def test_an_unknown_type_and_trailing_junk_are_refused() -> None:
+    with pytest.raises(PackProblem, match="type 5"):
+        scan(make_pack(entry(5, 1) + zlib.compress(b"a")))
+    with pytest.raises(PackProblem, match="checksum"):
+        scan(make_pack(entry(3, 1) + zlib.compress(b"a")) + b"junk")
+    with pytest.raises(PackProblem, match="pack header"):
+        scan(b"NOPE" + b"\0" * 40)
+
+
+@given(st.data())
+def test_mutated_packs_only_ever_raise_pack_problem(real_pack: bytes, data: st.DataObject) -> None:
+    mutated = bytearray(real_pack)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[at] = data.draw(st.integers(0, 255))
+    try:
+        scan(bytes(mutated))
+    except PackProblem:
+        pass
+
+
+def test_a_tiny_file_is_not_a_pack() -> None:
+    with pytest.raises(PackProblem, match="too short"):
+        scan_pack(io.BytesIO(b"PACK"), max_inflated=1)  # type: ignore[arg-type]
