@@ -1,0 +1,279 @@
+"""The DHCP client's I/O: frames on one interface, through scapy (RFC 2131).
+
+Everything about the bytes lives in :mod:`bootpull.dhcp`; this module sends and
+receives them. Only the scapy layers needed are imported (``Ether``, ``IP``, ``UDP``
+and the Linux packet socket), never ``scapy.all``: the import alone would cost a
+second on a small VM. They are imported when the first lease is asked for.
+
+The exchange (RFC 2131 §4.4):
+
+1. Wait a random initial delay (0..``initial_delay`` seconds) so that a rack of
+   nodes powered on together does not answer in lockstep.
+2. Broadcast DISCOVER; retransmit with "equal jitter" exponential backoff: the n-th
+   wait is half of ``Backoff.ceiling(n)`` plus ``Backoff.delay(n)/2``, 2-4 s then
+   4-8 s, 8-16 s... The first wait is long enough for dnsmasq, which pings an address
+   (~3 s) before offering it. Every retransmission is counted and logged.
+3. Take the first OFFER that names our transaction id and our MAC and that decodes
+   (it must have a server identifier, option 54, and a usable address).
+4. REQUEST it from that server; accept only an ACK or NAK carrying that server's
+   identifier. A NAK, or no answer after three REQUESTs, starts over from DISCOVER
+   with a new transaction id.
+
+Replies that are malformed, for someone else, or for another transaction are
+ignored; the first few reasons are kept, so a failure says what was seen.
+"""
+
+from __future__ import annotations
+
+import random
+import select
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bootpull import dhcp
+from bootpull.backoff import Backoff, Counters
+from bootpull.console import Console
+from bootpull.errors import DiscoveryError
+from bootpull.mac import Mac
+
+ETH_P_IP = 0x0800
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+#: How many REQUESTs before starting over with DISCOVER.
+REQUEST_TRIES = 3
+
+
+class DhcpFailed(DiscoveryError):
+    """No lease on this interface. ``what`` is the reason, for ``tried[]``."""
+
+
+@dataclass(frozen=True)
+class DhcpSettings:
+    #: Upper bound of the random wait before the first DISCOVER (RFC 2131 §4.4.1).
+    initial_delay: float = 1.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=4.0, cap=32.0))
+    #: A hostname to send in option 12 (none by default: the repo assigns names).
+    hostname: str | None = None
+
+
+@dataclass
+class _Seen:
+    """What was ignored, for the failure reason: reason -> how many times."""
+
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str) -> None:
+        if reason in self.reasons or len(self.reasons) < 8:
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    def summary(self) -> str:
+        return "; ".join(f"{n}x {r}" if n > 1 else r for r, n in self.reasons.items())
+
+
+class _Link:
+    """A packet socket on one interface: DHCP payloads in and out."""
+
+    def __init__(self, iface: str, mac: Mac) -> None:
+        import scapy.layers.l2  # noqa: F401 - registers Ethernet before the socket asks
+        from scapy.arch.linux import L2Socket
+
+        self.iface = iface
+        self.mac = mac
+        self._sock: Any = L2Socket(iface=iface, type=ETH_P_IP)
+
+    def send(self, payload: bytes) -> None:
+        from scapy.layers.inet import IP, UDP
+        from scapy.layers.l2 import Ether
+        from scapy.packet import Raw
+
+        frame = (Ether(src=self.mac.colons, dst=BROADCAST_MAC)
+                 / IP(src="0.0.0.0", dst="255.255.255.255")  # noqa: S104 - RFC 2131 source
+                 / UDP(sport=68, dport=67) / Raw(load=payload))
+        self._sock.send(frame)
+
+    def receive(self, timeout: float) -> bytes | None:
+        """One DHCP payload sent to port 68, or None when ``timeout`` passes first."""
+        from scapy.layers.inet import IP, UDP
+        from scapy.layers.l2 import Ether
+
+        end = time.monotonic() + max(0.0, timeout)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self._sock], [], [], left)
+            if not ready:
+                return None
+            _cls, data, _ts = self._sock.recv_raw()
+            if not data:
+                continue  # our own outgoing frame
+            try:
+                frame = Ether(data)
+            except Exception:  # noqa: BLE001, S112 - scapy raises anything on garbage
+                continue
+            if IP not in frame or UDP not in frame or frame[UDP].dport != 68:
+                continue
+            return bytes(frame[UDP].payload)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def acquire(
+    iface: str,
+    mac: Mac,
+    *,
+    deadline: float,
+    console: Console,
+    counters: Counters,
+    settings: DhcpSettings = DhcpSettings(),
+    rng: random.Random | None = None,
+    lock: threading.Lock | None = None,
+    stop: threading.Event | None = None,
+    link_factory: Callable[[str, Mac], Any] = _Link,
+) -> dhcp.Lease:
+    """DISCOVER → OFFER → REQUEST → ACK on ``iface``, by the monotonic ``deadline``.
+
+    Raises :class:`DhcpFailed` with the reason when no lease comes in time.
+    """
+    rng = rng or random.Random()
+    lock = lock or threading.Lock()
+    stop = stop or threading.Event()
+    delay = rng.uniform(0.0, max(0.0, settings.initial_delay))
+    if delay:
+        console.debug(f"dhcp {iface}: waiting {delay:.2f}s before the first DISCOVER")
+        stop.wait(min(delay, max(0.0, deadline - time.monotonic())))
+    started = time.monotonic()
+    seen = _Seen()
+    discovers = 0
+    try:
+        link = link_factory(iface, mac)
+    except OSError as exc:
+        raise DhcpFailed(f"cannot open a packet socket on {iface}: {exc}") from None
+    attempt = 0
+
+    def retry(what: str, wait: float) -> None:
+        nonlocal attempt
+        attempt += 1
+        with lock:
+            counters.count("retries", "dhcp")
+        console.info(f"dhcp {iface}: {what} after {wait:.1f}s; retry {attempt}")
+
+    def running() -> bool:
+        return time.monotonic() < deadline and not stop.is_set()
+
+    def wait_for(n: int) -> float:
+        ceiling = settings.backoff.ceiling(n)
+        return min(ceiling / 2 + settings.backoff.delay(n, rng) / 2,
+                   max(0.0, deadline - time.monotonic()))
+
+    try:
+        while running():
+            xid = rng.getrandbits(32)
+            offer = None
+            while offer is None and running():
+                secs = int(time.monotonic() - started)
+                link.send(dhcp.encode_request(
+                    xid=xid, mac=mac.octets, secs=secs,
+                    options=dhcp.discover_options(mac=mac.octets, hostname=settings.hostname)))
+                discovers += 1
+                console.debug(f"dhcp {iface}: DISCOVER xid {xid:08x}")
+                wait = wait_for(discovers - 1)
+                offer = _collect(link, xid, mac, dhcp.OFFER, None, wait, seen, stop)
+                if offer is None and running():
+                    retry("no usable OFFER", wait)
+            if offer is None:
+                break
+            console.debug(f"dhcp {iface}: OFFER {offer.ip} from {offer.server_id}")
+            for n in range(REQUEST_TRIES):
+                if not running():
+                    break
+                link.send(dhcp.encode_request(
+                    xid=xid, mac=mac.octets, secs=int(time.monotonic() - started),
+                    options=dhcp.request_options(
+                        mac=mac.octets, requested_ip=offer.ip, server_id=offer.server_id,
+                        hostname=settings.hostname)))
+                wait = wait_for(n)
+                answer = _collect(link, xid, mac, dhcp.ACK, offer.server_id, wait, seen, stop)
+                if isinstance(answer, dhcp.Lease):
+                    return answer
+                if answer == "nak":
+                    retry(f"NAK from {offer.server_id}", wait)
+                    break
+                if running():
+                    retry("no ACK", wait)
+    finally:
+        link.close()
+    took = time.monotonic() - started
+    reason = f"no lease after {took:.1f}s and {discovers} DISCOVER(s)"
+    if seen.reasons:
+        reason += f"; ignored: {seen.summary()}"
+    raise DhcpFailed(reason)
+
+
+def _collect(
+    link: Any, xid: int, mac: Mac, expect: int, server: object, timeout: float, seen: _Seen,
+    stop: threading.Event,
+) -> Any:
+    """Wait for the first acceptable reply: a Lease, ``"nak"``, or None on timeout."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or stop.is_set():
+            return None
+        payload = link.receive(min(left, 0.25))
+        if payload is None:
+            continue
+        try:
+            reply = dhcp.parse_reply(payload)
+        except dhcp.MalformedDhcp as exc:
+            seen.add(f"malformed reply: {exc}")
+            continue
+        if reply.chaddr != mac.octets:
+            continue  # another client's
+        if reply.xid != xid:
+            seen.add("reply with a wrong transaction id")
+            continue
+        if server is not None:
+            sid = reply.options.get(dhcp.SERVER_ID)
+            if sid is None or len(sid) != 4 or sid != server.packed:  # type: ignore[attr-defined]
+                seen.add(f"reply not from the server we asked ({server})")
+                continue
+            if reply.message_type == dhcp.NAK:
+                return "nak"
+        try:
+            return dhcp.lease_from_reply(reply, expect=expect)
+        except dhcp.MalformedDhcp as exc:
+            seen.add(f"unusable {dhcp.MESSAGE_TYPES[expect]}: {exc}")
+
+
+# -- putting the lease on the interface ---------------------------------------------------
+
+
+def _ip(*args: str) -> None:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise OSError(f"'ip {' '.join(args)}' failed: {proc.stderr.strip()}")
+
+
+def configure_address(iface: str, lease: dhcp.Lease) -> None:
+    """Put the leased address on ``iface``, and host routes to off-link DNS servers."""
+    from ipaddress import IPv4Network
+
+    _ip("link", "set", iface, "up")
+    _ip("addr", "replace", f"{lease.ip}/{lease.prefix}", "dev", iface)
+    net = IPv4Network(f"{lease.ip}/{lease.prefix}", strict=False)
+    gateway = lease.gateway
+    if gateway is not None and gateway in net:
+        for server in lease.dns_servers:
+            if server not in net:
+                _ip("route", "replace", f"{server}/32", "via", str(gateway), "dev", iface)
+
+
+def configure_default_route(iface: str, lease: dhcp.Lease) -> None:
+    """The default route via the lease's first router (option 3), if it gave one."""
+    if lease.gateway is not None:
+        _ip("route", "replace", "default", "via", str(lease.gateway), "dev", iface)

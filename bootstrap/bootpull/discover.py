@@ -1,0 +1,393 @@
+"""Learn and locate: ``bootpull node discover``, and the pipeline's first stage.
+
+:func:`discover` takes the interfaces to try, gets a DHCP lease on all of them at
+once (one thread each), and runs the sources of :mod:`bootpull.locate` over each
+lease as it arrives. The result is one :class:`Discovery`, or a
+:class:`NothingFound` (a DiscoveryError, exit 10) whose banner lists every source
+tried and why each was passed over.
+
+**Which interface wins (multi-NIC precedence).** Interfaces are ranked in candidate
+order (:mod:`bootpull.interfaces`: as named by ``--interface``/``bootpull.interface=``,
+else kernel index order). The winner is the highest-ranked interface whose lease
+located the repository. A lower-ranked interface that located it does not wait
+forever for a higher-ranked one that is still silent: after ``grace`` seconds
+(default 5) the silent ones are passed over. With ``bootpull.repo=`` on the
+command line the repository is already located, and the winner is the highest-
+ranked interface that got a lease.
+
+**Identity MAC.** ``mac_override`` (``--mac``), else ``bootpull.mac=``, else the MAC
+of the winning interface.
+
+**Configuration.** Unless ``configure`` is false, each leased interface gets its
+address and prefix (so that DNS questions can reach the lease's servers), and the
+winning interface alone gets the default route.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bootpull import cmdline, dhcp, locate
+from bootpull.backoff import Counters
+from bootpull.console import Console, Level
+from bootpull.errors import DiscoveryError, UsageError
+from bootpull.interfaces import Interface, candidates
+from bootpull.mac import Mac, MacError
+
+#: Seconds a lower-ranked interface that located the repository waits for silent
+#: higher-ranked ones.
+GRACE = 5.0
+DEFAULT_INITIAL_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What the node learned: CONTRACT §3, the keys of ``node discover --json``.
+
+    Written by discover; read by fetch (``repo_url``), report (``report_url``,
+    ``log_servers``), run (``mac``, ``hostname``, ``ip``).
+    """
+
+    interface: str
+    mac: Mac
+    ip: str
+    prefix: int
+    gateway: str | None
+    dns_servers: list[str]
+    domain: str | None
+    search: list[str]
+    hostname: str | None  # DHCP option 12; the host file and node-<mac> come later
+    log_servers: list[str]
+    repo_url: str
+    repo_url_source: str  # cmdline, dhcp-43, dhcp-67, dns-srv or well-known
+    report_url: str  # bootpull.report=, else option 43.2, else the repo origin's events URL
+    tried: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's JSON object (a dict ready for ``json.dumps``)."""
+        return {
+            "interface": self.interface, "mac": self.mac.canonical, "ip": self.ip,
+            "prefix": self.prefix, "gateway": self.gateway,
+            "dns_servers": list(self.dns_servers), "domain": self.domain,
+            "search": list(self.search), "hostname": self.hostname,
+            "log_servers": list(self.log_servers), "repo_url": self.repo_url,
+            "repo_url_source": self.repo_url_source, "report_url": self.report_url,
+            "tried": [dict(t) for t in self.tried],
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Discovery:
+        """The inverse of :meth:`to_json` (for state written to disk)."""
+        return cls(**{**obj, "mac": Mac.parse(obj["mac"])})
+
+
+class NothingFound(DiscoveryError):
+    """No lease, or no source located the repository. ``tried`` says what was tried."""
+
+    def __init__(self, what: str, *, why: str = "", hint: str = "",
+                 tried: list[dict[str, str]] | None = None) -> None:
+        super().__init__(what, why=why, hint=hint)
+        self.tried = tried or []
+
+
+@dataclass
+class _Outcome:
+    iface: Interface
+    attempts: list[locate.Attempt]
+    lease: dhcp.Lease | None = None
+    found: locate.Attempt | None = None
+    at: float = 0.0
+
+
+def _tried(attempt: locate.Attempt, iface: str | None) -> dict[str, str]:
+    entry = attempt.as_tried()
+    if iface:
+        entry["reason"] = f"{iface}: {entry['reason']}"
+    return entry
+
+
+def discover(
+    *,
+    interfaces: list[str],
+    timeout: float,
+    configure: bool,
+    params: dict[str, list[str]],
+    console: Console,
+    counters: Counters,
+    mac_override: Mac | None = None,
+    initial_delay: float | None = None,
+    grace: float = GRACE,
+) -> Discovery:
+    """Learn (DHCP) and locate (CONTRACT §2). Raise :class:`NothingFound` (exit 10)."""
+    from bootpull import dhcp_client
+
+    started = time.monotonic()
+    deadline = started + max(1.0, timeout)
+    # DNS questions need a little time after the last lease can arrive.
+    dhcp_deadline = deadline - min(5.0, timeout * 0.25)
+    mac = mac_override or _mac_from_params(params)
+    if initial_delay is None:
+        initial_delay = _float_param(params, "dhcp_delay", DEFAULT_INITIAL_DELAY)
+    names = interfaces or params.get("interface", [])
+    tried: list[dict[str, str]] = []
+
+    cmd = locate.from_cmdline(params)
+    tried.append(_tried(cmd, None))
+    console.info(f"locate cmdline: {cmd.result}: {cmd.reason}")
+    if cmd.result == locate.FAILED:
+        raise NothingFound(
+            "the kernel command line names a repository that is not a URL",
+            why=cmd.reason, hint="fix bootpull.repo= to an http:// or https:// URL",
+            tried=tried)
+
+    with console.step("interfaces") as step:
+        ready, unusable = candidates(names, carrier_wait=min(3.0, timeout * 0.1))
+        step.note(", ".join(i.name for i in ready) or "none usable")
+    for item in unusable:
+        tried.append({"source": "dhcp", "result": locate.FAILED, "reason": item.reason})
+        console.warn(item.reason)
+    if not ready:
+        raise NothingFound(
+            "no network interface to get a lease on",
+            why="\n".join(i.reason for i in unusable) or "no Ethernet interfaces",
+            hint="check the cable and the link light; name the NIC with "
+                 "bootpull.interface=NAME or --interface NAME",
+            tried=tried)
+
+    settings = dhcp_client.DhcpSettings(initial_delay=initial_delay)
+    cond = threading.Condition()
+    stop = threading.Event()
+    outcomes: dict[str, _Outcome] = {}
+    lock = threading.Lock()
+
+    def worker(iface: Interface) -> None:
+        outcome = _Outcome(iface, [])
+        try:
+            outcome = _learn_and_locate(
+                iface, cmd=cmd, deadline=dhcp_deadline, dns_deadline=deadline,
+                configure=configure, console=console, counters=counters, lock=lock,
+                settings=settings, stop=stop)
+        except Exception as exc:  # noqa: BLE001 - a bug on one NIC must not hang the others
+            outcome.attempts.append(locate.Attempt(
+                "dhcp", locate.FAILED, f"internal error: {type(exc).__name__}: {exc}"))
+        outcome.at = time.monotonic()
+        with cond:
+            outcomes[iface.name] = outcome
+            cond.notify_all()
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"dhcp-{i.name}", daemon=True)
+               for i in ready]
+    for thread in threads:
+        thread.start()
+    order = [i.name for i in ready]
+    winner: _Outcome | None = None
+    passed_over: list[str] = []
+    with cond:
+        while True:
+            winner, passed_over, done = _decide(order, outcomes, time.monotonic(), grace)
+            if done or time.monotonic() >= deadline + 2.0:
+                break
+            cond.wait(timeout=0.2)
+    stop.set()
+    for name in order:
+        outcome = outcomes.get(name)
+        if outcome is None:
+            reason = ("passed over: another interface located the repository and this one "
+                      f"had no lease {grace:.0f}s later" if name in passed_over
+                      else "no lease before the time limit")
+            tried.append({"source": "dhcp", "result": locate.FAILED,
+                          "reason": f"{name}: {reason}"})
+            continue
+        tried.extend(_tried(a, name) for a in outcome.attempts)
+    if winner is None or winner.lease is None:
+        raise _nothing_found(tried, any(o.lease for o in outcomes.values()))
+    lease = winner.lease
+    assert winner.found is not None
+    if configure:
+        try:
+            dhcp_client.configure_default_route(winner.iface.name, lease)
+        except OSError as exc:
+            console.warn(f"could not set the default route: {exc}")
+    repo_url = winner.found.url or ""
+    report_url = (cmdline.last(params, "report") or winner.found.report_url
+                  or _report_from_lease(lease) or locate.default_report_url(repo_url))
+    result = Discovery(
+        interface=winner.iface.name, mac=mac or winner.iface.mac, ip=str(lease.ip),
+        prefix=lease.prefix, gateway=str(lease.gateway) if lease.gateway else None,
+        dns_servers=[str(s) for s in lease.dns_servers], domain=lease.domain,
+        search=list(lease.search), hostname=lease.hostname,
+        log_servers=[str(s) for s in lease.log_servers], repo_url=repo_url,
+        repo_url_source=winner.found.source, report_url=report_url, tried=tried,
+    )
+    console.info(f"identity {result.mac} ({'override' if mac else winner.iface.name}), "
+                 f"repository {repo_url} (from {result.repo_url_source})")
+    return result
+
+
+def _decide(
+    order: list[str], outcomes: dict[str, _Outcome], now: float, grace: float,
+) -> tuple[_Outcome | None, list[str], bool]:
+    """(winner, pending interfaces passed over, decided?) — see the module docstring."""
+    pending: list[str] = []
+    for name in order:
+        outcome = outcomes.get(name)
+        if outcome is None:
+            pending.append(name)
+            continue
+        if outcome.found is None:
+            continue
+        if not pending:
+            return outcome, [], True
+        if now >= outcome.at + grace:
+            return outcome, pending, True
+        return None, [], False
+    return None, [], not pending
+
+
+def _learn_and_locate(
+    iface: Interface, *, cmd: locate.Attempt, deadline: float, dns_deadline: float,
+    configure: bool, console: Console, counters: Counters, lock: threading.Lock,
+    settings: Any, stop: threading.Event,
+) -> _Outcome:
+    from bootpull import dhcp_client
+
+    outcome = _Outcome(iface, [])
+    try:
+        with console.step(f"dhcp {iface.name}") as step:
+            lease = dhcp_client.acquire(
+                iface.name, iface.mac, deadline=deadline, console=console,
+                counters=counters, settings=settings, lock=lock, rng=random.Random(),
+                stop=stop)
+            step.note(f"{lease.ip}/{lease.prefix} from {lease.server_id}")
+    except dhcp_client.DhcpFailed as exc:
+        outcome.attempts.append(locate.Attempt("dhcp", locate.FAILED, exc.what))
+        return outcome
+    outcome.lease = lease
+    summary = f"lease {lease.ip}/{lease.prefix} from {lease.server_id}"
+    for code, problem in sorted(lease.problems.items()):
+        console.warn(f"dhcp {iface.name}: ignored {_option_name(code)}: {problem}")
+        summary += f"; ignored {_option_name(code)}: {problem}"
+    outcome.attempts.append(locate.Attempt("dhcp", locate.FOUND, summary))
+    if stop.is_set():
+        return outcome
+    if configure:
+        try:
+            dhcp_client.configure_address(iface.name, lease)
+        except OSError as exc:
+            outcome.attempts.append(locate.Attempt(
+                "dhcp", locate.FAILED, f"could not configure the address: {exc}"))
+            return outcome
+    if cmd.result == locate.FOUND:
+        outcome.found = cmd
+        return outcome
+
+    def dns_for(found: dhcp.Lease) -> locate.Dns:
+        left = max(1.0, min(4.0, dns_deadline - time.monotonic()))
+        return locate.LeaseDns(found.dns_servers, source=found.ip if configure else None,
+                               lifetime=left)
+
+    for attempt in locate.locate_in_lease(lease, dns_for):
+        outcome.attempts.append(attempt)
+        console.info(f"locate {attempt.source} on {iface.name}: {attempt.result}: "
+                     f"{attempt.url or attempt.reason}")
+        if attempt.result == locate.FOUND:
+            outcome.found = attempt
+    return outcome
+
+
+def _option_name(code: int) -> str:
+    return "the BOOTP file/sname fields" if code == 0 else f"option {code}"
+
+
+def _report_from_lease(lease: dhcp.Lease) -> str | None:
+    raw = lease.vendor.get(dhcp.SUBOPT_REPORT_URL)
+    if raw is None:
+        return None
+    try:
+        return dhcp.check_url(dhcp.decode_text(raw, "option 43.2", limit=dhcp.MAX_URL),
+                              "option 43.2")
+    except dhcp.MalformedDhcp:
+        return None
+
+
+def _nothing_found(tried: list[dict[str, str]], leased: bool) -> NothingFound:
+    why = "\n".join(f"{t['source']}: {t['result']}: {t['reason']}" for t in tried)
+    if not leased:
+        return NothingFound(
+            "no DHCP lease on any interface", why=why,
+            hint="check the cable and that a DHCP server answers on this network; or boot "
+                 "with bootpull.repo=URL bootpull.mac=MAC on the kernel command line",
+            tried=tried)
+    return NothingFound(
+        "no repository found", why=why,
+        hint="tell the network where the repository is: DHCP option 43 sub-option 1 "
+             "(dnsmasq: dhcp-option=vendor:bootpull,1,http://HOST/repo.git), option 67, "
+             "an SRV record _bootpull._tcp.DOMAIN, a host bootpull.DOMAIN, or "
+             "bootpull.repo=URL on the kernel command line",
+        tried=tried)
+
+
+def _mac_from_params(params: dict[str, list[str]]) -> Mac | None:
+    text = cmdline.last(params, "mac")
+    if text is None:
+        return None
+    try:
+        return Mac.parse(text)
+    except MacError as exc:
+        raise DiscoveryError("bootpull.mac= is not a MAC address", why=str(exc),
+                             hint="write it as 52:54:00:12:34:56") from None
+
+
+def _float_param(params: dict[str, list[str]], key: str, default: float) -> float:
+    text = cmdline.last(params, key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        return default
+    return value if 0 <= value <= 60 else default
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def command(args: argparse.Namespace) -> int:
+    """``bootpull node discover``."""
+    params = cmdline.read(Path(args.cmdline)) if args.cmdline else cmdline.read()
+    level_text = args.log or cmdline.last(params, "log") or "info"
+    try:
+        level = Level.parse(level_text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    console = Console.open(args.console or cmdline.last(params, "console"), level=level)
+    try:
+        result = discover(
+            interfaces=list(args.interface), timeout=args.timeout,
+            configure=not args.no_configure, params=params, console=console,
+            counters=Counters(),
+        )
+    except DiscoveryError as exc:
+        console.banner(exc)
+        exc.reported = True  # type: ignore[attr-defined]
+        if args.json:
+            print(json.dumps({"error": exc.what, "why": exc.why, "hint": exc.hint,
+                              "exit_code": exc.exit_code,
+                              "tried": getattr(exc, "tried", [])}, indent=2))
+        raise
+    finally:
+        console.close()
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        for key, value in result.to_json().items():
+            if key != "tried":
+                print(f"{key}: {value if value is not None else '-'}")
+    return 0

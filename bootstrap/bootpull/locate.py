@@ -1,0 +1,277 @@
+"""Where is the repository? One function per source, in the order of CONTRACT §2.
+
+Each source returns an :class:`Attempt`: either ``found`` with a URL, or ``not-here``
+(the source has nothing to say) or ``failed`` (it had something, and it was wrong or
+could not be read), with a reason a person can act on. The caller tries them in
+:data:`ORDER` and stops at the first ``found``; every attempt goes into ``tried[]``.
+
+1. ``cmdline``    ``bootpull.repo=URL`` on the kernel command line.
+2. ``dhcp-43``    option 43 (vendor-encapsulated) sub-option 1.
+3. ``dhcp-67``    option 67, or else the BOOTP ``file`` field, when an http(s) URL.
+4. ``dns-srv``    ``_bootpull._tcp.<domain>`` SRV, plus its TXT ``path=``.
+5. ``well-known`` ``http://bootpull.<domain>/``, if that name resolves.
+
+``<domain>`` is option 15, or failing that the first entry of option 119. DNS
+questions go only to the DNS servers of the lease (option 6), never to the host's
+resolver, through the :class:`Dns` interface; :class:`LeaseDns` is the dnspython one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from bootpull import dhcp
+from bootpull.cmdline import last
+
+FOUND, NOT_HERE, FAILED = "found", "not-here", "failed"
+ORDER = ("cmdline", "dhcp-43", "dhcp-67", "dns-srv", "well-known")
+SERVICE = "_bootpull._tcp"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    source: str
+    result: str
+    reason: str
+    url: str | None = None
+    #: The report URL, when the source gave one (option 43 sub-option 2).
+    report_url: str | None = None
+
+    def as_tried(self) -> dict[str, str]:
+        return {"source": self.source, "result": self.result, "reason": self.reason}
+
+
+class DnsFailure(Exception):
+    """A DNS question that got no answer (timeout, SERVFAIL, refused...)."""
+
+
+class Dns(Protocol):
+    """The three questions discovery asks. An empty list means "no such record"."""
+
+    def srv(self, name: str) -> list[tuple[int, int, int, str]]:
+        """(priority, weight, port, target) for each SRV record."""
+        ...
+
+    def txt(self, name: str) -> list[list[bytes]]:
+        """Each TXT record as its list of character-strings."""
+        ...
+
+    def addresses(self, name: str) -> list[str]:
+        """The A records of ``name``."""
+        ...
+
+
+class LeaseDns:
+    """dnspython against the lease's DNS servers only, with a short time limit."""
+
+    def __init__(self, servers: Sequence[IPv4Address], *, source: IPv4Address | None = None,
+                 lifetime: float = 4.0) -> None:
+        import dns.resolver
+
+        self._resolver = dns.resolver.Resolver(configure=False)
+        self._resolver.nameservers = [str(s) for s in servers]
+        self._resolver.timeout = min(2.0, lifetime)
+        self._resolver.lifetime = lifetime
+        self._source = str(source) if source else None
+
+    def _answer(self, name: str, rdtype: str) -> list[object]:
+        import dns.exception
+        import dns.resolver
+
+        try:
+            answer = self._resolver.resolve(name, rdtype, source=self._source,
+                                            search=False, raise_on_no_answer=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except dns.exception.DNSException as exc:
+            servers = ", ".join(self._resolver.nameservers)  # type: ignore[arg-type]
+            raise DnsFailure(f"{rdtype} {name} via {servers}: "
+                             f"{type(exc).__name__}: {exc}") from None
+        except OSError as exc:
+            raise DnsFailure(f"{rdtype} {name}: {exc}") from None
+        return list(answer)
+
+    def srv(self, name: str) -> list[tuple[int, int, int, str]]:
+        return [(r.priority, r.weight, r.port, r.target.to_text(omit_final_dot=True))  # type: ignore[attr-defined]
+                for r in self._answer(name, "SRV")]
+
+    def txt(self, name: str) -> list[list[bytes]]:
+        return [list(r.strings) for r in self._answer(name, "TXT")]  # type: ignore[attr-defined]
+
+    def addresses(self, name: str) -> list[str]:
+        return [r.address for r in self._answer(name, "A")]  # type: ignore[attr-defined]
+
+
+# -- the sources ------------------------------------------------------------------------
+
+
+def from_cmdline(params: dict[str, list[str]]) -> Attempt:
+    url = last(params, "repo")
+    if url is None:
+        return Attempt("cmdline", NOT_HERE, "no bootpull.repo= on the kernel command line")
+    try:
+        dhcp.check_url(url, "bootpull.repo=")
+    except dhcp.MalformedDhcp as exc:
+        return Attempt("cmdline", FAILED, str(exc))
+    return Attempt("cmdline", FOUND, f"bootpull.repo={url}", url=url,
+                   report_url=last(params, "report"))
+
+
+def from_dhcp_43(lease: dhcp.Lease) -> Attempt:
+    if dhcp.VENDOR_SPECIFIC in lease.problems:
+        return Attempt("dhcp-43", FAILED, lease.problems[dhcp.VENDOR_SPECIFIC])
+    raw = lease.vendor.get(dhcp.SUBOPT_REPO_URL)
+    if raw is None:
+        why = ("no option 43 in the lease" if not lease.vendor
+               else "option 43 has no sub-option 1 (the repository URL)")
+        return Attempt("dhcp-43", NOT_HERE, why)
+    try:
+        url = dhcp.check_url(dhcp.decode_text(raw, "option 43 sub-option 1",
+                                              limit=dhcp.MAX_URL), "option 43 sub-option 1")
+    except dhcp.MalformedDhcp as exc:
+        return Attempt("dhcp-43", FAILED, str(exc))
+    report = None
+    if dhcp.SUBOPT_REPORT_URL in lease.vendor:
+        try:
+            report = dhcp.check_url(dhcp.decode_text(
+                lease.vendor[dhcp.SUBOPT_REPORT_URL], "option 43 sub-option 2",
+                limit=dhcp.MAX_URL), "option 43 sub-option 2")
+        except dhcp.MalformedDhcp:
+            report = None  # the report URL has its own fallbacks; the repo URL is fine
+    return Attempt("dhcp-43", FOUND, "option 43 sub-option 1", url=url, report_url=report)
+
+
+def from_dhcp_67(lease: dhcp.Lease) -> Attempt:
+    reasons: list[str] = []
+    for value, what, problem in (
+        (lease.bootfile, "option 67", lease.problems.get(dhcp.BOOTFILE)),
+        (lease.file, "the BOOTP file field", lease.problems.get(0)),
+    ):
+        if problem:
+            reasons.append(problem)
+        elif value is None:
+            reasons.append(f"no {what}")
+        elif urlsplit(value).scheme.lower() not in ("http", "https"):
+            reasons.append(f"{what} {value[:80]!r} is not an http:// or https:// URL")
+        else:
+            try:
+                return Attempt("dhcp-67", FOUND, what, url=dhcp.check_url(value, what))
+            except dhcp.MalformedDhcp as exc:
+                reasons.append(str(exc))
+    failed = any("not an http" not in r and not r.startswith("no ") for r in reasons)
+    return Attempt("dhcp-67", FAILED if failed else NOT_HERE, "; ".join(reasons))
+
+
+def _dns_preconditions(lease: dhcp.Lease, source: str) -> Attempt | None:
+    if lease.dns_domain is None:
+        problems = dhcp.describe_problems(lease, (dhcp.DOMAIN_NAME, dhcp.DOMAIN_SEARCH))
+        if problems:
+            return Attempt(source, FAILED, f"no usable domain: {problems}")
+        return Attempt(source, NOT_HERE, "the lease has no domain (option 15 or 119)")
+    if not lease.dns_servers:
+        problems = dhcp.describe_problems(lease, (dhcp.DNS_SERVER,))
+        if problems:
+            return Attempt(source, FAILED, f"no usable DNS server: {problems}")
+        return Attempt(source, NOT_HERE, "the lease has no DNS servers (option 6)")
+    return None
+
+
+def pick_srv(records: list[tuple[int, int, int, str]],
+             rng: random.Random | None = None) -> tuple[int, int, int, str] | None:
+    """RFC 2782: the lowest priority, then a weighted random choice among those."""
+    usable = [r for r in records if r[3] not in ("", ".")]
+    if not usable:
+        return None
+    best = min(r[0] for r in usable)
+    group = [r for r in usable if r[0] == best]
+    total = sum(r[1] for r in group)
+    if total == 0:
+        return group[0]
+    point = (rng or random).uniform(0, total)
+    for record in group:
+        point -= record[1]
+        if point <= 0:
+            return record
+    return group[-1]
+
+
+def txt_path(records: list[list[bytes]]) -> str | None:
+    """The DNS-SD ``path=`` key of the first TXT record that has one."""
+    for strings in records:
+        for item in strings:
+            key, sep, value = item.partition(b"=")
+            if sep and key.lower() == b"path":
+                return value.decode("utf-8", errors="strict")
+    return None
+
+
+def from_dns_srv(lease: dhcp.Lease, dns: Dns) -> Attempt:
+    blocked = _dns_preconditions(lease, "dns-srv")
+    if blocked:
+        return blocked
+    name = f"{SERVICE}.{lease.dns_domain}"
+    try:
+        records = dns.srv(name)
+    except DnsFailure as exc:
+        return Attempt("dns-srv", FAILED, str(exc))
+    chosen = pick_srv(records)
+    if chosen is None:
+        return Attempt("dns-srv", NOT_HERE, f"no SRV record for {name}")
+    _prio, _weight, port, target = chosen
+    try:
+        target = dhcp.check_domain(target, f"SRV target of {name}")
+        path = txt_path(dns.txt(name)) or "/"
+    except (dhcp.MalformedDhcp, UnicodeDecodeError) as exc:
+        return Attempt("dns-srv", FAILED, f"{name}: {exc}")
+    except DnsFailure as exc:
+        return Attempt("dns-srv", FAILED, str(exc))
+    if not path.startswith("/") or any(c.isspace() or ord(c) < 0x20 for c in path):
+        return Attempt("dns-srv", FAILED, f"TXT path={path[:80]!r} of {name} must start "
+                                          "with / and have no spaces")
+    url = f"http://{target}:{port}{path}"
+    return Attempt("dns-srv", FOUND, f"SRV {name} -> {target}:{port}", url=url)
+
+
+def from_well_known(lease: dhcp.Lease, dns: Dns) -> Attempt:
+    blocked = _dns_preconditions(lease, "well-known")
+    if blocked:
+        return blocked
+    name = f"bootpull.{lease.dns_domain}"
+    try:
+        found = dns.addresses(name)
+    except DnsFailure as exc:
+        return Attempt("well-known", FAILED, str(exc))
+    if not found:
+        return Attempt("well-known", NOT_HERE, f"{name} does not resolve")
+    return Attempt("well-known", FOUND, f"{name} is {found[0]}", url=f"http://{name}/")
+
+
+def locate_in_lease(
+    lease: dhcp.Lease, dns_factory: Callable[[dhcp.Lease], Dns],
+) -> list[Attempt]:
+    """The DHCP and DNS sources over one lease, in order, stopping at the first found."""
+    attempts: list[Attempt] = []
+    dns: Dns | None = None
+    for source in ORDER[1:]:
+        if source == "dhcp-43":
+            attempt = from_dhcp_43(lease)
+        elif source == "dhcp-67":
+            attempt = from_dhcp_67(lease)
+        else:
+            dns = dns or dns_factory(lease)
+            attempt = (from_dns_srv if source == "dns-srv" else from_well_known)(lease, dns)
+        attempts.append(attempt)
+        if attempt.result == FOUND:
+            break
+    return attempts
+
+
+def default_report_url(repo_url: str) -> str:
+    """The repository's origin plus ``/api/v1/events`` (CONTRACT §2, last fallback)."""
+    parts = urlsplit(repo_url)
+    return f"{parts.scheme}://{parts.netloc}/api/v1/events"
