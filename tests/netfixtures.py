@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bootpull_lab import netlab as lab_net
 
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-
 from bootpull_lab import netlab
 from netfixtures import RunDiscover
 

@@ -23,8 +23,8 @@ leaves them; the host's own interfaces and routes are never touched. Needs root.
 - :meth:`Lab.hostile_dhcp` starts :mod:`bootpull_lab.hostile_dhcp`, a scapy DHCP
   server that answers with one kind of malformed reply.
 
-Names carry the pid, a counter and a random part (``bp<pid>x<n><hex>-<role>``) so parallel runs do not
-clash; :func:`sweep` removes namespaces left by dead processes.
+Names carry the pid, a counter and a random part (``bp<pid>x<n><hex>-<role>``) so
+parallel runs do not clash; :func:`sweep` removes namespaces left by dead processes.
 """
 
 from __future__ import annotations
