@@ -1,0 +1,306 @@
+"""Report: events to the home base, through a spool, mirrored to remote syslog.
+
+Every event (:func:`bootpull.events.make_event`, format 1) is first written to the
+spool in the state directory — one file per event, ``spool/<seq>.json``, written
+atomically and fsynced — and only then sent. Delivery POSTs the pending events, oldest
+first, as a JSON array to the report URL and deletes them once the home base answered
+2xx. So:
+
+- an event is never lost: it is on disk before anyone tries to send it, and stays
+  there until the home base took it, across any number of failed tries and reboots;
+- events arrive in the order they were made: the spool is read in sequence order, and
+  nothing newer is sent while something older is still waiting;
+- a clean run sends each event once (a crash between the home base's 2xx and the
+  delete can send one batch twice; the home base's event store keeps both).
+
+A failed delivery (no answer, a timeout, 5xx, 408 or 429) is counted in
+``Counters.retries`` and retried after a full-jitter backoff, or after ``Retry-After``
+when the server sends one. Other 4xx answers mean the home base refuses the events
+themselves: they are moved to ``spool/rejected/`` (kept, never resent) so that one bad
+event cannot block every later one.
+
+Key events are also sent as RFC 5424 messages over UDP to the syslog servers DHCP
+option 7 named (port 514, or ``host:port``), and to no one else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bootpull.backoff import Backoff, Counters
+from bootpull.console import Console
+from bootpull.events import make_event
+from bootpull.mac import Mac
+from bootpull.state import fsync_dir, read_json, write_atomic
+
+if TYPE_CHECKING:
+    import requests
+
+SYSLOG_PORT = 514
+SYSLOG_FACILITY = 3  # daemon
+SYSLOG_SEVERITY = {"ok": 6, "warn": 4, "fail": 3}  # informational, warning, error
+SD_ID = "bootpull@32473"  # 32473: the example enterprise number of RFC 5612
+BATCH = 50
+
+
+# -- the spool -----------------------------------------------------------------------
+
+
+class Spool:
+    """Events waiting to be delivered: ``<dir>/<seq:012d>.json``, in sequence order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self.rejected = self.dir / "rejected"
+
+    def _files(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir()
+                      if p.suffix == ".json" and p.stem.isdigit() and len(p.stem) == 12)
+
+    def _next_seq(self) -> int:
+        files = self._files()
+        stored = read_json(self.dir / "seq")
+        seq = stored if type(stored) is int and stored >= 0 else 0
+        if files:
+            seq = max(seq, int(files[-1].stem) + 1)
+        return seq
+
+    def append(self, event: dict[str, Any]) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        seq = self._next_seq()
+        path = self.dir / f"{seq:012d}.json"
+        write_atomic(path, json.dumps(event, sort_keys=True).encode())
+        write_atomic(self.dir / "seq", str(seq + 1).encode())
+        return path
+
+    def pending(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Waiting events, oldest first. A file that is not JSON is set aside."""
+        out = []
+        for path in self._files():
+            obj = read_json(path)
+            if isinstance(obj, dict):
+                out.append((path, obj))
+            else:
+                self.reject([path])
+        return out
+
+    def remove(self, paths: Sequence[Path]) -> None:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if paths:
+            fsync_dir(self.dir)
+
+    def reject(self, paths: Sequence[Path]) -> None:
+        self.rejected.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.rename(self.rejected / path.name)
+        fsync_dir(self.rejected)
+        fsync_dir(self.dir)
+
+    def __len__(self) -> int:
+        return len(self._files())
+
+
+# -- syslog --------------------------------------------------------------------------
+
+
+def _sd_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def _header_word(value: str, limit: int) -> str:
+    word = "".join(c for c in value if 33 <= ord(c) <= 126)[:limit]
+    return word or "-"
+
+
+def syslog_message(event: dict[str, Any], *, pid: int | None = None) -> bytes:
+    """One RFC 5424 message for ``event``."""
+    pri = SYSLOG_FACILITY * 8 + SYSLOG_SEVERITY.get(event.get("status", ""), 5)
+    hostname = _header_word(event.get("hostname") or event.get("node", ""), 255)
+    msgid = _header_word(event.get("stage", ""), 32)
+    params = " ".join(f'{key}="{_sd_escape(str(event.get(key, "")))}"'
+                      for key in ("node", "role", "version", "commit", "status"))
+    header = (f"<{pri}>1 {event.get('time', '-')} {hostname} bootpull "
+              f"{pid if pid is not None else os.getpid()} {msgid} [{SD_ID} {params}] ")
+    return header.encode("ascii", "replace") + b"\xef\xbb\xbf" + str(
+        event.get("message", "")).encode("utf-8")
+
+
+def parse_server(spec: str) -> tuple[str, int]:
+    """``10.0.0.1``, ``10.0.0.1:5514``, ``[::1]:5514`` or ``::1`` → (host, port)."""
+    spec = spec.strip()
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else SYSLOG_PORT
+    if spec.count(":") == 1:
+        host, _, port = spec.partition(":")
+        return host, int(port)
+    return spec, SYSLOG_PORT
+
+
+class SyslogMirror:
+    """Send events to the given syslog servers over UDP; a send error is only logged."""
+
+    def __init__(self, servers: Sequence[str], console: Console) -> None:
+        self.servers: list[tuple[str, int]] = []
+        self.console = console
+        for spec in servers:
+            try:
+                self.servers.append(parse_server(spec))
+            except ValueError:
+                console.warn(f"ignoring syslog server {spec!r}: not host or host:port")
+
+    def send(self, event: dict[str, Any]) -> None:
+        if not self.servers:
+            return
+        data = syslog_message(event)
+        for host, port in self.servers:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                    sock.sendto(data, (host, port))
+            except OSError as exc:
+                self.console.debug(f"syslog to {host}:{port} failed: {exc}")
+
+
+# -- the reporter --------------------------------------------------------------------
+
+
+@dataclass
+class ReportContext:
+    """Who the events are about; the pipeline fills it in as it learns."""
+
+    node: Mac
+    hostname: str = ""
+    role: str = ""
+    version: str = ""
+    commit: str = ""
+
+
+@dataclass
+class Reporter:
+    spool: Spool
+    context: ReportContext
+    console: Console
+    counters: Counters
+    url: str | None = None
+    syslog: SyslogMirror | None = None
+    timeout: float = 10.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=2.0, cap=300.0))
+    clock: Callable[[], float] = time.monotonic
+    session: requests.Session | None = None
+    _attempt: int = 0
+    _next_try: float = 0.0
+
+    def emit(self, stage: str, status: str, message: str,
+             details: dict[str, Any] | None = None, *, deliver: bool = True) -> dict[str, Any]:
+        """Make an event, spool it, mirror it to syslog, and try to deliver the spool."""
+        c = self.context
+        event = make_event(node=c.node, stage=stage, status=status, message=message,
+                           hostname=c.hostname, role=c.role, version=c.version,
+                           commit=c.commit, counters=self.counters.as_event(),
+                           details=details or {})
+        self.spool.append(event)
+        if self.syslog is not None:
+            self.syslog.send(event)
+        if deliver:
+            self.flush()
+        return event
+
+    def next_due(self) -> float:
+        """Seconds until the next delivery try (0 when due; inf when nothing waits)."""
+        if not self.url or not len(self.spool):
+            return float("inf")
+        return max(0.0, self._next_try - self.clock())
+
+    def flush(self, *, force: bool = False) -> bool:
+        """Deliver what waits, oldest first. True when the spool is empty afterwards."""
+        if not self.url:
+            return not len(self.spool)
+        if not force and self.clock() < self._next_try:
+            return False
+        while True:
+            pending = self.spool.pending()[:BATCH]
+            if not pending:
+                self._attempt = 0
+                return True
+            outcome, retry_after = self._post([event for _, event in pending])
+            if outcome == "rejected" and len(pending) > 1:
+                # find which ones the home base refuses: send them one at a time
+                for path, event in pending:
+                    outcome, retry_after = self._post([event])
+                    if outcome == "ok":
+                        self.spool.remove([path])
+                    elif outcome == "rejected":
+                        self._refused([path])
+                    else:
+                        break
+                else:
+                    continue
+            elif outcome == "ok":
+                self.spool.remove([path for path, _ in pending])
+                self._attempt = 0
+                continue
+            elif outcome == "rejected":
+                self._refused([path for path, _ in pending])
+                continue
+            delay = retry_after if retry_after is not None else self.backoff.delay(
+                self._attempt)
+            self._attempt += 1
+            self._next_try = self.clock() + delay
+            self.counters.count("retries", "report")
+            self.console.warn(f"report to {self.url} failed ({outcome}); "
+                              f"{len(self.spool)} event(s) spooled, retry in {delay:.1f}s")
+            return False
+
+    def _refused(self, paths: list[Path]) -> None:
+        self.console.warn(f"the home base refused {len(paths)} event(s); kept in "
+                          f"{self.spool.rejected}")
+        self.spool.reject(paths)
+
+    def _post(self, events: list[dict[str, Any]]) -> tuple[str, float | None]:
+        import requests
+
+        if self.session is None:
+            self.session = requests.Session()
+        assert self.url is not None
+        try:
+            resp = self.session.post(self.url, json=events, timeout=self.timeout,
+                                     allow_redirects=False)
+        except requests.RequestException as exc:
+            return f"{type(exc).__name__}", None
+        if 200 <= resp.status_code < 300:
+            return "ok", None
+        retry_after: float | None = None
+        header = resp.headers.get("Retry-After")
+        if header:
+            with contextlib.suppress(ValueError):
+                retry_after = min(3600.0, max(0.0, float(header)))
+            if retry_after is None:
+                with contextlib.suppress(TypeError, ValueError):
+                    from email.utils import parsedate_to_datetime
+
+                    when = parsedate_to_datetime(header)
+                    retry_after = min(3600.0, max(
+                        0.0, (when - datetime.now(UTC)).total_seconds()))
+        if 400 <= resp.status_code < 500 and resp.status_code not in (408, 425, 429):
+            return "rejected", None
+        return f"HTTP {resp.status_code}", retry_after
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
