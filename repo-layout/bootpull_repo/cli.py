@@ -21,9 +21,14 @@ from typing import Any
 SUBCOMMANDS: list[str] = [
     "bootpull_repo.init",  # repo init DIR
     "bootpull_repo.anchors",  # repo trust
+    "bootpull_repo.role_new",  # repo role new NAME
     "bootpull_repo.assign",  # repo assign MAC ROLE [--version V]
+    "bootpull_repo.unassign",  # repo unassign MAC
     "bootpull_repo.release",  # repo release ROLE VERSION
     "bootpull_repo.publish",  # repo publish
+    "bootpull_repo.lint",  # repo lint [--rev REF]
+    "bootpull_repo.show",  # repo show MAC
+    "bootpull_repo.history",  # repo history MAC [--db PATH | --homebase URL]
     "bootpull_repo.site_config",  # repo site-config
 ]
 

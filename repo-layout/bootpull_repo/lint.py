@@ -1,0 +1,332 @@
+"""``bootpull repo lint``: every problem in the repository, in one pass.
+
+The node's own validator (:func:`bootpull.layout.validate_tree`) does the format-1
+checks: TOML syntax, unknown keys with a did-you-mean, missing and ill-typed keys,
+host file names, hostnames, a host whose role does not exist, a pinned version with no
+release tag, an invalid ``hosts/default.toml``. This module adds what needs the whole
+repository or the node's other stages, so that a repository lint accepts is one every
+node can select from, install and start:
+
+- a role command, install hook or health command that is not in the role's ``files/``
+  (or not executable there);
+- the same node described twice, under two MAC notations;
+- a role larger than ``[limits]`` of ``bootpull.toml`` (what the node agrees to fetch);
+- role files the node's installer would refuse (:func:`bootpull.install.check_files`)
+  and role names it would refuse;
+- a pinned release whose tagged commit has no valid role.
+
+Each problem prints as ``file:line: what is wrong — how to fix it``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bootpull import layout
+from bootpull.bundle import MODE_EXEC, MODE_SYMLINK, BundleFile, Limits, RoleSpec, TreeReader
+from bootpull.errors import BootpullError, InstallError
+from bootpull.layout import Problem, Report
+from bootpull.mac import Mac, MacError
+
+#: Reads the commit of a release tag (``role/web/1.0``), or None when there is none.
+ReleaseReader = Callable[[str], TreeReader | None]
+
+
+class LintFailed(BootpullError):
+    """``repo lint`` found problems (they are already printed)."""
+
+    exit_code = 1
+    stage = "lint"
+
+
+def lint_tree(tree: TreeReader, *, tags: set[str] | None = None,
+              release: ReleaseReader | None = None) -> Report:
+    """Every problem in one commit (or the work tree), sorted by file and line."""
+    report = layout.validate_tree(tree, tags=tags)
+    limits = _limits(tree)
+    duplicates = _duplicate_hosts(tree)
+    # A duplicate's "rename it to the canonical name" advice would clobber the other
+    # file: the duplicate problem below replaces it.
+    report.problems = [p for p in report.problems
+                       if not (p.line == 0 and p.file in duplicates)]
+    report.extend(duplicates.values())
+    report.extend(_missing_roles_of_broken_hosts(tree))
+    for role in _role_names(tree):
+        report.extend(check_role(tree, role, limits))
+    if release is not None and tags is not None:
+        report.extend(_check_releases(tree, tags, release, limits))
+    report.problems = _unique_sorted(report.problems)
+    return report
+
+
+def _unique_sorted(problems: list[Problem]) -> list[Problem]:
+    seen: set[Problem] = set()
+    out = []
+    for problem in problems:
+        if problem not in seen:
+            seen.add(problem)
+            out.append(problem)
+    order = {p.file: i for i, p in enumerate(out)}  # files in the order first found
+    return sorted(out, key=lambda p: (_file_rank(p.file), p.file, order[p.file], p.line))
+
+
+def _file_rank(path: str) -> int:
+    if path == layout.SETTINGS_FILE:
+        return 0
+    if path.startswith(layout.HOSTS_DIR + "/"):
+        return 1
+    return 2
+
+
+def _limits(tree: TreeReader) -> Limits:
+    data = tree.read(layout.SETTINGS_FILE)
+    settings = layout.parse_settings(data)[0] if data is not None else None
+    return settings.limits if settings is not None else Limits()
+
+
+def _role_names(tree: TreeReader) -> list[str]:
+    entries = tree.list(layout.ROLES_DIR)
+    return sorted({e.path.split("/")[1] for e in entries if e.path.count("/") >= 2})
+
+
+# -- hosts ---------------------------------------------------------------------------
+
+
+def _duplicate_hosts(tree: TreeReader) -> dict[str, Problem]:
+    """Host files that name the same MAC in different notations, keyed by file."""
+    by_mac: dict[Mac, list[str]] = {}
+    for entry in tree.list(layout.HOSTS_DIR):
+        if entry.path.count("/") != 1 or entry.path == layout.DEFAULT_HOST_FILE:
+            continue
+        stem, dot, ext = entry.path.rsplit("/", 1)[-1].rpartition(".")
+        if not dot or ext != "toml":
+            continue
+        try:
+            by_mac.setdefault(Mac.parse(stem), []).append(entry.path)
+        except MacError:
+            continue
+    out: dict[str, Problem] = {}
+    for mac, paths in by_mac.items():
+        if len(paths) < 2:
+            continue
+        canonical = layout.host_file(mac)
+        keep = canonical if canonical in paths else sorted(paths)[0]
+        for path in sorted(paths):
+            if path == keep:
+                continue
+            fix = (f"keep one file per node: merge it into {keep} and 'git rm {path}'"
+                   + ("" if keep == canonical else f", then 'git mv {keep} {canonical}'"))
+            out[path] = Problem(path, 0, f"describes the same node as {keep} ({mac.colons})",
+                                fix)
+    return out
+
+
+def _missing_roles_of_broken_hosts(tree: TreeReader) -> list[Problem]:
+    """A missing role, for host files the validator stopped at because of other problems."""
+    import tomllib
+
+    roles = set(_role_names(tree))
+    out = []
+    for entry in tree.list(layout.HOSTS_DIR):
+        data = tree.read(entry.path)
+        if data is None or layout.host_path_problem(entry.path) is not None:
+            continue
+        if layout.parse_host(data, entry.path)[0] is not None:
+            continue  # parsed: validate_tree checked its role already
+        try:
+            role = tomllib.loads(data.decode("utf-8")).get("role")
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        if isinstance(role, str) and layout.check_role_name(role) is None and role not in roles:
+            text = data.decode("utf-8")
+            out.append(Problem(
+                entry.path, layout.key_line(text, "role"), f"role {role!r} does not exist",
+                f"create roles/{role}/role.toml ('bootpull repo role new {role}'), or assign "
+                "an existing role"))
+    return out
+
+
+# -- roles ---------------------------------------------------------------------------
+
+
+def _role_files(tree: TreeReader, role: str) -> tuple[list[BundleFile], dict[str, int]]:
+    root = f"{layout.ROLES_DIR}/{role}/"
+    entries = [e for e in tree.list(root.rstrip("/")) if e.path.startswith(root + "files/")]
+    data = tree.read_many([e.path for e in entries])
+    files = [BundleFile(e.path[len(root + "files/"):], e.mode, data.get(e.path, b""))
+             for e in entries]
+    modes = {f.path: f.mode for f in files}
+    return files, modes
+
+
+def check_role(tree: TreeReader, role: str, limits: Limits) -> list[Problem]:
+    """What keeps ``roles/<role>/`` from installing and starting on a node."""
+    from bootpull import install, state
+
+    path = layout.role_file(role)
+    problems: list[Problem] = []
+    if not state.ROLE_NAME.match(role) and layout.check_role_name(role) is None:
+        problems.append(Problem(path, 0, f"the node installs roles named in lowercase only, "
+                                f"and {role!r} is not", "rename the role's directory "
+                                f"(git mv roles/{role} roles/{role.lower()})"))
+    role_toml = tree.read(path)
+    files, modes = _role_files(tree, role)
+    size = sum(len(f.data) for f in files) + len(role_toml or b"")
+    count = len(files) + (1 if role_toml is not None else 0)
+    if size > limits.max_bundle_bytes:
+        biggest = max(files, key=lambda f: len(f.data)) if files else None
+        where = f"; the largest is files/{biggest.path} ({len(biggest.data)} bytes)" \
+            if biggest else ""
+        problems.append(Problem(
+            f"{layout.ROLES_DIR}/{role}/files", 0,
+            f"role {role!r} is {size} bytes, more than the limit of {limits.max_bundle_bytes}"
+            f"{where}",
+            "make the role smaller, or raise [limits] max_bundle_bytes in bootpull.toml"))
+    if count > limits.max_files:
+        problems.append(Problem(
+            f"{layout.ROLES_DIR}/{role}/files", 0,
+            f"role {role!r} has {count} files, more than the limit of {limits.max_files}",
+            "pack files into fewer ones, or raise [limits] max_files in bootpull.toml"))
+    try:
+        install.check_files(files)
+    except InstallError as exc:
+        problems.append(Problem(f"{layout.ROLES_DIR}/{role}/files", 0,
+                                f"the node would refuse to install it: {exc.what}",
+                                exc.hint or "rename or remove that file"))
+    if role_toml is None:
+        return problems
+    spec, parse_problems = layout.parse_role(role_toml, role, path)
+    if spec is not None and not parse_problems:
+        problems += _check_commands(spec, role_toml.decode("utf-8", "replace"), path, modes)
+    return problems
+
+
+def _check_commands(spec: RoleSpec, text: str, path: str, modes: dict[str, int]
+                    ) -> list[Problem]:
+    argvs: list[tuple[tuple[str, ...], tuple[str, ...]]] = [(("run", "command"), spec.command)]
+    argvs += [(("install", "hooks"), hook) for hook in spec.hooks]
+    if spec.health is not None:
+        argvs.append((("health", "command"), spec.health.command))
+    problems = []
+    for keys, argv in argvs:
+        program = argv[0]
+        if program.startswith("/"):
+            continue  # a program of the image itself, as in /bin/sh
+        name = "/".join(part for part in program.split("/") if part not in ("", "."))
+        mode = modes.get(name)
+        label = ".".join(keys)
+        if mode is None:
+            problems.append(Problem(
+                path, layout.key_line(text, *keys),
+                f"{label} runs {program!r}, which is not in files/",
+                f"add files/{name} to the role, or correct the path (it is relative to the "
+                "install directory, which holds the files/ content)"))
+        elif mode != MODE_EXEC and mode != MODE_SYMLINK:
+            problems.append(Problem(
+                path, layout.key_line(text, *keys),
+                f"{label} runs {program!r}, which is not executable",
+                f"chmod +x roles/{spec.name}/files/{name} and commit it (git keeps the mode)"))
+    return problems
+
+
+def _check_releases(tree: TreeReader, tags: set[str], release: ReleaseReader,
+                    limits: Limits) -> list[Problem]:
+    """Each pinned release must hold a role the node can install."""
+    problems: list[Problem] = []
+    checked: set[str] = set()
+    for entry in tree.list(layout.HOSTS_DIR):
+        data = tree.read(entry.path)
+        if data is None or layout.host_path_problem(entry.path) is not None:
+            continue
+        assignment, bad = layout.parse_host(data, entry.path)
+        if assignment is None or bad or assignment.version is None:
+            continue
+        tag = layout.release_tag(assignment.role, assignment.version)
+        if tag not in tags or tag in checked:
+            continue
+        checked.add(tag)
+        tagged = release(tag)
+        if tagged is None:
+            continue
+        text = data.decode("utf-8", "replace")
+        line = layout.key_line(text, "version")
+        role_toml = tagged.read(layout.role_file(assignment.role))
+        if role_toml is None:
+            problems.append(Problem(entry.path, line,
+                                    f"release {tag} has no {layout.role_file(assignment.role)}",
+                                    "pin a release that has the role, or remove the version"))
+            continue
+        _spec, bad = layout.parse_role(role_toml, assignment.role)
+        inner = bad or check_role(tagged, assignment.role, limits)
+        if inner:
+            problems.append(Problem(
+                entry.path, line, f"release {tag} is broken: {inner[0]}",
+                f"release a fixed version ('bootpull repo release {assignment.role} V') "
+                "and pin that"))
+    return problems
+
+
+# -- the command ---------------------------------------------------------------------
+
+
+def lint_repo(root: Path, *, rev: str | None = None) -> Report:
+    """Lint the work tree at ``root`` (or commit ``rev`` of it), with its release tags."""
+    from bootpull.errors import FetchError
+    from bootpull.localgit import LocalRemote
+
+    from bootpull_repo.worktree import WorkTree
+
+    try:
+        remote: LocalRemote | None = LocalRemote(root)
+    except FetchError:
+        remote = None
+    if remote is None:
+        if rev is not None:
+            raise LintFailed(f"{root} is not a git repository, so it has no {rev!r}",
+                             hint="run 'git init' there, or lint without --rev")
+        return lint_tree(WorkTree(root))
+    try:
+        tags = remote.tags()
+
+        def release(tag: str) -> TreeReader | None:
+            assert remote is not None
+            try:
+                return remote.snapshot(f"refs/tags/{tag}")
+            except BootpullError:
+                return None
+
+        tree: TreeReader = remote.snapshot(rev) if rev is not None else WorkTree(root)
+        return lint_tree(tree, tags=tags, release=release)
+    finally:
+        remote.close()
+
+
+def command(args: argparse.Namespace) -> int:
+    root = Path(getattr(args, "repo_dir", None) or ".")
+    report = lint_repo(root, rev=args.rev)
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        count = len(report.problems)
+        files = len({p.file for p in report.problems})
+        print(f"bootpull repo lint: {count} problem{'s' if count > 1 else ''} in "
+              f"{files} file{'s' if files > 1 else ''}", file=sys.stderr)
+        return 1
+    print("bootpull repo lint: no problems", file=sys.stderr)
+    return 0
+
+
+def configure(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "lint", help="find every problem in the repository, each with a fix",
+        description="Check the repository as 'git add -A' would commit it (or one commit, "
+        "with --rev) and print every problem as 'file:line: what is wrong — how to fix "
+        "it'. Exits 1 if there is any.",
+    )
+    parser.add_argument("--rev", default=None, metavar="REF",
+                        help="lint this commit (branch, tag or id) instead of the work tree")
+    parser.set_defaults(func=command)
