@@ -1,0 +1,489 @@
+"""The home base's HTTP server: one ThreadingHTTPServer, routes to the parts.
+
+| path | what |
+|---|---|
+| ``/repo.git/...`` | the deploy repository, read-only git smart HTTP (:mod:`.smarthttp`) |
+| ``POST /api/v1/events`` | one event or an array of events (format 1) |
+| ``GET /api/v1/nodes`` | every node's current state |
+| ``GET /api/v1/nodes/<mac>`` | one node: state, status changes, recent events |
+| ``GET /api/v1/drift`` | nodes that differ from the repository (:mod:`.drift`) |
+| ``GET /feeds/<role>.rss``, ``/feeds/<role>.atom``, ``/feeds/all.atom`` | feeds |
+| ``GET /`` and ``/nodes/<mac>`` | the status page and a node's history page |
+| ``GET /healthz`` | the home base's own health |
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from bootpull.errors import UsageError
+from bootpull.events import EventError, validate_event
+from bootpull.mac import Mac, MacError
+
+from bootpull_homebase.admission import TokenBucket
+from bootpull_homebase.drift import IntentSource, find_drift
+from bootpull_homebase.feeds import ALL, FeedCache, Kind
+from bootpull_homebase.ingest import Ingest
+from bootpull_homebase.page import node_page, status_page
+from bootpull_homebase.repoview import RepoView
+from bootpull_homebase.smarthttp import GitBackend, is_push
+from bootpull_homebase.store import Clock, Deadlines, EventStore, StoreError, rfc3339
+
+GIT_BODY_LIMIT = 64 * 1024 * 1024
+DRAIN_LIMIT = 64 * 1024 * 1024
+_FEED = re.compile(r"^/feeds/([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.(rss|atom)$")
+_NODE = re.compile(r"^/(?:api/v1/)?nodes/([0-9A-Fa-f:.-]{12,17})$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``bootpull serve``'s options."""
+
+    repo: Path
+    db: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    silent_after: float = 300.0  # default deadline, when the repository names none
+    rate: float = 500.0  # events per second admitted
+    burst: float = 2000.0  # events admitted at once after a quiet spell
+    max_body: int = 1024 * 1024  # bytes of one POST /api/v1/events
+    max_events: int = 1000  # events in one POST
+    public_url: str = ""  # the base URL feeds link to; default: from the Host header
+    refresh: int = 30  # status page refresh, seconds
+    access_log: bool = False
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[::1]:PORT`` or ``:PORT`` (all addresses)."""
+    match = re.match(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})$", text.strip())
+    if not match or int(match.group(3)) > 65535:
+        raise UsageError(f"--listen {text!r} is not HOST:PORT",
+                         hint="use e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080")
+    host = match.group(1) or match.group(2) or "0.0.0.0"  # noqa: S104 - asked for ':PORT'
+    return host, int(match.group(3))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Homebase:
+    """The state shared by every request: store, ingest, feeds, admission, git."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = time.time,
+                 deadlines: Deadlines | None = None,
+                 intents: IntentSource | None = None) -> None:
+        self.settings = settings
+        self.git = GitBackend(settings.repo)
+        self.repo = RepoView(settings.repo, default_deadline=settings.silent_after)
+        self.store = EventStore(settings.db, clock=clock,
+                                deadlines=deadlines if deadlines is not None else self.repo)
+        self.intents: IntentSource = intents if intents is not None else self.repo
+        self.feeds = FeedCache(self.store)
+        self.ingest = Ingest(self.store, on_change=self.feeds.invalidate)
+        self.bucket = TokenBucket(settings.rate, settings.burst)
+        self.started = time.monotonic()
+        self.refused = 0  # requests answered 429
+
+    def close(self) -> None:
+        self.ingest.close()
+        self.store.close()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``/healthz``: 200 when the database answers and the ingest thread runs."""
+        problems: list[str] = []
+        try:
+            self.store.check()
+            database = "ok"
+        except StoreError as exc:
+            database = str(exc)
+            problems.append("database")
+        if not self.ingest.alive:
+            problems.append("ingest")
+        last = None if problems else self.store.last_received()
+        now = self.store.clock()
+        age = None if last is None else round(max(0.0, now - last), 3)
+        states: dict[str, int] = {}
+        if not problems:
+            for node in self.store.nodes(now=now):
+                states[node.status] = states.get(node.status, 0) + 1
+        body = {
+            "status": "fail" if problems else "ok", "problems": problems,
+            "database": database, "db_path": str(self.store.path),
+            "ingest": "running" if self.ingest.alive else "stopped",
+            "last_event": None if last is None else rfc3339(last),
+            "last_event_age_seconds": age, "nodes": states,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "refused_429": self.refused, "time": rfc3339(now),
+        }
+        return (503 if problems else 200), body
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "bootpull-homebase"
+    homebase: Homebase  # set on the subclass made by make_server
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.homebase.settings.access_log:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, _json_bytes(obj), "application/json", headers)
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self._json(status, {"error": message, "status": status}, headers)
+
+    def _read_body(self, limit: int) -> bytes:
+        """The request body, Content-Length or chunked; _TooLarge past ``limit``."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts: list[bytes] = []
+            size = 0
+            while True:
+                line = self.rfile.readline(1024)
+                length = int(line.split(b";")[0].strip() or b"0", 16)
+                if length == 0:
+                    while self.rfile.readline(1024).strip():
+                        pass  # trailers
+                    break
+                size += length
+                if size > limit:
+                    self.close_connection = True
+                    raise _TooLarge
+                parts.append(self.rfile.read(length))
+                self.rfile.readline(8)
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        if length > limit:
+            # Read and drop a moderately large body so the client hears the 413 instead
+            # of a reset; past DRAIN_LIMIT just close.
+            if length <= DRAIN_LIMIT:
+                left = length
+                while left > 0:
+                    got = self.rfile.read(min(left, 65536))
+                    if not got:
+                        break
+                    left -= len(got)
+            else:
+                self.close_connection = True
+            raise _TooLarge
+        return self.rfile.read(length)
+
+    def _base(self) -> str:
+        if self.homebase.settings.public_url:
+            return self.homebase.settings.public_url.rstrip("/")
+        host = self.headers.get("Host", "")
+        if not _HOST.match(host):
+            bound, port = bound_address(self.server)
+            host = f"[{bound}]:{port}" if ":" in bound else f"{bound}:{port}"
+        return f"http://{host}"
+
+    # -- verbs -------------------------------------------------------------------
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        path = url.path
+        try:
+            if path.startswith("/repo.git/"):
+                self._git(url.path[len("/repo.git"):], url.query)
+            elif path == "/healthz":
+                status, body = self.homebase.health()
+                self._json(status, body, {"Cache-Control": "no-store"})
+            elif path == "/api/v1/nodes":
+                nodes = self.homebase.store.nodes()
+                self._json(200, {"time": rfc3339(self.homebase.store.clock()),
+                                 "nodes": [n.as_json() for n in nodes]})
+            elif path == "/api/v1/drift":
+                drift = find_drift(self.homebase.store.nodes(), self.homebase.intents)
+                self._json(200, {"drift": [d.as_json() for d in drift]})
+            elif (match := _FEED.match(path)) is not None:
+                kind: Kind = "rss" if match.group(2) == "rss" else "atom"
+                if match.group(1) == ALL and kind == "rss":
+                    self._error(404, "the all-roles feed is Atom only: /feeds/all.atom")
+                else:
+                    self._feed(kind, match.group(1))
+            elif (match := _NODE.match(path)) is not None:
+                self._node(match.group(1), html=not path.startswith("/api/"),
+                           query=parse_qs(url.query))
+            elif path in ("/", "/index.html"):
+                self._status_page()
+            else:
+                self._error(404, f"no such page: {path}; try / or /healthz")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        try:
+            if url.path.startswith("/repo.git/"):
+                self._git(url.path[len("/repo.git"):], url.query)
+            elif url.path == "/api/v1/events":
+                self._events()
+            else:
+                self._error(405 if url.path in ("/", "/api/v1/nodes") else 404,
+                            f"nothing takes a POST at {url.path}; events go to /api/v1/events")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def do_PUT(self) -> None:
+        self._error(405, "the home base is read-only except POST /api/v1/events")
+
+    do_DELETE = do_PATCH = do_PUT
+
+    # -- routes ------------------------------------------------------------------
+
+    def _events(self) -> None:
+        hb = self.homebase
+        try:
+            raw = self._read_body(hb.settings.max_body)
+        except _TooLarge:
+            self._error(413, f"the body is over {hb.settings.max_body} bytes; send fewer "
+                             "events per request")
+            return
+        except ValueError:
+            self.close_connection = True
+            self._error(400, "bad Content-Length or chunked encoding")
+            return
+        try:
+            text = raw.decode("utf-8")
+            data = json.loads(text, parse_constant=_reject_constant)
+            # Lone surrogates ("\ud800") parse but cannot be stored or shown.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeError:
+            self._error(400, "the body is not valid UTF-8 JSON text")
+            return
+        except RecursionError:
+            self._error(400, "the JSON is nested too deeply")
+            return
+        except ValueError as exc:
+            self._error(400, f"the body is not JSON: {str(exc)[:200]}")
+            return
+        if isinstance(data, list):
+            if not data:
+                self._error(400, "an empty array: send one event object or a non-empty array")
+                return
+            if len(data) > hb.settings.max_events:
+                self._error(413, f"{len(data)} events in one request is over the limit of "
+                                 f"{hb.settings.max_events}; split the array")
+                return
+            items, label = data, "event[{}]"
+        else:
+            items, label = [data], "event"
+        events = []
+        for index, item in enumerate(items):
+            try:
+                events.append(validate_event(item))
+            except EventError as exc:
+                self._error(400, f"{label.format(index)}: {exc}; nothing was stored")
+                return
+        wait = hb.bucket.take(len(events))
+        if wait > 0:
+            hb.refused += 1
+            retry = TokenBucket.retry_after(wait)
+            self._error(429, f"too many events: admitted {hb.bucket.rate:g}/s; "
+                             f"retry after {retry} s", {"Retry-After": str(retry)})
+            return
+        try:
+            result = hb.ingest.submit(events)
+        except (StoreError, TimeoutError) as exc:
+            self._error(503, f"not stored: {exc}", {"Retry-After": "5"})
+            return
+        self._json(200, {"accepted": result.accepted, "duplicates": result.duplicates,
+                         "ids": result.ids})
+
+    def _feed(self, kind: Kind, name: str) -> None:
+        feed = self.homebase.feeds.get(kind, name, self._base())
+        headers = {"ETag": feed.etag, "Last-Modified": feed.last_modified,
+                   "Cache-Control": "no-cache"}
+        if _not_modified(self.headers.get("If-None-Match"),
+                         self.headers.get("If-Modified-Since"), feed.etag, feed.last_modified):
+            self.send_response(304)
+            for header, value in headers.items():
+                self.send_header(header, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        ctype = "application/rss+xml" if kind == "rss" else "application/atom+xml"
+        self._send(200, feed.body, f"{ctype}; charset=utf-8", headers)
+
+    def _node(self, text: str, *, html: bool, query: dict[str, list[str]]) -> None:
+        try:
+            mac = Mac.parse(text)
+        except MacError as exc:
+            self._error(400, str(exc))
+            return
+        store = self.homebase.store
+        node = store.node(mac)
+        if node is None:
+            self._error(404, f"node {mac} has never reported")
+            return
+        try:
+            limit = max(1, min(10000, int(query.get("limit", ["100"])[0])))
+        except ValueError:
+            self._error(400, "limit must be a number")
+            return
+        transitions = store.transitions_for(mac, limit=limit)
+        events = store.events_for(mac, limit=limit)
+        if html:
+            body = node_page(node, transitions, events, refresh=self.homebase.settings.refresh)
+            self._send(200, body, "text/html; charset=utf-8")
+            return
+        self._json(200, {
+            "node": node.as_json(),
+            "transitions": [{"status": t.status, "at": rfc3339(t.at), "event_id": t.event_id}
+                            for t in transitions],
+            "events": [{"id": e.id, "received": rfc3339(e.received), **e.event}
+                       for e in events],
+        })
+
+    def _status_page(self) -> None:
+        hb = self.homebase
+        now = hb.store.clock()
+        nodes = hb.store.nodes(now=now)
+        drift = find_drift(nodes, hb.intents)
+        status, _ = hb.health()
+        body = status_page(nodes, drift, now=now, refresh=hb.settings.refresh,
+                           health="ok" if status == 200 else "FAILING (see /healthz)")
+        self._send(200, body, "text/html; charset=utf-8", {"Cache-Control": "no-store"})
+
+    def _git(self, path_info: str, query: str) -> None:
+        if is_push(path_info, query):
+            self._error(403, "the repository is read-only here: push to where the admins "
+                             "keep it, and the home base serves what is committed")
+            return
+        try:
+            body = self._read_body(GIT_BODY_LIMIT) if self.command == "POST" else b""
+        except _TooLarge:
+            self._error(413, "git request body too large")
+            return
+        response = self.homebase.git.run(
+            self.command, path_info, query, dict(self.headers.items()), body,
+            self.client_address[0])
+        self.send_response(response.status, response.reason)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        _write_chunked(self.wfile.write, response.body)
+
+
+def _write_chunked(write: Callable[[bytes], Any], chunks: Iterator[bytes]) -> None:
+    try:
+        for chunk in chunks:
+            if chunk:
+                write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        write(b"0\r\n\r\n")
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _not_modified(if_none_match: str | None, if_modified_since: str | None,
+                  etag: str, last_modified: str) -> bool:
+    """RFC 9110 §13.1: If-None-Match wins; If-Modified-Since only without it."""
+    if if_none_match is not None:
+        tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+        return "*" in tags or etag in tags
+    if if_modified_since is not None:
+        try:
+            return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(
+                if_modified_since)
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+def bound_address(server: socketserver.BaseServer) -> tuple[str, int]:
+    """The address a server really listens on (after port 0 was resolved)."""
+    address = server.server_address
+    assert isinstance(address, tuple)
+    return str(address[0]), int(address[1])
+
+
+class HomebaseServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+
+
+def make_server(homebase: Homebase) -> HomebaseServer:
+    """Bind ``settings.host:port`` (port 0 picks a free one); serve with serve_forever()."""
+    handler = type("BoundHandler", (Handler,), {"homebase": homebase})
+    host = homebase.settings.host
+    server_class: type[HomebaseServer] = HomebaseServer
+    if ":" in host:
+        server_class = type("HomebaseServer6", (HomebaseServer,),
+                            {"address_family": socket.AF_INET6})
+    try:
+        return server_class((host, homebase.settings.port), handler)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{homebase.settings.port}", why=str(exc),
+                         hint="pick another --listen HOST:PORT, or stop what holds it") from exc
+
+
+class Running:
+    """A home base serving in a background thread (tests, the lab): ``with Running(...)``."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self.homebase = Homebase(settings, **kwargs)
+        self.server = make_server(self.homebase)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.2}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = bound_address(self.server)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=30)
+        self.homebase.close()

@@ -1,0 +1,452 @@
+"""The event store: append-only SQLite, and the node state derived from it.
+
+Every accepted event is one row of ``events``, and triggers refuse any UPDATE or
+DELETE of it: nothing is ever changed or deleted. Two tables are derived from the
+events as they arrive, in the same transaction:
+
+- ``transitions``: one row per status change of a node (``OK``, ``WARN``, ``FAIL``,
+  ``SILENT``), also append-only. This is the "recent status history" of a feed item.
+- ``nodes``: one row per node, the current state: what it last reported, when, and
+  when its status last *changed*. Only a change moves ``last_change``, and
+  ``last_change`` is the date of the node's feed item, so a report that repeats the
+  status leaves the item alone.
+
+``SILENT`` is not stored when it happens (nothing reports silence); it is overlaid at
+read time: a node whose last report is older than its deadline reads as SILENT, with
+``last_change`` = last report + deadline. When such a node reports again, the SILENT
+transition is written first, at that same moment, so the history agrees with what the
+feeds showed.
+
+Times are the home base's own clock when the event was *received* (an injectable
+``clock``), not the node's ``time`` field: a node just booted may not know the time,
+and deadlines must be measured on one clock. The node's time is kept in the event.
+
+Durability: WAL with ``synchronous=FULL``. An append returns only after its
+transaction is committed and the WAL is fsynced, so an acknowledged event survives a
+``kill -9`` of the server and also a power loss. ``NORMAL`` would survive kill -9 too
+(the WAL is in the page cache) but not a power cut; the server groups concurrent
+requests into one transaction (:mod:`bootpull_homebase.ingest`), so FULL costs one
+fsync per group, not per event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from bootpull.errors import BootpullError
+from bootpull.mac import Mac
+
+Clock = Callable[[], float]
+
+STATUS_WORDS = {"ok": "OK", "warn": "WARN", "fail": "FAIL"}
+SILENT = "SILENT"
+STATUSES = ("OK", "WARN", "FAIL", SILENT)
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    received REAL NOT NULL,
+    node TEXT NOT NULL,
+    role TEXT NOT NULL,
+    status TEXT NOT NULL,
+    time TEXT NOT NULL,
+    digest TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_node ON events (node, id);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only: they are never changed'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only: they are never deleted'); END;
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY,
+    node TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at REAL NOT NULL,
+    event_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS transitions_by_node ON transitions (node, id);
+CREATE TRIGGER IF NOT EXISTS transitions_no_update BEFORE UPDATE ON transitions
+    BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS transitions_no_delete BEFORE DELETE ON transitions
+    BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
+CREATE TABLE IF NOT EXISTS nodes (
+    mac TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    role TEXT NOT NULL,
+    version TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    reported TEXT NOT NULL,
+    last_change REAL NOT NULL,
+    last_report REAL NOT NULL,
+    last_event_id INTEGER NOT NULL,
+    change_event_id INTEGER NOT NULL
+);
+"""
+
+
+class StoreError(BootpullError):
+    """The event database cannot be opened or written."""
+
+    stage = "store"
+
+
+class Deadlines(Protocol):
+    """How long a node of a role may stay quiet before it turns SILENT (seconds)."""
+
+    def for_role(self, role: str) -> float: ...
+
+
+@dataclass(frozen=True)
+class FixedDeadlines:
+    """One deadline for every role, with optional per-role overrides."""
+
+    default: float = 300.0
+    per_role: dict[str, float] = field(default_factory=dict)
+
+    def for_role(self, role: str) -> float:
+        return self.per_role.get(role, self.default)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    received: float
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Transition:
+    status: str
+    at: float
+    event_id: int | None
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node as the feeds, the page and the API show it."""
+
+    mac: str
+    hostname: str
+    role: str
+    version: str
+    commit: str
+    reported: str  # OK, WARN or FAIL: the status of the last report
+    status: str  # what it is now: ``reported``, or SILENT past the deadline
+    last_change: float  # when ``status`` last changed (the feed item's date)
+    last_report: float  # when the last report was received
+    deadline: float
+    last: dict[str, Any]  # the last event
+    change: dict[str, Any]  # the event that made the last (non-SILENT) change
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return dict(self.last.get("counters") or {})
+
+    @property
+    def silent_at(self) -> float:
+        return self.last_report + self.deadline
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "node": self.mac, "hostname": self.hostname, "role": self.role,
+            "version": self.version, "commit": self.commit, "status": self.status,
+            "reported_status": self.reported, "last_change": rfc3339(self.last_change),
+            "last_report": rfc3339(self.last_report), "deadline_seconds": self.deadline,
+            "counters": self.counters, "stage": self.last.get("stage", ""),
+            "message": self.last.get("message", ""), "details": self.last.get("details", {}),
+            "node_time": self.last.get("time", ""),
+        }
+
+
+@dataclass
+class AppendResult:
+    accepted: int = 0
+    duplicates: int = 0
+    ids: list[int] = field(default_factory=list)
+    roles_changed: set[str] = field(default_factory=set)
+
+
+def rfc3339(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def digest(event: dict[str, Any]) -> str:
+    """The identity of an event: a resent copy (a retry after a lost reply) is not new."""
+    text = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class EventStore:
+    """The append-only event database at ``path`` (created if missing).
+
+    ``append``/``append_many`` may be called from any thread (one writer at a time);
+    the read methods use a small pool of connections and never block the writer.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        clock: Clock = time.time,
+        deadlines: Deadlines | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.deadlines: Deadlines = deadlines or FixedDeadlines()
+        self._write_lock = threading.Lock()
+        self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            self._writer.executescript(_SCHEMA)
+            self._writer.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                (str(SCHEMA_VERSION),))
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot open the event database {self.path}", why=str(exc),
+                hint="check that the directory exists and is writable, or pass --db PATH",
+            ) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._pool.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            if self._pool.qsize() < 16:
+                self._pool.put(conn)
+            else:
+                conn.close()
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                break
+
+    # -- writing ---------------------------------------------------------------
+
+    def append(self, events: Sequence[dict[str, Any]]) -> AppendResult:
+        """Store validated events in one transaction: all of them, or none."""
+        result = self.append_many([events])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def append_many(
+        self, batches: Sequence[Sequence[dict[str, Any]]]
+    ) -> list[AppendResult | StoreError]:
+        """Store several requests' events in ONE transaction (one fsync).
+
+        Each batch is all-or-nothing on its own (a savepoint); a failed commit fails
+        every batch. The events must already be validated (``validate_event``).
+        """
+        with self._write_lock:
+            conn = self._writer
+            received = self.clock()
+            results: list[AppendResult | StoreError] = []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for batch in batches:
+                    conn.execute("SAVEPOINT batch")
+                    try:
+                        results.append(self._append(conn, batch, received))
+                        conn.execute("RELEASE batch")
+                    except sqlite3.Error as exc:
+                        conn.execute("ROLLBACK TO batch")
+                        conn.execute("RELEASE batch")
+                        results.append(StoreError("the events could not be stored",
+                                                  why=str(exc)))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                failed = StoreError("the events could not be stored", why=str(exc),
+                                    hint="check the disk holding the database; retry later")
+                return [failed for _ in batches]
+            return results
+
+    def _append(
+        self, conn: sqlite3.Connection, events: Sequence[dict[str, Any]], received: float
+    ) -> AppendResult:
+        result = AppendResult()
+        for event in events:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO events (received, node, role, status, time, digest, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (received, event["node"], event["role"], event["status"], event["time"],
+                 digest(event), json.dumps(event, sort_keys=True)))
+            if cur.rowcount == 0:
+                result.duplicates += 1
+                continue
+            event_id = int(cur.lastrowid or 0)
+            result.accepted += 1
+            result.ids.append(event_id)
+            result.roles_changed |= self._derive(conn, event, event_id, received)
+        return result
+
+    def _derive(
+        self, conn: sqlite3.Connection, event: dict[str, Any], event_id: int, received: float
+    ) -> set[str]:
+        """Fold one new event into ``nodes``/``transitions``; return the roles whose feed
+        items changed (status, or what the title shows)."""
+        mac = event["node"]
+        word = STATUS_WORDS[event["status"]]
+        row = conn.execute(
+            "SELECT hostname, role, version, reported, last_change, last_report, "
+            "change_event_id FROM nodes WHERE mac = ?", (mac,)).fetchone()
+        if row is None:
+            conn.execute("INSERT INTO transitions (node, status, at, event_id) VALUES (?,?,?,?)",
+                         (mac, word, received, event_id))
+            conn.execute(
+                "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (mac, event["hostname"], event["role"], event["version"], event["commit"],
+                 word, received, received, event_id, event_id))
+            return {event["role"]}
+        hostname, role, version, previous, last_change, last_report, change_id = row
+        silent_at = last_report + self.deadlines.for_role(role)
+        if received > silent_at:
+            conn.execute("INSERT INTO transitions (node, status, at, event_id) "
+                         "VALUES (?, ?, ?, NULL)", (mac, SILENT, silent_at))
+            previous = SILENT
+        changed = word != previous
+        if changed:
+            conn.execute("INSERT INTO transitions (node, status, at, event_id) VALUES (?,?,?,?)",
+                         (mac, word, received, event_id))
+            last_change, change_id = received, event_id
+        conn.execute(
+            "UPDATE nodes SET hostname=?, role=?, version=?, commit_id=?, reported=?, "
+            "last_change=?, last_report=?, last_event_id=?, change_event_id=? WHERE mac=?",
+            (event["hostname"], event["role"], event["version"], event["commit"], word,
+             last_change, received, event_id, change_id, mac))
+        shown = (event["hostname"], event["role"], event["version"]) != (hostname, role, version)
+        if changed or shown:
+            return {role, event["role"]}
+        return set()
+
+    # -- reading ---------------------------------------------------------------
+
+    def _state(self, row: tuple[Any, ...], now: float) -> NodeState:
+        (mac, hostname, role, version, commit, reported, last_change, last_report,
+         last_body, change_body) = row
+        deadline = self.deadlines.for_role(role)
+        status = reported
+        if now > last_report + deadline:
+            status, last_change = SILENT, last_report + deadline
+        return NodeState(
+            mac=mac, hostname=hostname, role=role, version=version, commit=commit,
+            reported=reported, status=status, last_change=last_change,
+            last_report=last_report, deadline=deadline, last=json.loads(last_body),
+            change=json.loads(change_body))
+
+    _NODE_QUERY = (
+        "SELECT n.mac, n.hostname, n.role, n.version, n.commit_id, n.reported, "
+        "n.last_change, n.last_report, l.body, c.body FROM nodes n "
+        "JOIN events l ON l.id = n.last_event_id JOIN events c ON c.id = n.change_event_id"
+    )
+
+    def nodes(self, role: str | None = None, *, now: float | None = None) -> list[NodeState]:
+        """Every node (or a role's nodes), sorted by MAC, with SILENT overlaid at ``now``."""
+        now = self.clock() if now is None else now
+        query, args = self._NODE_QUERY, cast(tuple[Any, ...], ())
+        if role is not None:
+            query, args = query + " WHERE n.role = ?", (role,)
+        with self._reader() as conn:
+            rows = conn.execute(query + " ORDER BY n.mac", args).fetchall()
+        return [self._state(row, now) for row in rows]
+
+    def node(self, mac: Mac | str, *, now: float | None = None) -> NodeState | None:
+        key = _key(mac)
+        now = self.clock() if now is None else now
+        with self._reader() as conn:
+            row = conn.execute(self._NODE_QUERY + " WHERE n.mac = ?", (key,)).fetchone()
+        return None if row is None else self._state(row, now)
+
+    def roles(self) -> list[str]:
+        with self._reader() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT role FROM nodes ORDER BY role")]
+
+    def events_for(self, mac: Mac | str, *, limit: int | None = None) -> list[StoredEvent]:
+        """The node's events, oldest first (the last ``limit`` of them if given)."""
+        key = _key(mac)
+        query = "SELECT id, received, body FROM events WHERE node = ? ORDER BY id DESC"
+        args: tuple[Any, ...] = (key,)
+        if limit is not None:
+            query, args = query + " LIMIT ?", (key, limit)
+        with self._reader() as conn:
+            rows = conn.execute(query, args).fetchall()
+        return [StoredEvent(i, r, json.loads(b)) for i, r, b in reversed(rows)]
+
+    def transitions_for(self, mac: Mac | str, *, limit: int = 20) -> list[Transition]:
+        """The node's recorded status changes, newest first."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT status, at, event_id FROM transitions WHERE node = ? "
+                "ORDER BY id DESC LIMIT ?", (_key(mac), limit)).fetchall()
+        return [Transition(s, a, e) for s, a, e in rows]
+
+    def recent_transitions(self, macs: Sequence[str], per_node: int = 5
+                           ) -> dict[str, list[Transition]]:
+        """The last ``per_node`` status changes of each node, newest first."""
+        out: dict[str, list[Transition]] = {m: [] for m in macs}
+        if not macs:
+            return out
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT node, status, at, event_id FROM (SELECT node, status, at, event_id, "
+                "row_number() OVER (PARTITION BY node ORDER BY id DESC) AS k FROM transitions) "
+                "WHERE k <= ? ORDER BY node, k", (per_node,)).fetchall()
+        for node, status, at, event_id in rows:
+            if node in out:
+                out[node].append(Transition(status, at, event_id))
+        return out
+
+    def count(self) -> int:
+        with self._reader() as conn:
+            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def last_received(self) -> float | None:
+        """When the newest event arrived, or None if there is none yet."""
+        with self._reader() as conn:
+            row = conn.execute("SELECT received FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
+
+    def check(self) -> None:
+        """Raise StoreError unless the database answers a read."""
+        try:
+            with self._reader() as conn:
+                conn.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError("the event database does not answer", why=str(exc)) from exc
+
+
+def _key(mac: Mac | str) -> str:
+    return mac.canonical if isinstance(mac, Mac) else Mac.parse(mac).canonical
