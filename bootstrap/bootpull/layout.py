@@ -210,7 +210,7 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def add(self, keys: tuple[str, ...], what: str, fix: str) -> None:
-        line = key_line(self.text, *keys) if keys else 0
+        line = (key_line(self.text, *keys) if keys else 0) or 1  # missing: add it at the top
         self.problems.append(Problem(self.path, line, what, fix))
 
     def unknown(self, table: dict[str, Any], allowed: Iterable[str],
