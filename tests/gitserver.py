@@ -24,6 +24,7 @@ Fault injection (:class:`Faults`, mutable while the server runs):
   upload-pack responses (the server process is "killed" mid-response);
 - ``hold_after``: stall the next upload-pack response after that many bytes and set
   ``holding`` (a test then kills the server mid-fetch with ``stop()``);
+- ``redirects`` (on the server, not a fault): path prefix → Location prefix, a 301;
 - ``flip_byte_at``: corrupt that byte of the next upload-pack response (tampering);
 - ``stop(kill=True)`` shuts every open connection at once; ``start()`` again brings the
   server back on the same port.
@@ -204,6 +205,12 @@ class _Handler(BaseHTTPRequestHandler):
                 status, fault = faults.fail_every_other, "fail-every-other"
                 self._simple(status, "Injected Failure")
                 return
+            for old, new in owner.redirects.items():
+                if self.path.startswith(old):
+                    status, fault = 301, "redirect"
+                    self._simple(301, "Moved Permanently",
+                                 [("Location", new + self.path[len(old):])])
+                    return
             if self.headers.get("Expect", "").lower() == "100-continue":
                 self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = self._read_body() if self.command == "POST" else b""
@@ -329,6 +336,7 @@ class GitHttpServer:
         self.stopping = threading.Event()
         self.bytes_sent = 0
         self.generation = 0  # how many times the server was stopped
+        self.redirects: dict[str, str] = {}  # path prefix → Location prefix (HTTP 301)
         self.log: list[Served] = []
         self._repos: dict[str, Path] = {}
         self._requests = 0

@@ -226,6 +226,33 @@ def test_a_non_bare_repository_is_served_too(tmp_path, git_http_server, remote_f
     assert remote_factory(server.url).snapshot("main").read("bootpull.toml") == b"format = 1\n"
 
 
+def test_redirects_are_followed_for_the_advertisement(server, repo, git_http_server,
+                                                      remote_factory) -> None:
+    moved = git_http_server(repo)
+    moved.redirects["/old/place.git"] = f"{moved.base_url}/repo.git"
+    remote = remote_factory(f"{moved.base_url}/old/place.git")
+    snap = remote.snapshot("main")
+    assert snap.read("bootpull.toml") == b"format = 1\n"
+    assert remote.url == moved.url
+    assert [s.status for s in moved.log][:2] == [301, 200]
+
+
+def test_redirect_to_somewhere_else_is_refused(repo, git_http_server, remote_factory) -> None:
+    moved = git_http_server(repo)
+    moved.redirects["/old.git/info/refs"] = "http://127.0.0.1:1/login"  # + ?service=…
+    with pytest.raises(FetchError, match="not a git repository"):
+        remote_factory(f"{moved.base_url}/old.git").snapshot("main")
+
+
+def test_a_home_base_root_url_finds_its_repo_git(repo, git_http_server, remote_factory) -> None:
+    """Discovery's well-known name gives http://bootpull.<domain>/; the home base serves
+    the repository at /repo.git (CONTRACT §4)."""
+    server = git_http_server(repo)  # served as /repo.git
+    remote = remote_factory(server.base_url + "/")
+    assert remote.snapshot("main").read("bootpull.toml") == b"format = 1\n"
+    assert remote.url == server.url
+
+
 def test_git_cli_clones_from_the_same_server(server, repo, tmp_path) -> None:
     """Sanity: the test server is a real smart-HTTP server for git itself, over v2."""
     out = tmp_path / "clone"

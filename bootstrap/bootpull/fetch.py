@@ -65,6 +65,10 @@ MODE_TREE = 0o040000
 MODE_GITLINK = 0o160000
 MAX_TREE_DEPTH = 256  # directory nesting; deeper than this is a hostile tree
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_REDIRECTS = {301, 302, 303, 307, 308}
+MAX_REDIRECTS = 5
+ADVERTISEMENT = "/info/refs?service=git-upload-pack"
+HOME_BASE_REPO = "/repo.git"  # where `bootpull serve` serves the repository (CONTRACT §4)
 _CHUNK = 64 * 1024
 
 
@@ -92,6 +96,13 @@ class _Transient(Exception):
 
 class _DeadlinePassed(Exception):
     pass
+
+
+class _Redirect(Exception):
+    def __init__(self, location: str, status: int) -> None:
+        super().__init__(location)
+        self.location = location
+        self.status = status
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -187,6 +198,8 @@ class _Http:
                     remote._add_bytes(len(resp.read(4096)))
                 raise _Transient(f"HTTP {status} {resp.reason}", kind=f"http-{status}",
                                  retry_after=retry_after)
+            if status in _REDIRECTS and method == "GET":
+                raise _Redirect(resp.getheader("Location") or "", status)
             if not 200 <= status < 300:
                 raise _permanent_http_error(status, resp.reason, self.url_for(path))
             try:
@@ -366,13 +379,53 @@ class GitRemote:
             hint="check the network path to the repository server; the node keeps its "
                  "last-known-good role meanwhile")
 
+    def _advertisement(self) -> tuple[_Response, _BytesSink]:
+        """GET info/refs, following redirects (as git does for this first request) and,
+        for a URL that names a home base rather than a repository, trying /repo.git."""
+        tried_home_base = False
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response, sink = self._call(
+                    "reading the capability advertisement", "GET", ADVERTISEMENT, body=None,
+                    headers={"Git-Protocol": "version=2"}, sink_factory=_BytesSink)
+                return response, sink
+            except _Redirect as redirect:
+                self._follow(redirect)
+            except FetchError as exc:
+                if ("404" not in exc.why or tried_home_base
+                        or self._http.base_path.endswith(".git")):
+                    raise
+                tried_home_base = True
+                repo_url = self.url + HOME_BASE_REPO
+                self.console.info(f"fetch: no repository at {self.url}; trying the home "
+                                  f"base's {repo_url}", stage="fetch")
+                self._http = _Http(repo_url, self)
+                self.url = repo_url
+        raise FetchError(f"{self.url} redirects more than {MAX_REDIRECTS} times",
+                         hint="point the node at the repository's final URL")
+
+    def _follow(self, redirect: _Redirect) -> None:
+        from urllib.parse import urljoin
+
+        target = urljoin(self._http.url_for(ADVERTISEMENT), redirect.location)
+        if not redirect.location or not target.endswith(ADVERTISEMENT):
+            raise FetchError(f"{self.url} redirects somewhere that is not a git repository",
+                             why=f"HTTP {redirect.status} to {redirect.location[:200]!r}",
+                             hint="point the node at the repository's final URL")
+        new_base = target[: -len(ADVERTISEMENT)]
+        if self._http.scheme == "https" and not new_base.startswith("https:"):
+            raise FetchError(f"{self.url} redirects from https to plain http",
+                             why=f"HTTP {redirect.status} to {new_base}",
+                             hint="fix the server's redirect; a downgrade is never followed")
+        self.console.info(f"fetch: {self.url} moved to {new_base} (HTTP {redirect.status})",
+                          stage="fetch")
+        self._http = _Http(new_base, self)
+        self.url = new_base
+
     def capabilities(self) -> gitwire.Capabilities:
         """The server's v2 capabilities (asked once per GitRemote)."""
         if self._caps is None:
-            response, sink = self._call(
-                "reading the capability advertisement", "GET",
-                "/info/refs?service=git-upload-pack", body=None,
-                headers={"Git-Protocol": "version=2"}, sink_factory=_BytesSink)
+            response, sink = self._advertisement()
             ctype = response.headers.get("Content-Type", "")
             if ctype != "application/x-git-upload-pack-advertisement":
                 raise FetchError(
