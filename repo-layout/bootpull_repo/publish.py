@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -311,6 +312,11 @@ def command(args: argparse.Namespace) -> int:
     expiry = Expiry(targets=args.targets_days, snapshot=args.snapshot_days,
                     timestamp=args.timestamp_days)
     done = publish(ctx, expiry=expiry, freshness_only=args.freshness)
+    dirty = ctx.git.run("status", "--porcelain", "-z", "--", layout.SETTINGS_FILE,
+                        layout.HOSTS_DIR, layout.ROLES_DIR).split(b"\0")
+    if changed := [entry[3:].decode(errors="replace") for entry in dirty if entry]:
+        print(f"note: uncommitted changes are not published: {', '.join(changed)} "
+              "(commit them and publish again)", file=sys.stderr)
     print(json.dumps({"commit": done.commit, "targets": done.targets_version,
                       "snapshot": done.snapshot_version, "timestamp": done.timestamp_version,
                       "head_files": done.head_files, "releases": list(done.releases)})

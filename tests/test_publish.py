@@ -1,0 +1,215 @@
+"""The admin side of the signed repository: repo init / trust / assign / release / publish."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from bootpull.cli import main
+from bootpull.mac import Mac
+from signed_repo import MAC_WEB, SignedRepo, node_pull
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def repo_cli(root: Path, keys: Path, *args: str) -> int:
+    return main(["repo", "-C", str(root), "--keys", str(keys), *args])
+
+
+def targets_of(root: Path) -> dict[str, dict[str, object]]:
+    doc = json.loads((root / ".bootpull/metadata/targets.json").read_text())
+    return doc["signed"]["targets"]  # type: ignore[no-any-return]
+
+
+def test_repository_made_with_plain_git_then_published(tmp_path: Path, git_identity: None
+                                                       ) -> None:
+    """Admins use ordinary git: only `repo init` and `repo publish` come from bootpull."""
+    work = tmp_path / "site"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    (work / "bootpull.toml").write_text('format = 1\nname = "site"\n')
+    (work / "hosts").mkdir()
+    (work / "hosts/52-54-00-12-34-56.toml").write_text('role = "app"\n[vars]\nCOLOR = "red"\n')
+    files = work / "roles/app/files"
+    files.mkdir(parents=True)
+    (work / "roles/app/role.toml").write_text(
+        'format = 1\ndescription = "app"\n[run]\ncommand = ["./app"]\n')
+    (files / "app").write_text("#!/bin/sh\nexec sleep 1000\n")
+    (files / "app").chmod(0o755)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "by hand")
+    keys = tmp_path / "keys"
+    assert repo_cli(work, keys, "init", str(work)) == 0
+    assert (work / ".bootpull/metadata/timestamp.json").is_file()
+    bundle = node_pull(SignedRepo(work, keys), MAC_WEB, tmp_path / "state").bundle
+    assert bundle.role.name == "app" and bundle.assignment.vars == {"COLOR": "red"}
+    # more plain git: a change, committed by hand, is refused until published
+    (files / "app").write_text("#!/bin/sh\nexec sleep 2000\n")
+    git(work, "commit", "-q", "-am", "by hand again")
+    with pytest.raises(Exception, match="does not match its signed hash"):
+        node_pull(SignedRepo(work, keys), MAC_WEB, tmp_path / "state")
+    assert repo_cli(work, keys, "publish") == 0
+    assert git(work, "status", "--porcelain") == ""
+    node_pull(SignedRepo(work, keys), MAC_WEB, tmp_path / "state")
+
+
+def test_init_then_example_repository_publishes(tmp_path: Path, git_identity: None) -> None:
+    copy = tmp_path / "example"
+    shutil.copytree(ROOT / "repo-layout/example", copy)
+    git(copy, "init", "-q", "-b", "main")
+    git(copy, "add", "-A")
+    git(copy, "commit", "-q", "-m", "example")
+    assert repo_cli(copy, tmp_path / "keys", "init", str(copy)) == 0
+    repo = SignedRepo(copy, tmp_path / "keys")
+    assert node_pull(repo, Mac.parse("52-54-00-12-34-56"), tmp_path / "s").bundle.role.name \
+        == "web"
+    assert node_pull(repo, Mac.parse("52-54-00-99-99-99"), tmp_path / "s2").bundle.assignment \
+        .source == "hosts/default.toml"
+
+
+def test_init_creates_layout_keys_and_trust_file(tmp_path: Path, git_identity: None,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    keys = tmp_path / "keys"
+    assert main(["repo", "--keys", str(keys), "init", str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert str(keys / "trust.json") in out
+    root = tmp_path / "new"
+    assert (root / "bootpull.toml").read_text().startswith("# The deploy repository")
+    assert (root / "hosts").is_dir() and (root / "roles").is_dir()
+    for role in ("root", "targets", "snapshot", "timestamp"):
+        assert (keys / f"{role}.pem").stat().st_mode & 0o777 == 0o600
+    assert not list(root.rglob("*.pem")), "a private key inside the repository"
+    assert (keys / "trust.json").read_bytes() == (root / ".bootpull/metadata/1.root.json") \
+        .read_bytes()
+    assert git(root, "status", "--porcelain") == ""
+    assert "publish" in git(root, "log", "-1", "--format=%s")
+    # repo trust prints the same anchors; --out writes them
+    assert main(["repo", "-C", str(root), "trust"]) == 0
+    assert capsys.readouterr().out.encode() == (keys / "trust.json").read_bytes()
+    assert main(["repo", "trust", "-C", str(root), "--out", str(tmp_path / "t.json")]) == 0
+    assert (tmp_path / "t.json").read_bytes() == (keys / "trust.json").read_bytes()
+    # never twice
+    assert main(["repo", "--keys", str(tmp_path / "k2"), "init", str(root)]) == 2
+    # never over existing keys
+    assert main(["repo", "--keys", str(keys), "init", str(tmp_path / "other")]) == 1
+
+
+def test_key_directory_resolution(tmp_path: Path, git_identity: None,
+                                  monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("BOOTPULL_KEYS", raising=False)
+    assert main(["repo", "init", str(tmp_path / "lab"), "--name", "lab1"]) == 0
+    assert (tmp_path / "config/bootpull/keys/lab1/targets.pem").is_file()
+    # later commands find it by the name in bootpull.toml
+    assert main(["repo", "-C", str(tmp_path / "lab"), "publish"]) == 0
+    # $BOOTPULL_KEYS wins over the default
+    monkeypatch.setenv("BOOTPULL_KEYS", str(tmp_path / "nowhere"))
+    assert main(["repo", "-C", str(tmp_path / "lab"), "publish"]) == 1
+    assert "the targets key is not in" in capsys.readouterr().err
+    # a key directory inside the repository is refused
+    assert main(["repo", "--keys", str(tmp_path / "in/keys"), "init", str(tmp_path / "in")]) == 1
+    assert "inside the repository" in capsys.readouterr().err
+
+
+def test_assign_accepts_any_mac_notation_and_keeps_other_keys(signed_repo: SignedRepo) -> None:
+    for notation in ("52:54:00:AB:CD:EF", "5254.00ab.cdef", "525400ABCDEF", "52-54-00-ab-cd-ef"):
+        signed_repo.bootpull("assign", notation, "web")
+    hosts = sorted(p.name for p in (signed_repo.root / "hosts").glob("52-54-00-ab*"))
+    assert hosts == ["52-54-00-ab-cd-ef.toml"]
+    host = signed_repo.root / f"hosts/{MAC_WEB.canonical}.toml"
+    signed_repo.bootpull("assign", MAC_WEB.colons, "db")
+    text = host.read_text()
+    assert 'role = "db"' in text and 'hostname = "web-1"' in text and 'PORT = "8080"' in text
+    assert signed_repo.git("log", "-1", "--format=%s") == "assign 52-54-00-12-34-56 to db (head)"
+    assert signed_repo.git("status", "--porcelain") == ""
+
+
+def test_assign_refuses_unknown_role_bad_mac_and_unreleased_version(
+        signed_repo: SignedRepo, capsys: pytest.CaptureFixture[str]) -> None:
+    head = signed_repo.git("rev-parse", "HEAD")
+    assert repo_cli(signed_repo.root, signed_repo.keys, "assign", MAC_WEB.colons, "nope") == 2
+    assert "there is no role 'nope'" in capsys.readouterr().err
+    assert repo_cli(signed_repo.root, signed_repo.keys, "assign", "52:54:00", "web") == 2
+    assert repo_cli(signed_repo.root, signed_repo.keys, "assign", MAC_WEB.colons, "web",
+                    "--version", "9.9") == 2
+    assert "repo release web 9.9" in capsys.readouterr().err
+    assert signed_repo.git("rev-parse", "HEAD") == head
+
+
+def test_release_tags_and_publish_signs_every_release(signed_repo: SignedRepo) -> None:
+    signed_repo.bootpull("release", "web", "1.0")
+    signed_repo.write("roles/web/files/serve.sh", b"#!/bin/sh\necho 2\n", mode=0o755)
+    signed_repo.commit("web 2")
+    signed_repo.bootpull("release", "web", "2.0")
+    signed_repo.bootpull("release", "db", "1.0")
+    assert repo_cli(signed_repo.root, signed_repo.keys, "release", "web", "2.0") == 2
+    signed_repo.publish()
+    targets = targets_of(signed_repo.root)
+    for prefix in ("release/web/1.0/", "release/web/2.0/", "release/db/1.0/", "head/roles/web/"):
+        assert f"{prefix}role.toml" in targets
+    assert targets["release/web/1.0/files/serve.sh"]["hashes"] != \
+        targets["release/web/2.0/files/serve.sh"]["hashes"]
+    assert targets["head/roles/web/files/serve.sh"]["custom"] == {"git_mode": 0o100755}
+    assert targets["head/roles/web/files/www/home.html"]["custom"] == {"git_mode": 0o120000}
+    assert "head/hosts/52-54-00-12-34-56.toml" in targets and "head/bootpull.toml" in targets
+    assert not [p for p in targets if p.startswith("head/.bootpull")]
+
+
+def test_publish_refuses_a_repository_with_problems(signed_repo: SignedRepo,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    signed_repo.write("roles/web/role.toml", b'format = 1\ndescription = "x"\n[run]\ncomand=[]\n')
+    signed_repo.write("hosts/52:54:00:00:00:01.toml", b'role = "ghost"\n')
+    signed_repo.commit("broken")
+    head = signed_repo.git("rev-parse", "HEAD")
+    assert repo_cli(signed_repo.root, signed_repo.keys, "publish") == 1
+    err = capsys.readouterr().err
+    assert "roles/web/role.toml:4: unknown key 'comand'" in err
+    assert "hosts/52:54:00:00:00:01.toml: host file name" in err
+    assert signed_repo.git("rev-parse", "HEAD") == head
+
+
+def test_publish_signs_the_commit_not_the_work_tree(
+        signed_repo: SignedRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    signed_repo.write("roles/web/files/serve.sh", b"uncommitted\n", mode=0o755)
+    signed_repo.publish()
+    assert signed_repo.git("status", "--porcelain") == "M roles/web/files/serve.sh"
+    assert "not published: roles/web/files/serve.sh" in capsys.readouterr().err
+    files = {f.path: f.data for f in node_pull(signed_repo, MAC_WEB, tmp_path / "s")
+             .bundle.files}
+    assert files["serve.sh"] == b"#!/bin/sh\necho serving\n"
+
+
+def test_freshness_needs_only_snapshot_and_timestamp_keys(signed_repo: SignedRepo,
+                                                          tmp_path: Path) -> None:
+    base_keys = tmp_path / "homebase-keys"
+    base_keys.mkdir()
+    for role in ("snapshot", "timestamp"):
+        shutil.copy(signed_repo.keys / f"{role}.pem", base_keys / f"{role}.pem")
+    before = json.loads((signed_repo.root / ".bootpull/metadata/targets.json").read_text())
+    assert repo_cli(signed_repo.root, base_keys, "publish", "--freshness") == 0
+    after = json.loads((signed_repo.root / ".bootpull/metadata/targets.json").read_text())
+    assert before == after
+    assert "refresh freshness" in signed_repo.git("log", "-1", "--format=%s")
+    # the full publish needs the targets key
+    assert repo_cli(signed_repo.root, base_keys, "publish") == 1
+    node_pull(signed_repo, MAC_WEB, tmp_path / "s")
+
+
+def test_global_options_may_follow_the_subcommand(signed_repo: SignedRepo) -> None:
+    assert main(["repo", "publish", "-C", str(signed_repo.root), "--keys",
+                 str(signed_repo.keys)]) == 0
+
+
+def test_outside_a_repository_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    assert main(["repo", "-C", str(tmp_path), "publish"]) == 2
+    assert "not inside a git repository" in capsys.readouterr().err
