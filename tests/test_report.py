@@ -8,16 +8,11 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 from bootpull.backoff import Backoff, Counters
 from bootpull.console import Console
-from bootpull.events import validate_event
 from bootpull.mac import Mac
 from bootpull.report import (
     ReportContext,
@@ -27,6 +22,7 @@ from bootpull.report import (
     parse_server,
     syslog_message,
 )
+from eventsink import EventSink
 
 MAC = Mac.parse("52:54:00:12:34:56")
 
@@ -40,63 +36,6 @@ class Quiet:
 
     def close(self) -> None:
         pass
-
-
-class EventSink:
-    """A home base stand-in that records POST /api/v1/events bodies.
-
-    ``status`` is the answer for every request; ``refuse`` names messages it answers
-    400 for (one bad event must not block the others).
-    """
-
-    def __init__(self, port: int = 0) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.requests = 0
-        self.status = 200
-        self.retry_after: str | None = None
-        self.refuse: set[str] = set()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                sink.requests += 1
-                events = json.loads(body)
-                events = events if isinstance(events, list) else [events]
-                code = sink.status
-                if code == 200 and any(e["message"] in sink.refuse for e in events):
-                    code = 400
-                if code == 200:
-                    for event in events:
-                        sink.received.append(validate_event(event))
-                self.send_response(code)
-                if sink.retry_after:
-                    self.send_header("Retry-After", sink.retry_after)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/api/v1/events"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def sink() -> Iterator[EventSink]:
-    server = EventSink()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def free_port() -> int:

@@ -13,11 +13,12 @@ first, as a JSON array to the report URL and deletes them once the home base ans
 - a clean run sends each event once (a crash between the home base's 2xx and the
   delete can send one batch twice; the home base's event store keeps both).
 
-A failed delivery (no answer, a timeout, 5xx, 408 or 429) is counted in
-``Counters.retries`` and retried after a full-jitter backoff, or after ``Retry-After``
-when the server sends one. Other 4xx answers mean the home base refuses the events
-themselves: they are moved to ``spool/rejected/`` (kept, never resent) so that one bad
-event cannot block every later one.
+A failed delivery (no answer, a timeout, a 5xx, or a 4xx other than the three below)
+is counted in ``Counters.retries`` and retried after a full-jitter backoff, or after
+``Retry-After`` when the server sends one. 400, 413 and 422 mean the home base refuses
+the events themselves: the batch is resent one event at a time, and each refused one
+is moved to ``spool/rejected/`` (kept, never resent), so one bad event cannot block
+every later one.
 
 Key events are also sent as RFC 5424 messages over UDP to the syslog servers DHCP
 option 7 named (port 514, or ``host:port``), and to no one else.
@@ -50,6 +51,9 @@ SYSLOG_FACILITY = 3  # daemon
 SYSLOG_SEVERITY = {"ok": 6, "warn": 4, "fail": 3}  # informational, warning, error
 SD_ID = "bootpull@32473"  # 32473: the example enterprise number of RFC 5612
 BATCH = 50
+#: answers that refuse the events themselves; any other failure is retried later
+#: (a 404 is a wrong URL or a home base not up yet, not a bad event)
+REFUSED = frozenset({400, 413, 422})
 
 
 # -- the spool -----------------------------------------------------------------------
@@ -296,7 +300,7 @@ class Reporter:
                     when = parsedate_to_datetime(header)
                     retry_after = min(3600.0, max(
                         0.0, (when - datetime.now(UTC)).total_seconds()))
-        if 400 <= resp.status_code < 500 and resp.status_code not in (408, 425, 429):
+        if resp.status_code in REFUSED:
             return "rejected", None
         return f"HTTP {resp.status_code}", retry_after
 
