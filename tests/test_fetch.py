@@ -263,3 +263,50 @@ def test_git_cli_clones_from_the_same_server(server, repo, tmp_path) -> None:
                    timeout=120, capture_output=True)
     assert (out / "roles/r2/files/run.sh").read_text() == "#!/bin/sh\necho hi\n"
     assert "version 2" in (tmp_path / "trace").read_text()
+
+
+def _hostile_repo(path: Path, name: bytes) -> Path:
+    """A bare repository whose roles/evil/ tree has an entry git would never write."""
+    from dulwich.objects import Blob, Commit, Tree
+    from dulwich.repo import Repo
+
+    repo = Repo.init_bare(str(path), mkdir=True)
+    blob = Blob.from_string(b"pwned\n")
+    evil = Tree()
+    evil.add(name, 0o100644, blob.id)
+    roles = Tree()
+    roles.add(b"evil", 0o040000, evil.id)
+    root = Tree()
+    root.add(b"roles", 0o040000, roles.id)
+    commit = Commit()
+    commit.tree = root.id
+    commit.author = commit.committer = b"Mallory <m@example.invalid>"
+    commit.author_time = commit.commit_time = 1767225600
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = b"evil\n"
+    for obj in (blob, evil, roles, root, commit):
+        repo.object_store.add_object(obj)
+    repo.refs[b"refs/heads/main"] = commit.id
+    repo.close()
+    return path
+
+
+@pytest.mark.parametrize("name", [b"..", b"a/b", b"."])
+def test_a_crafted_tree_entry_name_is_a_verify_error(name, tmp_path, git_http_server,
+                                                    remote_factory) -> None:
+    from bootpull.errors import VerifyError
+
+    server = git_http_server(_hostile_repo(tmp_path / "evil.git", name))
+    snap = remote_factory(server.url).snapshot("main")
+    with pytest.raises(VerifyError, match="entry named"):
+        snap.list("roles/evil")
+
+
+def test_stray_temporary_packs_are_cleaned_at_open(server, tmp_path, remote_factory) -> None:
+    cache = tmp_path / "cache"
+    remote_factory(server.url, cache=cache).snapshot("main")
+    stray = cache / "objects" / "pack" / "tmpdeadbeef.pack"
+    stray.write_bytes(b"PACK half written")
+    remote = remote_factory(server.url, cache=cache)
+    assert remote.snapshot("main").read("bootpull.toml") == b"format = 1\n"
+    assert not stray.exists()

@@ -83,6 +83,7 @@ def client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
         c.remote.close()
 
 
+@pytest.mark.slow
 def test_deadline_holds_against_a_one_byte_per_second_trickle(server, client) -> None:
     server.faults.trickle_bps = 1
     c = client(server.url, deadline=3.0)
@@ -95,6 +96,7 @@ def test_deadline_holds_against_a_one_byte_per_second_trickle(server, client) ->
     assert c.counters.retries == 0  # a deadline is not retried
 
 
+@pytest.mark.slow
 def test_deadline_holds_when_the_trickle_starts_mid_pack(server, client) -> None:
     c = client(server.url, deadline=4.0)
     snap = c.remote.snapshot("main")
@@ -106,6 +108,7 @@ def test_deadline_holds_when_the_trickle_starts_mid_pack(server, client) -> None
     assert "deadline" in info.value.what
 
 
+@pytest.mark.slow
 def test_deadline_holds_across_retries(server, client) -> None:
     server.faults.fail_every_other = 503
     server.faults.retry_after.extend([(503, "1")] * 50)
@@ -199,6 +202,7 @@ def test_http_500_on_every_other_request_succeeds_with_retries_counted(server, c
     assert c.console.count("HTTP 500") == len(failed)
 
 
+@pytest.mark.slow
 def test_retry_after_is_honoured(server, client) -> None:
     server.faults.retry_after.extend([(429, "1"), (503, "1")])
     c = client(server.url, backoff=Backoff(base=0.01, cap=0.01))

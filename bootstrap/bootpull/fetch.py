@@ -254,6 +254,12 @@ def _open_store(cache_dir: Path) -> Repo:
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not (cache_dir / "objects").is_dir():
         return Repo.init_bare(str(cache_dir))
+    # A pack being received when the node lost power (or got kill -9) stays behind as a
+    # temporary file; it was never indexed, so it was never used. Reclaim the space.
+    for where in (cache_dir / "objects" / "pack", cache_dir / "objects"):
+        for stray in where.glob("tmp*"):
+            with contextlib.suppress(OSError):
+                stray.unlink()
     try:
         return Repo(str(cache_dir), bare=True)
     except NotGitRepository as exc:
@@ -434,11 +440,16 @@ class GitRemote:
                     hint="serve the repository with git http-backend (smart HTTP) or "
                          "`bootpull serve`; dumb HTTP is not supported")
             try:
-                self._caps = gitwire.parse_capabilities(sink.data)
+                caps = gitwire.parse_capabilities(sink.data)
             except gitwire.WireError as exc:
                 raise FetchError(f"{self.url} does not speak git protocol v2", why=str(exc),
                                  hint="use git 2.18 or newer on the server "
                                       "(protocol v2 is the default from git 2.26)") from None
+            if caps.object_format != "sha1":
+                raise FetchError(f"{self.url} is a {caps.object_format} repository",
+                                 why="the node's object cache holds sha1 objects only",
+                                 hint="keep the deploy repository in git's default sha1 format")
+            self._caps = caps
         return self._caps
 
     def _post(self, what: str, body: bytes, sink_factory: Callable[[], Any]) -> Any:
@@ -668,6 +679,11 @@ class GitSnapshot:
                               hint="the repository server is broken or hostile")
         items = []
         for entry in obj.iteritems():  # type: ignore[attr-defined]
+            if entry.path in (b"", b".", b"..") or b"/" in entry.path or b"\0" in entry.path:
+                raise VerifyError(f"tree {tree_id[:12]} has an entry named {entry.path!r}",
+                                  why="git never writes such a name; the tree was crafted",
+                                  hint="the repository is hostile or corrupt; nothing was "
+                                       "installed")
             name = entry.path.decode("utf-8", "surrogateescape")
             items.append((name, int(entry.mode), entry.sha.decode()))
         return items
