@@ -23,6 +23,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _role_seconds(text: str) -> tuple[str, float]:
+    role, sep, seconds = text.partition("=")
+    if not sep or not role.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROLE=SECONDS, as in web=120")
+    return role.strip(), _positive(seconds)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Serve the deploy repository (read-only git smart HTTP at "
                           "/repo.git), take node events (POST /api/v1/events), and publish "
@@ -36,6 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--silent-after", type=_positive, default=300.0, metavar="SECONDS",
                         help="a node with no report for this long turns SILENT, unless the "
                         "repository says otherwise ([report] silent_after; default 300)")
+    parser.add_argument("--silent-after-role", type=_role_seconds, action="append",
+                        default=[], metavar="ROLE=SECONDS",
+                        help="the deadline for one role, unless its role.toml says "
+                        "(repeatable)")
     parser.add_argument("--rate", type=_positive, default=500.0, metavar="EVENTS_PER_S",
                         help="events admitted per second before 429 (default 500)")
     parser.add_argument("--burst", type=_positive, default=2000.0, metavar="EVENTS",
@@ -65,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     settings = Settings(
         repo=args.repo, db=args.db, host=host, port=port, silent_after=args.silent_after,
+        role_silent_after=tuple(args.silent_after_role),
         rate=args.rate, burst=args.burst, max_body=args.max_body, public_url=args.public_url,
         refresh=max(1, args.refresh), access_log=args.access_log)
     with console.step("open the event store and the repository") as step:

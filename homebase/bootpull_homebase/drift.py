@@ -6,8 +6,11 @@ A node drifts when, in its last report:
 - it is pinned (``version`` in its host file) and reports another ``version``;
 - it reports a ``commit`` other than the one it should run (the release tag's commit
   when pinned, the deploy head otherwise);
-- ``details.files_changed`` is a non-empty list (installed files that no longer match
-  the signed hashes), or ``details.verify`` is ``fail``/``failed``/``mismatch``.
+- its latest report that re-verified the installed files (an event whose ``details``
+  has ``files_changed`` or ``verify``) says ``files_changed`` is a non-empty list
+  (installed files that no longer match the signed hashes), or ``verify`` is
+  ``fail``/``failed``/``mismatch``/``changed``. A later heartbeat without these keys
+  does not clear it; a later re-verification with ``files_changed: []`` does.
 
 What the repository says comes from an :class:`IntentSource` (the served repository's
 deploy head in the server, :class:`FixedIntents` in unit tests).
@@ -83,7 +86,7 @@ def reasons_for(node: NodeState, intent: Intent | None) -> list[str]:
                            f"{intent.version!r} ({intent.source})")
             if intent.commit and node.commit and node.commit != intent.commit:
                 out.append(f"runs commit {node.commit[:12]}, should run {intent.commit[:12]}")
-    details = node.last.get("details") or {}
+    details = (node.verify or {}).get("details") or {}
     changed = details.get("files_changed")
     if isinstance(changed, list) and changed:
         names = ", ".join(str(x) for x in changed[:5]) + (" …" if len(changed) > 5 else "")

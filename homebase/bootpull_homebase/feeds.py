@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,14 @@ Kind = Literal["rss", "atom"]
 ALL = "all"
 UNASSIGNED = "unassigned"  # the feed of nodes that report no role
 HISTORY = 8
+# Characters XML 1.0 cannot carry at all (not even escaped): C0 controls but TAB, LF,
+# CR; lone surrogates; U+FFFE/U+FFFF. Events may hold them (JSON can), feeds must not.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with characters XML cannot carry replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def feed_name(role: str) -> str:
@@ -109,15 +118,16 @@ def render(kind: Kind, name: str, nodes: list[NodeState],
     fg.language("en")
     for node in nodes:
         entry = fg.add_entry(order="append")
-        entry.title(title_of(node))
+        title = xml_safe(title_of(node))
+        entry.title(title)
         entry.link(href=f"{base}/nodes/{node.mac}", rel="alternate")
-        entry.content(body_of(node, history_of(node, histories.get(node.mac, []))),
+        entry.content(xml_safe(body_of(node, history_of(node, histories.get(node.mac, [])))),
                       type="CDATA" if kind == "rss" else "html")
         entry.updated(_dt(node.last_change))
         if kind == "rss":
             entry.guid(node.mac, permalink=False)
             entry.pubDate(_dt(node.last_change))
-            entry.description(title_of(node))
+            entry.description(title)
         else:
             entry.id(f"urn:bootpull:node:{node.mac}")
     out: bytes = fg.rss_str(pretty=True) if kind == "rss" else fg.atom_str(pretty=True)

@@ -4,14 +4,15 @@ The home base reads the committed deploy branch (never the work tree), through
 ``git`` itself, and re-reads only when the branch head moves (checked at most every
 ``refresh`` seconds).
 
-- **Deadlines** (SILENT): ``bootpull.toml`` ``[report] silent_after`` (seconds) for the
-  whole repository, ``roles/<role>/role.toml`` ``[report] silent_after`` for one role,
-  and the ``--silent-after`` default when neither says.
-- **Intent** (drift): which role, version and commit node MAC should run. The
-  selection is ``bootpull.layout``'s (``hosts/<mac>.toml``, else
-  ``hosts/default.toml``) when that module provides it, else the two keys this needs
-  (``role``, ``version``) read here. A pinned version's commit is the commit of tag
+- **Deadlines** (SILENT), first found wins: ``roles/<role>/role.toml``
+  ``[report] silent_after`` (seconds), then ``--silent-after-role ROLE=SECONDS``, then
+  ``bootpull.toml`` ``[report] silent_after`` for the whole repository, then the
+  ``--silent-after`` default.
+- **Intent** (drift): which role, version and commit node MAC should run, chosen by
+  :func:`bootpull.layout.select` (``hosts/<mac>.toml``, else ``hosts/default.toml``),
+  the node's own rule. A pinned version's commit is the commit of tag
   ``role/<role>/<version>``; an unpinned node should run the deploy head.
+- **The deploy branch**: :func:`bootpull.layout.parse_settings` (``branch``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class _Snapshot:
     head: str = ""
     repo_deadline: float | None = None
     role_deadlines: dict[str, float] = field(default_factory=dict)
-    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # mac/"default" -> toml
+    hosts: dict[str, bytes] = field(default_factory=dict)  # "<mac>"/"default" -> file bytes
     tags: dict[str, str] = field(default_factory=dict)  # tag name -> commit
 
 
@@ -55,9 +56,10 @@ class RepoView:
     """The deploy head of the repository at ``repo``; implements ``Deadlines``."""
 
     def __init__(self, repo: Path, *, default_deadline: float = 300.0,
-                 refresh: float = 5.0) -> None:
+                 role_deadlines: dict[str, float] | None = None, refresh: float = 5.0) -> None:
         self.git_dir = find_git_dir(repo)
         self.default_deadline = default_deadline
+        self.role_defaults = dict(role_deadlines or {})
         self.refresh = refresh
         self._snap = _Snapshot()
         self._checked = float("-inf")
@@ -68,24 +70,33 @@ class RepoView:
                                *args], capture_output=True, text=True, timeout=30, check=False)
         return proc.stdout if proc.returncode == 0 else ""
 
+    def _blob(self, rev: str, path: str) -> bytes | None:
+        proc = subprocess.run(["git", f"--git-dir={self.git_dir}", "-c", "safe.directory=*",
+                               "cat-file", "blob", f"{rev}:{path}"], capture_output=True,
+                              timeout=30, check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
     def _toml(self, rev: str, path: str) -> dict[str, Any] | None:
-        text = self._git("show", f"{rev}:{path}")
-        if not text:
+        data = self._blob(rev, path)
+        if data is None:
             return None
         try:
-            return tomllib.loads(text)
+            return tomllib.loads(data.decode("utf-8", errors="replace"))
         except tomllib.TOMLDecodeError:
             return None  # 'bootpull repo lint' reports it; the home base keeps going
 
     def branch(self) -> str:
-        """The deploy branch: ``main`` unless bootpull.toml names another."""
+        """The deploy branch: ``main`` unless bootpull.toml (at HEAD) names another."""
+        from bootpull.layout import parse_settings
+
         for rev in ("refs/heads/main", "HEAD"):
-            config = self._toml(rev, "bootpull.toml")
-            if config is not None:
-                name = config.get("branch")
-                deploy = config.get("deploy")
-                if not isinstance(name, str) and isinstance(deploy, dict):
-                    name = deploy.get("branch")
+            data = self._blob(rev, "bootpull.toml")
+            if data is not None:
+                settings, _problems = parse_settings(data)
+                if settings is not None:
+                    return settings.branch
+                raw = self._toml(rev, "bootpull.toml") or {}
+                name = raw.get("branch")
                 return name if isinstance(name, str) and name else "main"
         return "main"
 
@@ -109,9 +120,9 @@ class RepoView:
                         snap.role_deadlines[role] = seconds
                 for line in self._git("ls-tree", "--name-only", head, "hosts/").splitlines():
                     name = line.rsplit("/", 1)[-1].removesuffix(".toml")
-                    table = self._toml(head, line)
-                    if table is not None:
-                        snap.hosts[name] = table
+                    data = self._blob(head, line)
+                    if data is not None:
+                        snap.hosts[name] = data
                 for line in self._git("for-each-ref", "--format=%(refname:short) %(*objectname)"
                                       " %(objectname)", "refs/tags/role/").splitlines():
                     parts = line.split()
@@ -126,23 +137,28 @@ class RepoView:
         snap = self._snapshot()
         if role in snap.role_deadlines:
             return snap.role_deadlines[role]
+        if role in self.role_defaults:
+            return self.role_defaults[role]
         return snap.repo_deadline or self.default_deadline
 
     # -- IntentSource ----------------------------------------------------------
 
     def intent_for(self, mac: Mac) -> Intent | None:
+        from bootpull.errors import LayoutError, NotAssignedError
+        from bootpull.layout import select
+
         snap = self._snapshot()
         if not snap.head:
             return None
-        source = f"hosts/{mac.canonical}.toml"
-        table = snap.hosts.get(mac.canonical)
-        if table is None:
-            table, source = snap.hosts.get("default"), "hosts/default.toml"
-        if table is None or not isinstance(table.get("role"), str):
+        mine = snap.hosts.get(mac.canonical)
+        source = f"hosts/{mac.canonical}.toml" if mine is not None else "hosts/default.toml"
+        try:
+            assignment = select(mac, mine, snap.hosts.get("default"))
+        except NotAssignedError:
             return Intent(role="", version=None, commit=None, source="(not assigned)")
-        role = table["role"]
-        version = table.get("version") if isinstance(table.get("version"), str) else None
-        if version is None:
-            return Intent(role=role, version=None, commit=snap.head, source=source)
-        return Intent(role=role, version=version,
-                      commit=snap.tags.get(f"role/{role}/{version}"), source=source)
+        except LayoutError:
+            return None  # a broken host file: lint says so; drift cannot tell
+        if assignment.version is None:
+            return Intent(assignment.role, None, snap.head, source)
+        return Intent(assignment.role, assignment.version,
+                      snap.tags.get(f"role/{assignment.role}/{assignment.version}"), source)

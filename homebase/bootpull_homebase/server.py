@@ -58,6 +58,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     silent_after: float = 300.0  # default deadline, when the repository names none
+    role_silent_after: tuple[tuple[str, float], ...] = ()  # per-role defaults
     rate: float = 500.0  # events per second admitted
     burst: float = 2000.0  # events admitted at once after a quiet spell
     max_body: int = 1024 * 1024  # bytes of one POST /api/v1/events
@@ -89,7 +90,8 @@ class Homebase:
                  intents: IntentSource | None = None) -> None:
         self.settings = settings
         self.git = GitBackend(settings.repo)
-        self.repo = RepoView(settings.repo, default_deadline=settings.silent_after)
+        self.repo = RepoView(settings.repo, default_deadline=settings.silent_after,
+                             role_deadlines=dict(settings.role_silent_after))
         self.store = EventStore(settings.db, clock=clock,
                                 deadlines=deadlines if deadlines is not None else self.repo)
         self.intents: IntentSource = intents if intents is not None else self.repo

@@ -92,7 +92,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     last_change REAL NOT NULL,
     last_report REAL NOT NULL,
     last_event_id INTEGER NOT NULL,
-    change_event_id INTEGER NOT NULL
+    change_event_id INTEGER NOT NULL,
+    verify_event_id INTEGER
 );
 """
 
@@ -150,6 +151,7 @@ class NodeState:
     deadline: float
     last: dict[str, Any]  # the last event
     change: dict[str, Any]  # the event that made the last (non-SILENT) change
+    verify: dict[str, Any] | None = None  # the last event that re-verified the files
 
     @property
     def counters(self) -> dict[str, int]:
@@ -322,16 +324,17 @@ class EventStore:
         word = STATUS_WORDS[event["status"]]
         row = conn.execute(
             "SELECT hostname, role, version, reported, last_change, last_report, "
-            "change_event_id FROM nodes WHERE mac = ?", (mac,)).fetchone()
+            "change_event_id, verify_event_id FROM nodes WHERE mac = ?", (mac,)).fetchone()
         if row is None:
             conn.execute("INSERT INTO transitions (node, status, at, event_id) VALUES (?,?,?,?)",
                          (mac, word, received, event_id))
             conn.execute(
-                "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mac, event["hostname"], event["role"], event["version"], event["commit"],
-                 word, received, received, event_id, event_id))
+                 word, received, received, event_id, event_id,
+                 event_id if _verifies(event) else None))
             return {event["role"]}
-        hostname, role, version, previous, last_change, last_report, change_id = row
+        hostname, role, version, previous, last_change, last_report, change_id, verify_id = row
         silent_at = last_report + self.deadlines.for_role(role)
         if received > silent_at:
             conn.execute("INSERT INTO transitions (node, status, at, event_id) "
@@ -344,9 +347,11 @@ class EventStore:
             last_change, change_id = received, event_id
         conn.execute(
             "UPDATE nodes SET hostname=?, role=?, version=?, commit_id=?, reported=?, "
-            "last_change=?, last_report=?, last_event_id=?, change_event_id=? WHERE mac=?",
+            "last_change=?, last_report=?, last_event_id=?, change_event_id=?, "
+            "verify_event_id=? WHERE mac=?",
             (event["hostname"], event["role"], event["version"], event["commit"], word,
-             last_change, received, event_id, change_id, mac))
+             last_change, received, event_id, change_id,
+             event_id if _verifies(event) else verify_id, mac))
         shown = (event["hostname"], event["role"], event["version"]) != (hostname, role, version)
         if changed or shown:
             return {role, event["role"]}
@@ -356,7 +361,7 @@ class EventStore:
 
     def _state(self, row: tuple[Any, ...], now: float) -> NodeState:
         (mac, hostname, role, version, commit, reported, last_change, last_report,
-         last_body, change_body) = row
+         last_body, change_body, verify_body) = row
         deadline = self.deadlines.for_role(role)
         status = reported
         if now > last_report + deadline:
@@ -365,12 +370,14 @@ class EventStore:
             mac=mac, hostname=hostname, role=role, version=version, commit=commit,
             reported=reported, status=status, last_change=last_change,
             last_report=last_report, deadline=deadline, last=json.loads(last_body),
-            change=json.loads(change_body))
+            change=json.loads(change_body),
+            verify=None if verify_body is None else json.loads(verify_body))
 
     _NODE_QUERY = (
         "SELECT n.mac, n.hostname, n.role, n.version, n.commit_id, n.reported, "
-        "n.last_change, n.last_report, l.body, c.body FROM nodes n "
-        "JOIN events l ON l.id = n.last_event_id JOIN events c ON c.id = n.change_event_id"
+        "n.last_change, n.last_report, l.body, c.body, v.body FROM nodes n "
+        "JOIN events l ON l.id = n.last_event_id JOIN events c ON c.id = n.change_event_id "
+        "LEFT JOIN events v ON v.id = n.verify_event_id"
     )
 
     def nodes(self, role: str | None = None, *, now: float | None = None) -> list[NodeState]:
@@ -446,6 +453,12 @@ class EventStore:
                 conn.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.Error as exc:
             raise StoreError("the event database does not answer", why=str(exc)) from exc
+
+
+def _verifies(event: dict[str, Any]) -> bool:
+    """Does this event carry a re-verification result (drift reads the latest one)?"""
+    details = event.get("details") or {}
+    return "files_changed" in details or "verify" in details
 
 
 def _key(mac: Mac | str) -> str:

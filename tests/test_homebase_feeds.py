@@ -1,0 +1,190 @@
+"""The feeds, read by feedparser from a real server, with the clock under test control."""
+
+from __future__ import annotations
+
+import calendar
+import json
+from email.utils import formatdate
+from typing import Any
+
+import feedparser
+import pytest
+import requests
+from bootpull.mac import Mac
+from bootpull_homebase.server import Running
+from homebase_fixtures import DB1, WEB1, WEB2, FakeClock, event
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+def post(hb: Running, body: Any) -> None:
+    answer = requests.post(hb.url + "/api/v1/events", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+
+
+def feed(hb: Running, name: str) -> Any:
+    answer = requests.get(f"{hb.url}/feeds/{name}", timeout=60)
+    assert answer.status_code == 200, answer.text
+    parsed = feedparser.parse(answer.content)
+    assert parsed.bozo == 0, parsed.get("bozo_exception")
+    return parsed
+
+
+def entry_for(parsed: Any, mac: Mac) -> Any:
+    found = [e for e in parsed.entries if e.id in (str(mac), f"urn:bootpull:node:{mac}")]
+    assert len(found) == 1, [e.id for e in parsed.entries]
+    return found[0]
+
+
+def stamp(entry: Any) -> float:
+    """The item's date: RSS pubDate or Atom updated."""
+    parsed = entry["published_parsed"] if "published_parsed" in entry else entry["updated_parsed"]
+    return float(calendar.timegm(parsed))
+
+
+@pytest.mark.parametrize("kind", ["rss", "atom"])
+def test_repeat_keeps_the_date_change_republishes(homebase: Running, clock: FakeClock,
+                                                  kind: str) -> None:
+    post(homebase, event(WEB1, message="started", hostname="web-1"))
+    first = entry_for(feed(homebase, f"web.{kind}"), WEB1)
+    assert first.title == "OK web-1 web@1.0"
+    assert stamp(first) == clock.now
+
+    clock.advance(30)
+    post(homebase, event(WEB1, message="still fine", hostname="web-1"))
+    again = entry_for(feed(homebase, f"web.{kind}"), WEB1)
+    assert stamp(again) == stamp(first), "a report that changed nothing moved the date"
+    assert again.summary == first.summary if kind == "rss" else again.content == first.content
+
+    clock.advance(30)
+    post(homebase, event(WEB1, "fail", message="disk full", hostname="web-1"))
+    changed = entry_for(feed(homebase, f"web.{kind}"), WEB1)
+    assert changed.title == "FAIL web-1 web@1.0"
+    assert stamp(changed) == clock.now
+    text = changed.content[0].value if kind == "atom" else changed.get("content", [
+        {"value": changed.summary}])[0]["value"]
+    assert "disk full" in text
+    assert "FAIL" in text and "OK" in text  # the recent status history
+
+
+def test_guids_are_the_mac(homebase: Running) -> None:
+    post(homebase, [event(WEB1), event(WEB2)])
+    rss = requests.get(homebase.url + "/feeds/web.rss", timeout=30).content
+    guids = etree.fromstring(rss).findall("channel/item/guid")
+    assert sorted(g.text for g in guids) == [str(WEB1), str(WEB2)]
+    assert {g.get("isPermaLink") for g in guids} == {"false"}
+    atom = etree.fromstring(requests.get(homebase.url + "/feeds/web.atom", timeout=30).content)
+    assert sorted(e.findtext(f"{ATOM}id") for e in atom.findall(f"{ATOM}entry")) == [
+        f"urn:bootpull:node:{WEB1}", f"urn:bootpull:node:{WEB2}"]
+
+
+def test_one_feed_per_role_and_all(homebase: Running) -> None:
+    post(homebase, [event(WEB1), event(DB1, role="db", hostname="db-1")])
+    assert [e.title for e in feed(homebase, "web.atom").entries] == [f"OK node-{WEB1} web@1.0"]
+    assert [e.title for e in feed(homebase, "db.rss").entries] == ["OK db-1 db@1.0"]
+    assert len(feed(homebase, "all.atom").entries) == 2
+    assert feed(homebase, "nobody.atom").entries == []
+    assert requests.get(homebase.url + "/feeds/all.rss", timeout=30).status_code == 404
+
+
+def test_silent_after_the_deadline_then_back(homebase: Running, clock: FakeClock) -> None:
+    """web's deadline is 120 s (role.toml), db's 600 s (bootpull.toml)."""
+    post(homebase, [event(WEB1, hostname="web-1"), event(DB1, role="db", hostname="db-1")])
+    t0 = clock.now
+    clock.advance(119)
+    assert entry_for(feed(homebase, "web.atom"), WEB1).title.startswith("OK ")
+    clock.advance(2)
+    silent = entry_for(feed(homebase, "web.atom"), WEB1)
+    assert silent.title == "SILENT web-1 web@1.0"
+    assert stamp(silent) == t0 + 120
+    assert entry_for(feed(homebase, "db.atom"), DB1).title.startswith("OK "), "db waits 600 s"
+    clock.advance(500)
+    assert entry_for(feed(homebase, "db.atom"), DB1).title.startswith("SILENT ")
+    assert stamp(entry_for(feed(homebase, "all.atom"), DB1)) == t0 + 600
+
+    post(homebase, event(WEB1, hostname="web-1", message="back"))
+    back = entry_for(feed(homebase, "web.atom"), WEB1)
+    assert back.title.startswith("OK ")
+    assert stamp(back) == clock.now, "coming back from SILENT is a change"
+    history = requests.get(f"{homebase.url}/api/v1/nodes/{WEB1}", timeout=30).json()
+    assert [t["status"] for t in history["transitions"]] == ["OK", "SILENT", "OK"]
+
+
+def test_conditional_get_is_cheap_and_correct(homebase: Running, clock: FakeClock) -> None:
+    post(homebase, event(WEB1))
+    url = homebase.url + "/feeds/web.atom"
+    first = requests.get(url, timeout=30)
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    assert modified == formatdate(int(clock.now), usegmt=True)
+    renders = homebase.homebase.feeds.renders
+    for _ in range(20):
+        hit = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
+        assert hit.status_code == 304 and hit.content == b""
+    assert homebase.homebase.feeds.renders == renders, "a 304 hit rendered the feed"
+    assert requests.get(url, headers={"If-Modified-Since": modified},
+                        timeout=30).status_code == 304
+    clock.advance(5)
+    post(homebase, event(WEB1, message="same status"))
+    assert requests.get(url, headers={"If-None-Match": etag}, timeout=30).status_code == 304
+    clock.advance(5)
+    post(homebase, event(WEB1, "warn", message="slow"))
+    changed = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag
+    assert requests.get(url, headers={"If-Modified-Since": modified},
+                        timeout=30).status_code == 200
+
+
+def test_silence_invalidates_the_cache(homebase: Running, clock: FakeClock) -> None:
+    post(homebase, event(WEB1))
+    url = homebase.url + "/feeds/web.rss"
+    etag = requests.get(url, timeout=30).headers["ETag"]
+    clock.advance(121)
+    answer = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
+    assert answer.status_code == 200 and b"SILENT" in answer.content
+
+
+def _structure(rss: bytes, atom: bytes) -> None:
+    """The elements RSS 2.0 and Atom 1.0 (RFC 4287) require, and their date formats."""
+    channel = etree.fromstring(rss).find("channel")
+    assert channel is not None
+    for name in ("title", "link", "description"):
+        assert channel.findtext(name), name
+    for item in channel.findall("item"):
+        assert item.findtext("title") and item.findtext("guid") and item.findtext("pubDate")
+    root = etree.fromstring(atom)
+    assert root.tag == f"{ATOM}feed"
+    for name in ("id", "title", "updated"):
+        assert root.findtext(f"{ATOM}{name}"), name
+    assert root.find(f"{ATOM}author/{ATOM}name") is not None
+    for entry in root.findall(f"{ATOM}entry"):
+        for name in ("id", "title", "updated"):
+            assert entry.findtext(f"{ATOM}{name}"), name
+        assert entry.find(f"{ATOM}content").get("type") == "html"
+        assert entry.findtext(f"{ATOM}updated").endswith("+00:00")
+
+
+chars = st.characters(blacklist_characters="\x00")  # NUL is refused at the door
+text = st.text(chars, max_size=60)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=text, hostname=st.text(chars, max_size=20), version=st.text(chars, max_size=10),
+       details=st.dictionaries(st.text(), st.one_of(st.text(), st.integers(), st.none()),
+                               max_size=3),
+       status=st.sampled_from(["ok", "warn", "fail"]))
+def test_any_report_yields_clean_feeds(homebase: Running, message: str, hostname: str,
+                                       version: str, details: dict[str, Any],
+                                       status: str) -> None:
+    post(homebase, event(WEB1, status, message=message, hostname=hostname, version=version,
+                         details=details))
+    rss = requests.get(homebase.url + "/feeds/web.rss", timeout=30).content
+    atom = requests.get(homebase.url + "/feeds/web.atom", timeout=30).content
+    for body in (rss, atom):
+        parsed = feedparser.parse(body)
+        assert parsed.bozo == 0, parsed.get("bozo_exception")
+        assert parsed.entries[0].title.startswith(status.upper() + " ")
+    _structure(rss, atom)
+    assert json.loads(json.dumps(details)) == details
