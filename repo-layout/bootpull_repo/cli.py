@@ -26,6 +26,7 @@ SUBCOMMANDS: list[str] = [
     "bootpull_repo.unassign",  # repo unassign MAC
     "bootpull_repo.release",  # repo release ROLE VERSION
     "bootpull_repo.publish",  # repo publish
+    "bootpull_repo.rotate",  # repo rotate-key ROLE
     "bootpull_repo.lint",  # repo lint [--rev REF]
     "bootpull_repo.show",  # repo show MAC
     "bootpull_repo.history",  # repo history MAC [--db PATH | --homebase URL]
