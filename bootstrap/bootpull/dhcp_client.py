@@ -201,13 +201,20 @@ def acquire(
                 if isinstance(answer, dhcp.Lease):
                     return answer
                 if answer == "nak":
-                    retry(f"NAK from {offer.server_id}", wait)
+                    # RFC 2131 §3.1.5: start over, after a pause so a NAK loop stays slow
+                    seen.add(f"NAK from {offer.server_id}")
+                    pause = wait_for(attempt)
+                    retry(f"NAK from {offer.server_id}", pause)
+                    stop.wait(pause)
                     break
                 if running():
                     retry("no ACK", wait)
     finally:
         link.close()
     took = time.monotonic() - started
+    if discovers == 0 and not stop.is_set():
+        raise DhcpFailed(f"the time limit ran out before the first DISCOVER on {iface} "
+                         "(a slow or busy machine): raise --timeout")
     reason = f"no lease after {took:.1f}s and {discovers} DISCOVER(s)"
     if seen.reasons:
         reason += f"; ignored: {seen.summary()}"

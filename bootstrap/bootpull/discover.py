@@ -271,9 +271,9 @@ def _learn_and_locate(
         return outcome
     outcome.lease = lease
     summary = f"lease {lease.ip}/{lease.prefix} from {lease.server_id}"
-    for code, problem in sorted(lease.problems.items()):
-        console.warn(f"dhcp {iface.name}: ignored {_option_name(code)}: {problem}")
-        summary += f"; ignored {_option_name(code)}: {problem}"
+    for _code, problem in sorted(lease.problems.items()):
+        console.warn(f"dhcp {iface.name}: ignored: {problem}")
+        summary += f"; ignored: {problem}"
     outcome.attempts.append(locate.Attempt("dhcp", locate.FOUND, summary))
     if stop.is_set():
         return outcome
@@ -300,10 +300,6 @@ def _learn_and_locate(
         if attempt.result == locate.FOUND:
             outcome.found = attempt
     return outcome
-
-
-def _option_name(code: int) -> str:
-    return "the BOOTP file/sname fields" if code == 0 else f"option {code}"
 
 
 def _report_from_lease(lease: dhcp.Lease) -> str | None:

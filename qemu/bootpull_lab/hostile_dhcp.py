@@ -2,8 +2,8 @@
 
 Run inside a lab namespace (see :meth:`bootpull_lab.netlab.Lab.hostile_dhcp`):
 
-    python -m bootpull_lab.hostile_dhcp --iface s1 --server-ip 10.77.1.1 \\
-        --offer-ip 10.77.1.77 --prefix 24 --case loop-119
+    python -m bootpull_lab.hostile_dhcp --serve s1:loop-119:10.77.1.1:10.77.1.77:24 \\
+        --serve s2:nak:10.77.2.1:10.77.2.77:24
 
 It answers DISCOVER with an OFFER and REQUEST with an ACK (or whatever the case
 says), built byte by byte so that the damage is exactly what the case names.
@@ -16,6 +16,7 @@ import argparse
 import select
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,27 @@ def build_reply(case: str, *, kind: int, xid: int, chaddr: bytes, server: IPv4Ad
     return header + dhcp.MAGIC_COOKIE + body
 
 
-def serve(iface: str, case: str, server: IPv4Address, offer: IPv4Address, prefix: int,
-          ready: Callable[[], None], max_seconds: float = 600.0) -> None:
+@dataclass(frozen=True)
+class Post:
+    """One interface the server answers on, and how."""
+
+    iface: str
+    case: str
+    server: IPv4Address
+    offer: IPv4Address
+    prefix: int
+
+    @classmethod
+    def parse(cls, text: str) -> Post:
+        """``IFACE:CASE:SERVER_IP:OFFER_IP:PREFIX``."""
+        iface, case, server, offer, prefix = text.split(":")
+        if case not in CASES:
+            raise ValueError(f"unknown case {case!r}")
+        return cls(iface, case, IPv4Address(server), IPv4Address(offer), int(prefix))
+
+
+def serve(posts: list[Post], ready: Callable[[], None], max_seconds: float = 900.0) -> None:
+    """Answer on every post's interface (one process, one socket each) until killed."""
     import time
 
     from scapy.arch.linux import L2Socket
@@ -109,43 +129,42 @@ def serve(iface: str, case: str, server: IPv4Address, offer: IPv4Address, prefix
     from scapy.layers.l2 import Ether
     from scapy.packet import Raw
 
-    sock: Any = L2Socket(iface=iface, type=0x0800)
+    sockets: dict[Any, Post] = {L2Socket(iface=p.iface, type=0x0800): p for p in posts}
     ready()
-    answered_garbage = False
+    answered_garbage: set[str] = set()
     end = time.monotonic() + max_seconds
     while time.monotonic() < end:
-        readable, _, _ = select.select([sock], [], [], 1.0)
-        if not readable:
-            continue
-        _cls, data, _ts = sock.recv_raw()
-        if not data:
-            continue
-        frame = Ether(data)
-        if UDP not in frame or frame[UDP].dport != 67:
-            continue
-        info = _request_info(bytes(frame[UDP].payload))
-        if info is None:
-            continue
-        xid, chaddr, kind = info
-        if kind not in (dhcp.DISCOVER, dhcp.REQUEST):
-            continue
-        if case == "garbage" and answered_garbage:
-            continue
-        answered_garbage = True
-        payload = build_reply(case, kind=kind, xid=xid, chaddr=chaddr, server=server,
-                              offer=offer, prefix=prefix)
-        mac = ":".join(f"{b:02x}" for b in chaddr)
-        sock.send(Ether(dst=mac) / IP(src=str(server), dst="255.255.255.255")
-                  / UDP(sport=67, dport=68) / Raw(load=payload))
+        readable, _, _ = select.select(list(sockets), [], [], 1.0)
+        for sock in readable:
+            post = sockets[sock]
+            _cls, data, _ts = sock.recv_raw()
+            if not data:
+                continue
+            frame = Ether(data)
+            if UDP not in frame or frame[UDP].dport != 67:
+                continue
+            info = _request_info(bytes(frame[UDP].payload))
+            if info is None:
+                continue
+            xid, chaddr, kind = info
+            if kind not in (dhcp.DISCOVER, dhcp.REQUEST):
+                continue
+            if post.case == "garbage":
+                if post.iface in answered_garbage:
+                    continue
+                answered_garbage.add(post.iface)
+            payload = build_reply(post.case, kind=kind, xid=xid, chaddr=chaddr,
+                                  server=post.server, offer=post.offer, prefix=post.prefix)
+            mac = ":".join(f"{b:02x}" for b in chaddr)
+            sock.send(Ether(dst=mac) / IP(src=str(post.server), dst="255.255.255.255")
+                      / UDP(sport=67, dport=68) / Raw(load=payload))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--iface", required=True)
-    parser.add_argument("--case", required=True, choices=sorted(CASES))
-    parser.add_argument("--server-ip", required=True, type=IPv4Address)
-    parser.add_argument("--offer-ip", required=True, type=IPv4Address)
-    parser.add_argument("--prefix", type=int, default=24)
+    parser.add_argument("--serve", action="append", required=True, type=Post.parse,
+                        metavar="IFACE:CASE:SERVER_IP:OFFER_IP:PREFIX",
+                        help=f"repeatable; cases: {', '.join(CASES)}")
     parser.add_argument("--ready", type=Path, help="touch this file once listening")
     args = parser.parse_args()
 
@@ -153,7 +172,7 @@ def main() -> None:
         if args.ready:
             args.ready.touch()
 
-    serve(args.iface, args.case, args.server_ip, args.offer_ip, args.prefix, ready)
+    serve(args.serve, ready)
 
 
 if __name__ == "__main__":

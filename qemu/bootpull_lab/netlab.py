@@ -270,24 +270,35 @@ class Lab:
 
     def hostile_dhcp(self, link: Link, case: str) -> subprocess.Popen[bytes]:
         """Start the malformed-reply server ``case`` on ``link``'s server end."""
+        return self.hostile_dhcp_many([(link, case)])
+
+    def hostile_dhcp_many(self, posts: Sequence[tuple[Link, str]]) -> subprocess.Popen[bytes]:
+        """One malformed-reply server process answering on several links (same server
+        namespace), each with its own case; see :data:`bootpull_lab.hostile_dhcp.CASES`."""
         from bootpull_lab.hostile_dhcp import CASES
 
-        if case not in CASES:
-            raise LabError(f"unknown hostile case {case!r}; known: {', '.join(CASES)}")
-        ready = self.dir / f"hostile-{case}.ready"
-        proc = link.server.popen(
-            [sys.executable, "-m", "bootpull_lab.hostile_dhcp", "--iface", link.server_if,
-             "--server-ip", str(link.server_ip), "--offer-ip", str(link.host(77)),
-             "--prefix", str(link.network.prefixlen), "--case", case, "--ready", str(ready)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not posts:
+            raise LabError("hostile_dhcp_many needs at least one (link, case)")
+        servers = {link.server for link, _ in posts}
+        if len(servers) != 1:
+            raise LabError("all links of one hostile server must share its namespace")
+        argv = [sys.executable, "-m", "bootpull_lab.hostile_dhcp"]
+        for link, case in posts:
+            if case not in CASES:
+                raise LabError(f"unknown hostile case {case!r}; known: {', '.join(CASES)}")
+            argv += ["--serve", f"{link.server_if}:{case}:{link.server_ip}:{link.host(77)}:"
+                                f"{link.network.prefixlen}"]
+        ready = self.dir / f"hostile-{len(self._procs)}.ready"
+        proc = posts[0][0].server.popen([*argv, "--ready", str(ready)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append(proc)
-        end = time.monotonic() + 30
+        end = time.monotonic() + 60
         while not ready.exists():
             if proc.poll() is not None:
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
                 raise LabError(f"hostile DHCP server exited ({proc.returncode}): {err}")
             if time.monotonic() > end:
-                raise LabError("hostile DHCP server did not start within 30s")
+                raise LabError("hostile DHCP server did not start within 60s")
             time.sleep(0.05)
         return proc
 
