@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
 from bootpull_lab import netlab
 from bootpull_lab.hostile_dhcp import CASES
 
