@@ -376,3 +376,15 @@ def test_trust_anchors_that_are_not_a_root_are_refused(signed_repo: SignedRepo,
                                                        tmp_path: Path) -> None:
     error = refused(signed_repo, MAC_WEB, tmp_path / "state", trust=b'{"not": "a root"}')
     assert "trust anchors" in error.what
+
+
+def test_image_build_time_file(tmp_path: Path) -> None:
+    from bootpull.trust import image_build_time
+
+    assert image_build_time(tmp_path / "absent") is None
+    (tmp_path / "t").write_text("1700000000\n")
+    assert image_build_time(tmp_path / "t") == datetime.fromtimestamp(1700000000, UTC)
+    (tmp_path / "t").write_text("2026-11-01T00:00:00Z")
+    assert image_build_time(tmp_path / "t") == datetime(2026, 11, 1, tzinfo=UTC)
+    (tmp_path / "t").write_text("yesterday")
+    assert image_build_time(tmp_path / "t") is None

@@ -34,6 +34,7 @@ from bootpull.trust import (
     SignedFile,
     Verifier,
     head_target,
+    image_build_time,
     release_target,
 )
 
@@ -71,8 +72,17 @@ def pull(
     build_time: datetime | None = None,
     branch: str = DEFAULT_BRANCH,
 ) -> PullResult:
-    """Fetch and verify what ``mac`` gets; raise VerifyError (exit 12) on any mismatch."""
+    """Fetch and verify what ``mac`` gets; raise VerifyError (exit 12) on any mismatch.
+
+    ``now`` is the node's clock (default: the system clock) and ``build_time`` the
+    image's build time (default: :data:`bootpull.trust.BUILD_TIME_FILE`); expiry is
+    judged at the latest of these and the last good time stored in the state dir.
+    Raises :class:`~bootpull.errors.ExpiredMetadata` for expired metadata (boot the
+    last-known-good), :class:`~bootpull.errors.FetchError` from the remote.
+    """
     del counters  # the remote counts its own retries; verification never retries
+    if build_time is None:
+        build_time = image_build_time()
     verifier = Verifier(trust_root, state_dir, now=now, build_time=build_time)
     for _hop in range(2):  # bootpull.toml may name another deploy branch, once
         with console.step(f"fetch deploy branch {branch}") as step:

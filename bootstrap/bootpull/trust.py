@@ -149,6 +149,30 @@ def save_floor(state_dir: Path, floor: Floor) -> None:
         os.close(dir_fd)
 
 
+BUILD_TIME_FILE = Path("/etc/bootpull/build-time")
+
+
+def image_build_time(path: Path = BUILD_TIME_FILE) -> datetime | None:
+    """The image's build time: ``path`` holds seconds since the epoch or RFC 3339.
+
+    None when the file is absent or unreadable (the clock floor then rests on the
+    last good time alone).
+    """
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        return datetime.fromtimestamp(int(text), UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def reference_time(now: datetime | None, build_time: datetime | None,
                    floor: Floor) -> datetime:
     """The clock to judge expiry by: never earlier than the build or the last good time."""
