@@ -31,6 +31,7 @@ fsync per group, not per event.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import queue
@@ -282,18 +283,21 @@ class EventStore:
                     try:
                         results.append(self._append(conn, batch, received))
                         conn.execute("RELEASE batch")
-                    except sqlite3.Error as exc:
+                    except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+                        # This request only: the others in the group go on.
                         conn.execute("ROLLBACK TO batch")
                         conn.execute("RELEASE batch")
                         results.append(StoreError("the events could not be stored",
-                                                  why=str(exc)))
+                                                  why=f"{type(exc).__name__}: {exc}"))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _rollback(conn)
                 failed = StoreError("the events could not be stored", why=str(exc),
                                     hint="check the disk holding the database; retry later")
                 return [failed for _ in batches]
+            except BaseException:
+                _rollback(conn)
+                raise
             return results
 
     def _append(
@@ -453,6 +457,12 @@ class EventStore:
                 conn.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.Error as exc:
             raise StoreError("the event database does not answer", why=str(exc)) from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _verifies(event: dict[str, Any]) -> bool:

@@ -1,0 +1,170 @@
+"""The event store, admission control and drift: pure logic over a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import requests
+from bootpull.mac import Mac
+from bootpull_homebase.admission import TokenBucket
+from bootpull_homebase.drift import FixedIntents, Intent, find_drift
+from bootpull_homebase.repoview import RepoView
+from bootpull_homebase.server import Running
+from bootpull_homebase.store import EventStore, FixedDeadlines, StoreError
+from homebase_fixtures import DB1, WEB1, WEB2, FakeClock, event, git
+
+HEAD_COMMIT = "a" * 40
+OLD_COMMIT = "b" * 40
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> EventStore:
+    return EventStore(tmp_path / "events.db", clock=clock,
+                      deadlines=FixedDeadlines(100.0, {"db": 1000.0}))
+
+
+def test_events_are_append_only(store: EventStore, tmp_path: Path) -> None:
+    store.append([event(WEB1)])
+    db = sqlite3.connect(tmp_path / "events.db")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("DELETE FROM events")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("UPDATE events SET status = 'fail'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("DELETE FROM transitions")
+    db.close()
+    assert store.count() == 1
+
+
+def test_a_failing_batch_stores_nothing_and_spares_the_others(store: EventStore) -> None:
+    broken = [event(WEB1, message="fine"), {"node": str(WEB2)}]  # no role, status...: KeyError
+    good = [event(WEB2, message="other request")]
+    failed, stored = store.append_many([broken, good])
+    assert isinstance(failed, StoreError) and "KeyError" in failed.why
+    assert not isinstance(stored, StoreError) and stored.accepted == 1
+    assert [e.event["message"] for e in store.events_for(WEB2)] == ["other request"]
+    assert store.events_for(WEB1) == []
+    assert store.node(WEB1) is None
+    again = store.append_many([[event(WEB1, message="later")]])[0]  # not left in a transaction
+    assert not isinstance(again, StoreError) and again.accepted == 1
+
+
+def test_status_changes_and_repeats(store: EventStore, clock: FakeClock) -> None:
+    store.append([event(WEB1, message="a")])
+    t0 = clock.now
+    clock.advance(10)
+    store.append([event(WEB1, message="b")])
+    node = store.node(WEB1)
+    assert node is not None and node.status == "OK"
+    assert node.last_change == t0 and node.last_report == t0 + 10
+    assert node.change["message"] == "a" and node.last["message"] == "b"
+    clock.advance(10)
+    store.append([event(WEB1, "warn", message="c")])
+    node = store.node(WEB1)
+    assert node is not None and (node.status, node.last_change) == ("WARN", t0 + 20)
+    assert [t.status for t in store.transitions_for(WEB1)] == ["WARN", "OK"]
+
+
+def test_silent_overlay_and_its_record(store: EventStore, clock: FakeClock) -> None:
+    store.append([event(WEB1), event(DB1, role="db")])
+    t0 = clock.now
+    clock.advance(100)
+    assert store.node(WEB1).status == "OK"  # type: ignore[union-attr]
+    clock.advance(1)
+    web = store.node(WEB1)
+    assert web is not None and web.status == "SILENT" and web.last_change == t0 + 100
+    assert store.node(DB1).status == "OK"  # type: ignore[union-attr]
+    assert [t.status for t in store.transitions_for(WEB1)] == ["OK"]  # not written yet
+    clock.advance(50)
+    store.append([event(WEB1, message="back")])
+    assert [(t.status, t.at) for t in store.transitions_for(WEB1)] == [
+        ("OK", t0 + 151), ("SILENT", t0 + 100), ("OK", t0)]
+
+
+def test_events_for_is_the_admin_api(store: EventStore, tmp_path: Path) -> None:
+    store.append([event(WEB1, message=str(i)) for i in range(5)])
+    store.close()
+    reopened = EventStore(tmp_path / "events.db")
+    assert [e.event["message"] for e in reopened.events_for(WEB1.colons)] == list("01234")
+    assert [e.event["message"] for e in reopened.events_for(WEB1, limit=2)] == ["3", "4"]
+    assert reopened.events_for(WEB2) == []
+
+
+def test_store_error_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreError) as caught:
+        EventStore(tmp_path / "file" / "events.db")
+    assert "--db" in caught.value.hint
+
+
+def test_token_bucket() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=10, burst=20, clock=lambda: now[0])
+    assert bucket.take(20) == 0
+    wait = bucket.take(5)
+    assert wait == pytest.approx(0.5)
+    assert TokenBucket.retry_after(wait) == 1
+    now[0] += 0.5
+    assert bucket.take(5) == 0
+    assert bucket.take(1000) == pytest.approx(2.0)  # capped at the burst: it can ever fit
+    with pytest.raises(ValueError, match="rate"):
+        TokenBucket(rate=0, burst=1)
+
+
+def test_drift_reasons(store: EventStore) -> None:
+    store.append([
+        event(WEB1, version="head-aaaaaaa", commit=HEAD_COMMIT),
+        event(WEB2, version="1.0", commit=OLD_COMMIT),
+        event(DB1, role="web", commit=HEAD_COMMIT),
+        event(Mac.parse("52:54:00:00:00:09"), role="web"),
+    ])
+    store.append([event(WEB1, "warn", version="head-aaaaaaa", commit=HEAD_COMMIT,
+                        details={"files_changed": ["etc/app.conf"]})])
+    store.append([event(WEB1, version="head-aaaaaaa", commit=HEAD_COMMIT,
+                        message="heartbeat")])
+    intents = FixedIntents({
+        str(WEB1): Intent("web", None, HEAD_COMMIT, "hosts/web1.toml"),
+        str(WEB2): Intent("web", "1.1", "c" * 40, "hosts/web2.toml"),
+        str(DB1): Intent("db", None, HEAD_COMMIT, "hosts/db1.toml"),
+    })
+    drift = {d.node.mac: d.reasons for d in find_drift(store.nodes(), intents)}
+    assert drift[str(WEB1)] == ("1 installed file(s) changed: etc/app.conf",)
+    assert any("pinned to '1.1'" in r for r in drift[str(WEB2)])
+    assert any("should run cccccccccccc" in r for r in drift[str(WEB2)])
+    assert any("the repository says 'db'" in r for r in drift[str(DB1)])
+    assert any("assigns it none" in r for r in drift["52-54-00-00-00-09"])
+    store.append([event(WEB1, version="head-aaaaaaa", commit=HEAD_COMMIT,
+                        details={"files_changed": [], "verify": "ok"})])
+    assert str(WEB1) not in {d.node.mac for d in find_drift(store.nodes(), intents)}
+
+
+def test_repo_view_reads_intent_and_deadlines(deploy_repo: Path) -> None:
+    view = RepoView(deploy_repo, default_deadline=77, role_deadlines={"db": 33, "x": 44})
+    head = git(deploy_repo, "rev-parse", "HEAD")
+    tagged = git(deploy_repo, "rev-parse", "role/web/1.0^{commit}")
+    assert view.intent_for(WEB1) == Intent("web", None, head, f"hosts/{WEB1}.toml")
+    assert view.intent_for(WEB2) == Intent("web", "1.0", tagged, f"hosts/{WEB2}.toml")
+    assert view.intent_for(Mac.parse("02:00:00:00:00:01")) == Intent(
+        "", None, None, "(not assigned)")
+    assert view.for_role("web") == 120  # role.toml
+    assert view.for_role("db") == 33  # --silent-after-role
+    assert view.for_role("other") == 600  # bootpull.toml
+    assert RepoView(deploy_repo / ".git", default_deadline=5).for_role("x") == 600
+
+
+def test_drift_api_and_page(homebase: Running, deploy_repo: Path) -> None:
+    head = git(deploy_repo, "rev-parse", "HEAD")
+    tagged = git(deploy_repo, "rev-parse", "role/web/1.0^{commit}")
+    requests.post(homebase.url + "/api/v1/events", timeout=30, json=[
+        event(WEB1, version="head", commit=head, hostname="web-1"),
+        event(WEB2, version="1.0", commit=tagged, hostname="web-2"),
+        event(DB1, role="db", commit=tagged, hostname="db-1"),
+    ]).raise_for_status()
+    drift = requests.get(homebase.url + "/api/v1/drift", timeout=30).json()["drift"]
+    assert [d["node"] for d in drift] == [str(DB1)]
+    assert drift[0]["intended"]["commit"] == head
+    assert "should run" in drift[0]["reasons"][0]
+    page = requests.get(homebase.url + "/", timeout=30).text
+    assert 'class="drift"' in page and "db-1" in page
