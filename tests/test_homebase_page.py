@@ -1,0 +1,80 @@
+"""The status page in a real headless Chromium: nodes and statuses appear; screenshot kept."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from bootpull.mac import Mac
+from bootpull_homebase.server import Running
+from homebase_fixtures import DB1, WEB1, WEB2, FakeClock, event
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+         *extra, url],
+        capture_output=True, text=True, timeout=180, check=False)
+
+
+def populate(hb: Running, clock: FakeClock) -> None:
+    quiet = Mac.parse("52:54:00:00:00:0a")
+    requests.post(hb.url + "/api/v1/events", timeout=30, json=[
+        event(quiet, hostname="web-quiet")]).raise_for_status()
+    clock.advance(200)  # web-quiet passes web's 120 s deadline
+    requests.post(hb.url + "/api/v1/events", timeout=30, json=[
+        event(WEB1, hostname="web-1", counters={"retries": 3}),
+        event(WEB2, "warn", hostname="web-2", message="slow health check",
+              counters={"restarts": 1}),
+        event(DB1, "fail", role="db", hostname="db-1", message="disk full",
+              counters={"fallbacks": 2}),
+    ]).raise_for_status()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (bash .ci/setup --test)")
+def test_status_page_in_headless_chromium(homebase: Running, clock: FakeClock,
+                                          tmp_path: Path) -> None:
+    populate(homebase, clock)
+    url = homebase.url + "/"
+    dom = chromium(url, tmp_path / "profile1", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    for host, status in (("web-1", "OK"), ("web-2", "WARN"), ("db-1", "FAIL"),
+                         ("web-quiet", "SILENT")):
+        row = html[html.index(host) - 400:html.index(host)]
+        assert f'class="st {status}"' in row, (host, status)
+    assert 'http-equiv="refresh"' in html
+    assert "src=" not in html and "<script" not in html and 'rel="stylesheet"' not in html
+    assert f'href="/nodes/{WEB1}"' in html
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "homebase-status-page.png"
+    shot.unlink(missing_ok=True)
+    done = chromium(url, tmp_path / "profile2", f"--screenshot={shot}",
+                    "--window-size=1280,700", "--hide-scrollbars")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.stat().st_size > 5000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_status_page_html(homebase: Running, clock: FakeClock) -> None:
+    """The same page without a browser: every node, counters and links to history."""
+    populate(homebase, clock)
+    page = requests.get(homebase.url + "/", timeout=30)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    text = page.text
+    assert "1 OK, 1 WARN, 1 FAIL, 1 SILENT" in text
+    assert "<td>3</td>" in text and "disk full" in text
+    assert text.index("db-1") < text.index("web-quiet") < text.index("web-2") < text.index(
+        "web-1"), "worst first: FAIL, SILENT, WARN, OK"
+    history = requests.get(f"{homebase.url}/nodes/{DB1}", timeout=30)
+    assert history.status_code == 200 and "disk full" in history.text
