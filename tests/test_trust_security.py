@@ -39,8 +39,9 @@ class RewritingTree:
     """A TreeReader that serves other bytes (or another path's bytes) for some paths."""
 
     def __init__(self, inner: StoreTree, *, swap_prefix: tuple[str, str] | None = None,
-                 replace: dict[str, bytes] | None = None) -> None:
+                 replace: dict[str, bytes] | None = None, hide: tuple[str, ...] = ()) -> None:
         self.inner = inner
+        self.hide = hide
         self.swap = swap_prefix
         self.replace = replace or {}
 
@@ -54,6 +55,8 @@ class RewritingTree:
         return path
 
     def read(self, path: str) -> bytes | None:
+        if path in self.hide:
+            return None
         if path in self.replace:
             return self.replace[path]
         return self.inner.read(self._source(path))
@@ -272,6 +275,17 @@ def test_old_metadata_with_new_content_is_refused(signed_repo: SignedRepo,
     signed_repo.git("checkout", "-q", old_meta, "--", ".bootpull/metadata")
     signed_repo.commit("metadata from before")
     refused(signed_repo, MAC_WEB, tmp_path / "state")
+
+
+def test_hiding_the_host_file_to_get_the_default_is_refused(signed_repo: SignedRepo,
+                                                             tmp_path: Path) -> None:
+    signed_repo.write("hosts/default.toml", b'role = "db"\n')
+    signed_repo.commit("a default")
+    signed_repo.publish()
+    remote = RewritingRemote(signed_repo, hide=(f"hosts/{MAC_WEB.canonical}.toml",))
+    error = refused(remote, MAC_WEB, tmp_path / "state", trust=signed_repo.trust)
+    assert f"hosts/{MAC_WEB.canonical}.toml is signed but missing from the commit" \
+        in error.what
 
 
 # -- rollback ---------------------------------------------------------------------
