@@ -144,3 +144,20 @@ def test_deploy_branch_named_in_bootpull_toml_is_followed(signed_repo: SignedRep
     assert result.branch == "production"
     assert dict((f.path, f.data) for f in result.bundle.files)["schema.sql"] == \
         b"create table u (y int);\n"
+
+
+def test_verify_modules_and_repo_help_import_no_heavy_library() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import bootpull.pull, bootpull.trust, bootpull.layout, bootpull.localgit\n"
+        "from bootpull.cli import build_group_parser\n"
+        "build_group_parser('repo').format_help()\n"
+        "heavy = {'tuf', 'dulwich', 'securesystemslib', 'cryptography'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.strip()
+    assert out == "[]"
