@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bootpull import layout
-from bootpull.bundle import MODE_EXEC, MODE_SYMLINK, BundleFile, Limits, RoleSpec, TreeReader
-from bootpull.errors import BootpullError, InstallError
+from bootpull.bundle import MODE_EXEC, MODE_SYMLINK, BundleFile, Limits, TreeReader
+from bootpull.errors import BootpullError, InstallError, UsageError
 from bootpull.layout import Problem, Report
 from bootpull.mac import Mac, MacError
 
@@ -54,7 +54,7 @@ def lint_tree(tree: TreeReader, *, tags: set[str] | None = None,
     report.problems = [p for p in report.problems
                        if not (p.line == 0 and p.file in duplicates)]
     report.extend(duplicates.values())
-    report.extend(_missing_roles_of_broken_hosts(tree))
+    report.extend(_refs_of_broken_hosts(tree, tags))
     for role in _role_names(tree):
         report.extend(check_role(tree, role, limits))
     if release is not None and tags is not None:
@@ -125,8 +125,12 @@ def _duplicate_hosts(tree: TreeReader) -> dict[str, Problem]:
     return out
 
 
-def _missing_roles_of_broken_hosts(tree: TreeReader) -> list[Problem]:
-    """A missing role, for host files the validator stopped at because of other problems."""
+def _refs_of_broken_hosts(tree: TreeReader, tags: set[str] | None) -> list[Problem]:
+    """A missing role or release tag, for host files the validator stopped at early.
+
+    :func:`bootpull.layout.validate_tree` checks what a host file names only when the
+    file has no other problem; lint reports everything in one pass.
+    """
     import tomllib
 
     roles = set(_role_names(tree))
@@ -138,15 +142,27 @@ def _missing_roles_of_broken_hosts(tree: TreeReader) -> list[Problem]:
         if layout.parse_host(data, entry.path)[0] is not None:
             continue  # parsed: validate_tree checked its role already
         try:
-            role = tomllib.loads(data.decode("utf-8")).get("role")
+            doc = tomllib.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError):
             continue
-        if isinstance(role, str) and layout.check_role_name(role) is None and role not in roles:
-            text = data.decode("utf-8")
+        role = doc.get("role")
+        if not isinstance(role, str) or layout.check_role_name(role) is not None:
+            continue
+        text = data.decode("utf-8")
+        if role not in roles:
             out.append(Problem(
                 entry.path, layout.key_line(text, "role"), f"role {role!r} does not exist",
                 f"create roles/{role}/role.toml ('bootpull repo role new {role}'), or assign "
                 "an existing role"))
+        version = doc.get("version")
+        if (tags is not None and isinstance(version, str)
+                and layout.check_version(version) is None
+                and layout.release_tag(role, version) not in tags):
+            tag = layout.release_tag(role, version)
+            out.append(Problem(
+                entry.path, layout.key_line(text, "version"), f"there is no release tag {tag}",
+                f"run 'bootpull repo release {role} {version}', or remove the version to "
+                "follow the deploy branch"))
     return out
 
 
@@ -199,18 +215,47 @@ def check_role(tree: TreeReader, role: str, limits: Limits) -> list[Problem]:
                                 exc.hint or "rename or remove that file"))
     if role_toml is None:
         return problems
-    spec, parse_problems = layout.parse_role(role_toml, role, path)
-    if spec is not None and not parse_problems:
-        problems += _check_commands(spec, role_toml.decode("utf-8", "replace"), path, modes)
+    text = role_toml.decode("utf-8", "replace")
+    problems += _check_commands(role, _argvs(text), text, path, modes)
     return problems
 
 
-def _check_commands(spec: RoleSpec, text: str, path: str, modes: dict[str, int]
+Argvs = list[tuple[tuple[str, ...], tuple[str, ...]]]
+
+
+def _argvs(text: str) -> Argvs:
+    """Every well-formed argv of a role.toml (also when other keys have problems)."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return []
+
+    def argv(value: Any) -> tuple[str, ...] | None:
+        if isinstance(value, list) and value and all(isinstance(a, str) for a in value) \
+                and value[0]:
+            return tuple(value)
+        return None
+
+    def table(name: str) -> dict[str, Any]:
+        value = doc.get(name)
+        return value if isinstance(value, dict) else {}
+
+    out: Argvs = []
+    if (run := argv(table("run").get("command"))) is not None:
+        out.append((("run", "command"), run))
+    hooks = table("install").get("hooks")
+    for hook in hooks if isinstance(hooks, list) else []:
+        if (found := argv(hook)) is not None:
+            out.append((("install", "hooks"), found))
+    if (health := argv(table("health").get("command"))) is not None:
+        out.append((("health", "command"), health))
+    return out
+
+
+def _check_commands(role: str, argvs: Argvs, text: str, path: str, modes: dict[str, int]
                     ) -> list[Problem]:
-    argvs: list[tuple[tuple[str, ...], tuple[str, ...]]] = [(("run", "command"), spec.command)]
-    argvs += [(("install", "hooks"), hook) for hook in spec.hooks]
-    if spec.health is not None:
-        argvs.append((("health", "command"), spec.health.command))
     problems = []
     for keys, argv in argvs:
         program = argv[0]
@@ -229,7 +274,7 @@ def _check_commands(spec: RoleSpec, text: str, path: str, modes: dict[str, int]
             problems.append(Problem(
                 path, layout.key_line(text, *keys),
                 f"{label} runs {program!r}, which is not executable",
-                f"chmod +x roles/{spec.name}/files/{name} and commit it (git keeps the mode)"))
+                f"chmod +x roles/{role}/files/{name} and commit it (git keeps the mode)"))
     return problems
 
 
@@ -299,7 +344,17 @@ def lint_repo(root: Path, *, rev: str | None = None) -> Report:
             except BootpullError:
                 return None
 
-        tree: TreeReader = remote.snapshot(rev) if rev is not None else WorkTree(root)
+        tree: TreeReader
+        if rev is None:
+            tree = WorkTree(root)
+        else:
+            from bootpull_repo.gitcli import Git
+
+            commit = Git(root).rev(rev)
+            if commit is None:
+                raise UsageError(f"the repository has no commit {rev!r}",
+                                 hint="give a branch, a tag or a commit id, as in --rev HEAD")
+            tree = remote.snapshot(commit)
         return lint_tree(tree, tags=tags, release=release)
     finally:
         remote.close()
