@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 
 from bootpull import layout
-from bootpull.bundle import HealthSpec
+from bootpull.bundle import HealthSpec, TreeEntry
 from bootpull.errors import LayoutError, NotAssignedError
 from bootpull.mac import Mac
 from hypothesis import given
@@ -312,3 +312,94 @@ def test_role_and_host_parsers_report_instead_of_crashing(entries: list[tuple[st
         assert (value is None) == bool(problems)
         for problem in problems:
             assert problem.what and problem.fix
+
+
+# -- the whole tree ---------------------------------------------------------------
+
+
+class DictTree:
+    """A named fake TreeReader: a commit held in a dict of path → bytes."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    @property
+    def commit(self) -> str:
+        return "0" * 40
+
+    def read(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+    def list(self, prefix: str) -> list[TreeEntry]:
+        return [TreeEntry(p, 0o100644, "0" * 40) for p in sorted(self.files)
+                if p.startswith(prefix.rstrip("/") + "/")]
+
+    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+        return {p: self.files[p] for p in paths if p in self.files}
+
+
+GOOD_ROLE = b'format = 1\ndescription = "d"\n[run]\ncommand = ["./x"]\n'
+
+
+def test_validate_tree_reports_every_file() -> None:
+    tree = DictTree({
+        "bootpull.toml": b"format = 1\n",
+        "hosts/52-54-00-12-34-56.toml": b'role = "web"\nversion = "2.0"\n',
+        "hosts/52-54-00-12-34-57.toml": b'role = "ghost"\n',
+        "hosts/52:54:00:12:34:58.toml": b'role = "web"\n',
+        "hosts/.gitkeep": b"",
+        "roles/web/role.toml": GOOD_ROLE,
+        "roles/web/files/x": b"#!/bin/sh\n",
+        "roles/broken/role.toml": b'format = 1\n[run]\ncommand = "x"\n',
+        "roles/empty/files/a": b"",
+    })
+    report = layout.validate_tree(tree, tags={"role/web/1.0"})
+    got = [str(p) for p in report.problems]
+    assert not report.ok
+    assert any(p.startswith("hosts/52-54-00-12-34-56.toml:2: there is no release tag "
+                            "role/web/2.0") for p in got)
+    assert any(p.startswith("hosts/52-54-00-12-34-57.toml:1: role 'ghost' does not exist")
+               for p in got)
+    assert any("hosts/52:54:00:12:34:58.toml: host file name" in p for p in got)
+    assert any(p.startswith("roles/broken/role.toml:1: 'description' is missing") for p in got)
+    assert any(p.startswith("roles/broken/role.toml:3: 'run.command' must be") for p in got)
+    assert any(p.startswith("roles/empty: has no role.toml") for p in got)
+    assert len(got) == 6, got
+    assert layout.validate_tree(DictTree({"bootpull.toml": b"format = 1\n",
+                                          "roles/web/role.toml": GOOD_ROLE})).ok
+
+
+macs = st.binary(min_size=6, max_size=6).map(Mac)
+
+
+@given(mac=macs, notation=st.sampled_from(["canonical", "colons", "dots", "bare"]),
+       upper=st.booleans())
+def test_any_notation_selects_the_canonical_host_file(mac: Mac, notation: str,
+                                                      upper: bool) -> None:
+    hexes = mac.octets.hex()
+    text = {"canonical": mac.canonical, "colons": mac.colons,
+            "dots": f"{hexes[:4]}.{hexes[4:8]}.{hexes[8:]}", "bare": hexes}[notation]
+    parsed = Mac.parse(text.upper() if upper else text)
+    assert layout.host_file(parsed) == f"hosts/{mac.canonical}.toml"
+    assert layout.host_path_problem(layout.host_file(parsed)) is None
+    assert layout.select(parsed, b'role = "r"\n', None).source == layout.host_file(mac)
+
+
+@given(role=names, version=st.none() | st.from_regex(r"[0-9][0-9a-z.]{0,6}", fullmatch=True)
+       .filter(lambda v: ".." not in v and not v.endswith(".lock")),
+       had_version=st.booleans(), variables=st.dictionaries(var_names, safe_text, max_size=3))
+def test_assign_render_sets_role_and_version_and_keeps_the_rest(
+        role: str, version: str | None, had_version: bool, variables: dict[str, str]) -> None:
+    from bootpull_repo.assign import render
+
+    lines = ["# my node", 'role = "old"', 'hostname = "h-1"']
+    if had_version:
+        lines.append('version = "0.1"')
+    lines.append("[vars]")
+    lines += [f"{k} = {toml_str(v)}" for k, v in variables.items()]
+    text = render("\n".join(lines) + "\n", MAC, role, version)
+    assignment, problems = layout.parse_host(text.encode(), HOST)
+    assert problems == [] and assignment is not None
+    assert (assignment.role, assignment.version, assignment.hostname) == (role, version, "h-1")
+    assert assignment.vars == variables
+    assert text.startswith("# my node\n")
