@@ -1,0 +1,196 @@
+"""The locate sources (bootpull.locate) over typed leases, with named DNS fakes."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+import pytest
+from bootpull import dhcp, locate
+from bootpull.cmdline import parse
+
+
+def make_lease(**kw: object) -> dhcp.Lease:
+    base: dict[str, object] = dict(xid=1, ip=IPv4Address("10.0.0.50"),
+                                   server_id=IPv4Address("10.0.0.1"), prefix=24)
+    base.update(kw)
+    return dhcp.Lease(**base)  # type: ignore[arg-type]
+
+
+DNS_LEASE = dict(domain="lab.test", dns_servers=(IPv4Address("10.0.0.1"),))
+
+
+@dataclass
+class FixedDns:
+    """Answers from fixed tables, and records every question."""
+
+    srv_records: dict[str, list[tuple[int, int, int, str]]] = field(default_factory=dict)
+    txt_records: dict[str, list[list[bytes]]] = field(default_factory=dict)
+    a_records: dict[str, list[str]] = field(default_factory=dict)
+    asked: list[tuple[str, str]] = field(default_factory=list)
+
+    def srv(self, name: str) -> list[tuple[int, int, int, str]]:
+        self.asked.append(("SRV", name))
+        return self.srv_records.get(name, [])
+
+    def txt(self, name: str) -> list[list[bytes]]:
+        self.asked.append(("TXT", name))
+        return self.txt_records.get(name, [])
+
+    def addresses(self, name: str) -> list[str]:
+        self.asked.append(("A", name))
+        return self.a_records.get(name, [])
+
+
+class EmptyDns(FixedDns):
+    """Every name is unknown (NXDOMAIN)."""
+
+
+class BrokenDns:
+    """Every question times out."""
+
+    def srv(self, name: str) -> list[tuple[int, int, int, str]]:
+        raise locate.DnsFailure(f"SRV {name} via 10.0.0.1: Timeout")
+
+    def txt(self, name: str) -> list[list[bytes]]:
+        raise locate.DnsFailure(f"TXT {name} via 10.0.0.1: Timeout")
+
+    def addresses(self, name: str) -> list[str]:
+        raise locate.DnsFailure(f"A {name} via 10.0.0.1: Timeout")
+
+
+# -- cmdline ---------------------------------------------------------------------------
+
+
+def test_cmdline() -> None:
+    assert locate.from_cmdline({}).result == locate.NOT_HERE
+    found = locate.from_cmdline(parse("quiet bootpull.repo=http://h/r.git "
+                                      "bootpull.report=http://h/ev"))
+    assert (found.result, found.url, found.report_url) == ("found", "http://h/r.git",
+                                                            "http://h/ev")
+    bad = locate.from_cmdline(parse("bootpull.repo=ftp://h/r.git"))
+    assert bad.result == locate.FAILED and "not an http:// or https:// URL" in bad.reason
+
+
+# -- DHCP ------------------------------------------------------------------------------
+
+
+def test_dhcp_43() -> None:
+    assert locate.from_dhcp_43(make_lease()).reason == "no option 43 in the lease"
+    other = locate.from_dhcp_43(make_lease(vendor={7: b"x"}))
+    assert other.result == locate.NOT_HERE and "no sub-option 1" in other.reason
+    ok = locate.from_dhcp_43(make_lease(vendor={1: b"https://h/r.git", 2: b"http://h/e"}))
+    assert (ok.result, ok.url, ok.report_url) == ("found", "https://h/r.git", "http://h/e")
+    bad_report = locate.from_dhcp_43(make_lease(vendor={1: b"https://h/r.git", 2: b"junk"}))
+    assert bad_report.result == locate.FOUND and bad_report.report_url is None
+    not_url = locate.from_dhcp_43(make_lease(vendor={1: b"tftp://h/x"}))
+    assert not_url.result == locate.FAILED
+    broken = locate.from_dhcp_43(make_lease(problems={43: "option 43: sub-option 1 says..."}))
+    assert broken.result == locate.FAILED and broken.reason.startswith("option 43")
+
+
+def test_dhcp_67_reads_option_then_file_field() -> None:
+    dnsmasq = locate.from_dhcp_67(make_lease(bootfile="http://h/r.git"))
+    assert (dnsmasq.result, dnsmasq.url, dnsmasq.reason) == ("found", "http://h/r.git",
+                                                             "option 67")
+    qemu = locate.from_dhcp_67(make_lease(file="https://h/q.git"))
+    assert (qemu.url, qemu.reason) == ("https://h/q.git", "the BOOTP file field")
+    pxe = locate.from_dhcp_67(make_lease(bootfile="pxelinux.0", file="http://h/f.git"))
+    assert pxe.url == "http://h/f.git"
+    nothing = locate.from_dhcp_67(make_lease(bootfile="pxelinux.0"))
+    assert nothing.result == locate.NOT_HERE
+    assert "'pxelinux.0' is not an http:// or https:// URL" in nothing.reason
+    broken = locate.from_dhcp_67(make_lease(problems={67: "option 67 (bootfile) is not UTF-8"}))
+    assert broken.result == locate.FAILED
+
+
+# -- DNS -------------------------------------------------------------------------------
+
+
+def test_srv_with_txt_path() -> None:
+    dns = FixedDns(srv_records={"_bootpull._tcp.lab.test": [(10, 0, 8080, "git.lab.test")]},
+                   txt_records={"_bootpull._tcp.lab.test": [[b"txtvers=1", b"path=/r.git"]]})
+    got = locate.from_dns_srv(make_lease(**DNS_LEASE), dns)
+    assert (got.result, got.url) == ("found", "http://git.lab.test:8080/r.git")
+    assert dns.asked == [("SRV", "_bootpull._tcp.lab.test"), ("TXT", "_bootpull._tcp.lab.test")]
+
+
+def test_srv_without_txt_uses_root_path() -> None:
+    dns = FixedDns(srv_records={"_bootpull._tcp.lab.test": [(0, 0, 80, "git.lab.test.")]})
+    got = locate.from_dns_srv(make_lease(**DNS_LEASE), dns)
+    assert got.url == "http://git.lab.test:80/"
+
+
+def test_srv_dot_target_means_no_service() -> None:
+    dns = FixedDns(srv_records={"_bootpull._tcp.lab.test": [(0, 0, 0, ".")]})
+    assert locate.from_dns_srv(make_lease(**DNS_LEASE), dns).result == locate.NOT_HERE
+
+
+def test_srv_hostile_target_and_path() -> None:
+    bad_target = FixedDns(srv_records={"_bootpull._tcp.lab.test": [(0, 0, 80, "a b")]})
+    assert locate.from_dns_srv(make_lease(**DNS_LEASE), bad_target).result == locate.FAILED
+    bad_path = FixedDns(srv_records={"_bootpull._tcp.lab.test": [(0, 0, 80, "h.test")]},
+                        txt_records={"_bootpull._tcp.lab.test": [[b"path=r.git"]]})
+    got = locate.from_dns_srv(make_lease(**DNS_LEASE), bad_path)
+    assert got.result == locate.FAILED and "must start with /" in got.reason
+    bad_utf8 = FixedDns(srv_records={"_bootpull._tcp.lab.test": [(0, 0, 80, "h.test")]},
+                        txt_records={"_bootpull._tcp.lab.test": [[b"path=/\xff"]]})
+    assert locate.from_dns_srv(make_lease(**DNS_LEASE), bad_utf8).result == locate.FAILED
+
+
+def test_dns_sources_need_a_domain_and_servers() -> None:
+    no_domain = locate.from_dns_srv(make_lease(dns_servers=(IPv4Address("10.0.0.1"),)),
+                                    EmptyDns())
+    assert no_domain.reason == "the lease has no domain (option 15 or 119)"
+    loop = make_lease(dns_servers=(IPv4Address("10.0.0.1"),),
+                      problems={119: "option 119: pointer at offset 4 ... compression loop"})
+    got = locate.from_well_known(loop, EmptyDns())
+    assert got.result == locate.FAILED and "compression loop" in got.reason
+    no_servers = locate.from_dns_srv(make_lease(domain="lab.test"), EmptyDns())
+    assert no_servers.reason == "the lease has no DNS servers (option 6)"
+    from_119 = locate.from_well_known(
+        make_lease(search=("x.test",), dns_servers=(IPv4Address("10.0.0.1"),)),
+        FixedDns(a_records={"bootpull.x.test": ["10.0.0.7"]}))
+    assert from_119.url == "http://bootpull.x.test/"
+
+
+def test_dns_failure_is_failed_not_not_here() -> None:
+    got = locate.from_dns_srv(make_lease(**DNS_LEASE), BrokenDns())
+    assert got.result == locate.FAILED and "Timeout" in got.reason
+    got = locate.from_well_known(make_lease(**DNS_LEASE), BrokenDns())
+    assert got.result == locate.FAILED
+
+
+def test_well_known_needs_the_name_to_resolve() -> None:
+    got = locate.from_well_known(make_lease(**DNS_LEASE), EmptyDns())
+    assert got.reason == "bootpull.lab.test does not resolve"
+
+
+@pytest.mark.parametrize(("records", "want"), [
+    ([(20, 0, 1, "b"), (10, 0, 2, "a")], "a"),
+    ([(10, 0, 1, "."), (20, 0, 2, "b")], "b"),
+    ([(10, 0, 1, "a"), (10, 100, 2, "b")], "b"),
+])
+def test_pick_srv_rfc2782(records: list[tuple[int, int, int, str]], want: str) -> None:
+    picked = locate.pick_srv(records, random.Random(1))
+    assert picked is not None and picked[3] == want
+
+
+def test_locate_in_lease_order_stops_at_first_found() -> None:
+    dns = FixedDns(a_records={"bootpull.lab.test": ["10.0.0.9"]})
+    lease = make_lease(bootfile="http://h/67.git", **DNS_LEASE)
+    tried = locate.locate_in_lease(lease, lambda _lease: dns)
+    assert [(a.source, a.result) for a in tried] == [("dhcp-43", "not-here"),
+                                                     ("dhcp-67", "found")]
+    assert dns.asked == []  # no DNS question when DHCP already answered
+    lease = make_lease(**DNS_LEASE)
+    tried = locate.locate_in_lease(lease, lambda _lease: dns)
+    assert [a.source for a in tried] == ["dhcp-43", "dhcp-67", "dns-srv", "well-known"]
+    assert tried[-1].url == "http://bootpull.lab.test/"
+    assert locate.ORDER == ("cmdline", "dhcp-43", "dhcp-67", "dns-srv", "well-known")
+
+
+def test_default_report_url() -> None:
+    assert locate.default_report_url("https://h:8443/x/repo.git") == \
+        "https://h:8443/api/v1/events"
