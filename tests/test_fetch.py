@@ -114,9 +114,11 @@ def test_bytes_scale_with_the_role_not_the_repository(server, remote_factory) ->
     assert remote.bytes_received == server.bytes_sent  # our count is the server's count
     assert role_bytes <= remote.bytes_received < role_bytes * 1.05 + 8192
     assert remote.bytes_received < repo_bytes / 4
-    # one request for all the role's blobs
+    # ls-refs, the commit, the root tree, roles/, the role's trees, then all its blobs
     posts = [s for s in server.log if s.method == "POST"]
-    assert len(posts) == 3  # ls-refs, commit+trees, blobs
+    assert len(posts) == 6
+    assert [s.bytes_sent > ROLE_FILE for s in posts] == [False] * 5 + [True]
+    assert sum(s.bytes_sent for s in posts[:5]) < 4096  # no other role's trees
 
 
 def test_second_snapshot_with_no_change_moves_only_the_ref_listing(
@@ -310,3 +312,25 @@ def test_stray_temporary_packs_are_cleaned_at_open(server, tmp_path, remote_fact
     remote = remote_factory(server.url, cache=cache)
     assert remote.snapshot("main").read("bootpull.toml") == b"format = 1\n"
     assert not stray.exists()
+
+
+def test_a_change_to_another_role_costs_only_the_trees_on_the_path(
+        tmp_path, git_http_server, remote_factory) -> None:
+    bare = make_bare_repo(tmp_path / "many.git", role_files(roles=5, size=20_000))
+    server = git_http_server(bare)
+    cache = tmp_path / "cache"
+    first = remote_factory(server.url, cache=cache)
+    old = first.snapshot("main")
+    mine = old.read_many([e.path for e in old.list("roles/r3")])
+    first.close()
+    work = bare.with_name(bare.name + ".work")
+    commit_files(work, {f"roles/r0/files/more{i}.bin": os.urandom(20_000) for i in range(5)})
+    push(work, bare, "main")
+    server.reset_counters()
+    second = remote_factory(server.url, cache=cache)
+    new = second.snapshot("main")
+    assert new.commit != old.commit
+    assert new.read_many([e.path for e in new.list("roles/r3")]) == mine
+    # ls-refs, the new commit, the new root and roles/ trees; r3's trees and blobs are cached
+    assert len([s for s in server.log if s.method == "POST"]) == 4
+    assert second.bytes_received < 3000

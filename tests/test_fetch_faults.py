@@ -100,6 +100,7 @@ def test_deadline_holds_against_a_one_byte_per_second_trickle(server, client) ->
 def test_deadline_holds_when_the_trickle_starts_mid_pack(server, client) -> None:
     c = client(server.url, deadline=4.0)
     snap = c.remote.snapshot("main")
+    snap.list("roles/r1")
     server.faults.trickle_bps = 1
     started = time.monotonic()
     with pytest.raises(FetchError) as info:
@@ -133,6 +134,7 @@ def test_byte_cap_stops_the_fetch_without_retrying(server, client) -> None:
 def test_connection_cut_mid_pack_is_retried_and_succeeds(server, repo, client) -> None:
     c = client(server.url)
     snap = c.remote.snapshot("main")
+    snap.list("roles/r2")  # trees cached: the next pack is the blob's
     server.faults.drop_after, server.faults.drops = 30_000, 1
     data = snap.read("roles/r2/files/data.bin")
     work = repo.with_name(repo.name + ".work")
@@ -145,6 +147,7 @@ def test_connection_cut_mid_pack_is_retried_and_succeeds(server, repo, client) -
 def test_server_killed_mid_fetch_then_restarted(server, repo, client) -> None:
     c = client(server.url, backoff=Backoff(base=0.3, cap=1.0), max_attempts=8)
     snap = c.remote.snapshot("main")
+    snap.list("roles/r0")  # trees cached: the next pack is the blob's
     server.faults.hold_after = 20_000
     result: dict[str, object] = {}
 
@@ -169,6 +172,7 @@ def test_server_killed_mid_fetch_then_restarted(server, repo, client) -> None:
 def test_server_killed_for_good_gives_a_clean_fetch_error(server, client) -> None:
     c = client(server.url, max_attempts=3)
     snap = c.remote.snapshot("main")
+    snap.list("roles/r0")  # trees cached: the next pack is the blob's
     server.faults.hold_after = 20_000
     errors: list[BaseException] = []
 
@@ -227,6 +231,7 @@ def test_retry_after_past_the_deadline_fails_at_once(server, client) -> None:
 def test_tampered_pack_is_a_verify_error_and_leaves_nothing_cached(server, repo, client) -> None:
     c = client(server.url)
     snap = c.remote.snapshot("main")
+    snap.list("roles/r1")  # trees cached: the next pack is the blob's
     server.faults.flip_byte_at = 5_000
     with pytest.raises(VerifyError):
         snap.read("roles/r1/files/data.bin")

@@ -539,20 +539,18 @@ class GitRemote:
                 hint="the repository server is broken or hostile; nothing was installed")
 
     def snapshot(self, ref: str) -> GitSnapshot:
-        """Resolve ``ref`` and make sure its commit and trees are cached (no blobs)."""
+        """Resolve ``ref`` and make sure its commit is cached: the commit alone
+        (``deepen 1``, ``filter tree:0``). Trees come when the snapshot is read."""
         remote_ref = self.resolve(ref)
         commit_id = remote_ref.target
         self.fetch_objects([commit_id], what=f"commit {commit_id[:12]} ({ref})", depth=1,
-                           filter_spec="blob:none")
+                           filter_spec="tree:0")
         commit = self.get(commit_id)
         if commit.type_name != b"commit":
             raise VerifyError(f"{ref} names a {commit.type_name.decode()}, not a commit",
                               expected="commit", got=commit.type_name.decode(),
                               hint="point the branch or tag at a commit")
         tree_id = commit.tree.decode()  # type: ignore[attr-defined]
-        if not self.has(tree_id):
-            self.fetch_objects([tree_id], what=f"tree of {commit_id[:12]}",
-                               filter_spec="blob:none")
         return GitSnapshot(self, commit_id, tree_id, ref=ref)
 
 
@@ -668,9 +666,7 @@ class GitSnapshot:
     # -- trees -------------------------------------------------------------------------
 
     def _tree_items(self, tree_id: str) -> builtins.list[tuple[str, int, str]]:
-        if not self._remote.has(tree_id):
-            self._remote.fetch_objects([tree_id], what=f"tree {tree_id[:12]}",
-                                       filter_spec="blob:none")
+        self._ensure_trees([tree_id], subtrees=False)
         obj = self._remote.get(tree_id)
         if obj.type_name != b"tree":
             raise VerifyError(f"object {tree_id[:12]} should be a tree, but is a "
@@ -688,51 +684,83 @@ class GitSnapshot:
             items.append((name, int(entry.mode), entry.sha.decode()))
         return items
 
-    def _lookup(self, path: str) -> tuple[int, str] | None:
-        """(mode, id) of ``path``, or None. ``""`` is the root tree."""
-        mode, oid = MODE_TREE, self._tree
-        parts = [p for p in path.strip("/").split("/") if p]
-        if len(parts) > MAX_TREE_DEPTH:
-            return None
-        for part in parts:
-            if mode != MODE_TREE:
-                return None
-            for name, entry_mode, entry_id in self._tree_items(oid):
-                if name == part:
-                    mode, oid = entry_mode, entry_id
-                    break
+    def _ensure_trees(self, tree_ids: Iterable[str], *, subtrees: bool) -> None:
+        """Fetch the missing trees among ``tree_ids`` in one request: each tree alone
+        (``filter tree:0``), or with every tree below it (``filter blob:none``)."""
+        missing = sorted({t for t in tree_ids if not self._remote.has(t)})
+        if missing:
+            self._remote.fetch_objects(
+                missing, what=f"{len(missing)} director{'y' if len(missing) == 1 else 'ies'} "
+                              f"of {self._commit[:12]}",
+                filter_spec="blob:none" if subtrees else "tree:0")
+
+    def _lookup_many(self, paths: Iterable[str]) -> dict[str, tuple[int, str] | None]:
+        """(mode, id) of each path, or None where there is none. ``""`` is the root tree.
+
+        The paths are walked together, one directory level at a time, so the trees
+        missing from the cache cost one request per level, not one per directory.
+        """
+        walks: dict[str, tuple[list[str], int, int, str]] = {}  # path → parts, at, mode, id
+        found: dict[str, tuple[int, str] | None] = {}
+        for path in paths:
+            parts = [p for p in path.strip("/").split("/") if p]
+            if len(parts) > MAX_TREE_DEPTH:
+                found[path] = None
             else:
-                return None
-        return mode, oid
+                walks[path] = (parts, 0, MODE_TREE, self._tree)
+        while walks:
+            for path, (parts, at, mode, oid) in list(walks.items()):
+                if at == len(parts):
+                    found[path] = (mode, oid)
+                    del walks[path]
+                elif mode != MODE_TREE:
+                    found[path] = None
+                    del walks[path]
+            self._ensure_trees((oid for _p, _a, _m, oid in walks.values()), subtrees=False)
+            for path, (parts, at, _mode, oid) in list(walks.items()):
+                entry = next(((m, i) for name, m, i in self._tree_items(oid)
+                              if name == parts[at]), None)
+                if entry is None:
+                    found[path] = None
+                    del walks[path]
+                else:
+                    walks[path] = (parts, at + 1, entry[0], entry[1])
+        return found
+
+    def _lookup(self, path: str) -> tuple[int, str] | None:
+        return self._lookup_many([path])[path]
 
     def list(self, prefix: str) -> builtins.list[TreeEntry]:
-        """Every file under directory ``prefix`` (recursively), sorted by path."""
+        """Every file under directory ``prefix`` (recursively), sorted by path.
+
+        The trees under ``prefix`` that are not cached come in one request (with all
+        the trees below them), so listing a role costs one round trip at most.
+        """
         found = self._lookup(prefix)
         if found is None or found[0] != MODE_TREE:
             return []
         base = "/".join(p for p in prefix.strip("/").split("/") if p)
         out: builtins.list[TreeEntry] = []
-        stack = [(base, found[1], 0)]
-        while stack:
-            where, tree_id, depth = stack.pop()
+        level = [(base, found[1])]
+        depth = 0
+        while level:
             if depth > MAX_TREE_DEPTH:
-                raise VerifyError(f"{where or '/'} nests directories more than "
+                raise VerifyError(f"{level[0][0] or '/'} nests directories more than "
                                   f"{MAX_TREE_DEPTH} deep", hint="the tree is hostile")
-            for name, mode, oid in self._tree_items(tree_id):
-                path = f"{where}/{name}" if where else name
-                if mode == MODE_TREE:
-                    stack.append((path, oid, depth + 1))
-                else:
-                    out.append(TreeEntry(path, mode, oid))
+            self._ensure_trees((tree_id for _where, tree_id in level), subtrees=True)
+            below: builtins.list[tuple[str, str]] = []
+            for where, tree_id in level:
+                for name, mode, oid in self._tree_items(tree_id):
+                    path = f"{where}/{name}" if where else name
+                    if mode == MODE_TREE:
+                        below.append((path, oid))
+                    else:
+                        out.append(TreeEntry(path, mode, oid))
+            level = below
+            depth += 1
         return sorted(out, key=lambda e: e.path)
 
     # -- blobs -------------------------------------------------------------------------
-
-    def _blob_id(self, path: str) -> str | None:
-        found = self._lookup(path)
-        if found is None or found[0] in (MODE_TREE, MODE_GITLINK):
-            return None
-        return found[1]
 
     def read(self, path: str) -> bytes | None:
         """The file's bytes (a symlink's target), or None if there is no such file."""
@@ -741,10 +769,9 @@ class GitSnapshot:
     def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
         """The files among ``paths`` that exist, fetching all missing blobs in one request."""
         ids: dict[str, str] = {}
-        for path in paths:
-            oid = self._blob_id(path)
-            if oid is not None:
-                ids[path] = oid
+        for path, found in self._lookup_many(paths).items():
+            if found is not None and found[0] not in (MODE_TREE, MODE_GITLINK):
+                ids[path] = found[1]
         missing = sorted({oid for oid in ids.values() if not self._remote.has(oid)})
         if missing:
             self._remote.fetch_objects(missing, what=f"{len(missing)} file(s) of "
