@@ -115,9 +115,10 @@ def main() -> int:
         t_warm = timed(warm, args.runs)
         targets = (root / ".bootpull/metadata/targets.json").stat().st_size
         print(f"repository built and published in {built:.1f} s; targets.json {targets} bytes")
-        print("| measurement | seconds (median of %d) | × reference |" % args.runs)
+        print(f"| measurement | seconds (median of {args.runs}) | × reference |")
         print("|---|---:|---:|")
-        print(f"| reference: read + SHA-256 of role {role} ({args.role_mb} MB) | {ref:.3f} | 1.00 |")
+        print(f"| reference: read + SHA-256 of role {role} ({args.role_mb} MB) | {ref:.3f} "
+              "| 1.00 |")
         print(f"| pull(), fresh state dir | {t_fresh:.3f} | {t_fresh / ref:.2f} |")
         print(f"| pull(), second boot (cache + floor) | {t_warm:.3f} | {t_warm / ref:.2f} |")
         print(f"| verification overhead (second boot − reference) | {t_warm - ref:.3f} | "
