@@ -106,7 +106,7 @@ def test_unassign_removes_duplicates_in_other_notations(example_repo: SignedRepo
     example_repo.write("hosts/52:54:00:12:34:57.toml", b'role = "web"\n')
     example_repo.commit("a duplicate, by hand")
     assert run(example_repo, "lint")[0] == 1
-    code, out, _ = run(example_repo, "unassign", SENSOR.canonical)
+    code, _, _ = run(example_repo, "unassign", SENSOR.canonical)
     assert code == 0
     message, files = last_commit(example_repo)
     assert message == "unassign 52-54-00-12-34-57 (was sensor)"
