@@ -76,3 +76,33 @@ def test_rotation_needs_the_root_key(signed_repo: SignedRepo, tmp_path: Path,
     assert "the root key is not in" in capsys.readouterr().err
     assert signed_repo.git("rev-parse", "HEAD") == head
     assert (online / "targets.pem").is_file()
+
+
+def test_expired_root_is_renewed_without_changing_keys(signed_repo: SignedRepo,
+                                                       tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bootpull.errors import ExpiredMetadata
+
+    later = datetime.now(UTC) + timedelta(days=400)  # past root's 365 days
+    signed_repo.publish("--timestamp-days", "500", "--snapshot-days", "500",
+                        "--targets-days", "500")
+    with pytest.raises(ExpiredMetadata) as info:
+        node_pull(signed_repo, MAC_WEB, tmp_path / "state", now=later)
+    assert "root.json is expired" in info.value.why
+    assert "bootpull repo renew-root" in info.value.hint
+    signed_repo.bootpull("renew-root", "--days", "800")
+    assert "renew root: v2" in signed_repo.git("log", "-1", "--format=%s")
+    result = node_pull(signed_repo, MAC_WEB, tmp_path / "state", now=later)
+    assert result.metadata.root == 2
+
+
+def test_publish_warns_before_root_expires(signed_repo: SignedRepo,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    signed_repo.publish()
+    assert "renew-root" not in capsys.readouterr().err
+    signed_repo.bootpull("renew-root", "--days", "10")
+    signed_repo.publish()
+    assert "note: root.json expires on" in capsys.readouterr().err

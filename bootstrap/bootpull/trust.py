@@ -248,11 +248,13 @@ class Verifier:
         try:
             updater.refresh()
         except tuf_errors.ExpiredMetadataError as exc:
+            renew = ("renew it with 'bootpull repo renew-root' (root key)" if "root" in str(exc)
+                     else "re-sign it with 'bootpull repo publish' (or let the home base "
+                     "run 'bootpull repo publish --freshness')")
             raise ExpiredMetadata(
                 "the signed metadata has expired", why=f"{exc} (judged at "
                 f"{self.reference_time.isoformat(timespec='seconds')})",
-                hint="re-sign it with 'bootpull repo publish' (or let the home base "
-                "refresh the timestamp); check the node's clock") from None
+                hint=f"{renew}; check the node's clock") from None
         except tuf_errors.DownloadError as exc:
             raise VerifyError(
                 f"the commit {tree.commit[:12]} carries no complete signed metadata",

@@ -312,6 +312,11 @@ def command(args: argparse.Namespace) -> int:
     expiry = Expiry(targets=args.targets_days, snapshot=args.snapshot_days,
                     timestamp=args.timestamp_days)
     done = publish(ctx, expiry=expiry, freshness_only=args.freshness)
+    root_expires = load_root(ctx.metadata_dir).signed.expires
+    if root_expires - datetime.now(UTC) < timedelta(days=60):
+        print(f"note: root.json expires on {root_expires.date().isoformat()}; renew it with "
+              "'bootpull repo renew-root' (needs the root key) or every node will stop "
+              "accepting updates", file=sys.stderr)
     dirty = ctx.git.run("status", "--porcelain", "-z", "--", layout.SETTINGS_FILE,
                         layout.HOSTS_DIR, layout.ROLES_DIR).split(b"\0")
     if changed := [entry[3:].decode(errors="replace") for entry in dirty if entry]:

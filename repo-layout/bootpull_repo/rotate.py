@@ -1,4 +1,6 @@
-"""``bootpull repo rotate-key ROLE``: replace one signing key, with a new root version.
+"""``bootpull repo rotate-key ROLE`` and ``renew-root``: new root versions.
+
+``rotate-key`` replaces one signing key; ``renew-root`` only extends root's expiry.
 
 The new ``root.json`` (version N+1) names the new key and drops the old one. It is
 signed by the current root key — and, when the root key itself is rotated, by the new
@@ -83,6 +85,26 @@ def rotate(ctx: RepoContext, role: str, *, now: datetime | None = None,
     return Rotated(role, root.version, new.public_key.keyid, done)
 
 
+def renew_root(ctx: RepoContext, *, now: datetime | None = None,
+               expiry: Expiry | None = None) -> int:
+    """A new root version with the same keys and a fresh expiry; returns its version."""
+    from tuf.api.metadata import Metadata
+
+    now = now or datetime.now(UTC)
+    expiry = expiry or Expiry()
+    keys = ctx.keys()
+    root = load_root(ctx.metadata_dir).signed
+    signer = checked_signer(keys, "root", root)
+    root.version += 1
+    root.expires = expires_in(expiry.root, now)
+    md = Metadata(root)
+    md.sign(signer)
+    write_root(ctx.metadata_dir, md)
+    ctx.git.commit(f"renew root: v{root.version}, expires {root.expires.date().isoformat()}",
+                   [METADATA_DIR])
+    return root.version
+
+
 def configure(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "rotate-key", help="replace one signing key (needs the root key), then publish",
@@ -92,6 +114,22 @@ def configure(subparsers: Any) -> None:
     parser.add_argument("role", metavar="ROLE", choices=ROLES,
                         help="root, targets, snapshot or timestamp")
     parser.set_defaults(func=command)
+    renew = subparsers.add_parser(
+        "renew-root", help="re-sign root.json with a fresh expiry (needs the root key)",
+        description="Write root.json version N+1 with the same keys and a new expiry, "
+        "signed by the root key, and commit it. Do this before root.json expires "
+        "(publish warns 60 days ahead); nodes follow by themselves.")
+    renew.add_argument("--days", type=int, default=Expiry.root, metavar="N",
+                       help=f"root.json expires after N days (default {Expiry.root})")
+    renew.set_defaults(func=renew_command)
+
+
+def renew_command(args: argparse.Namespace) -> int:
+    if args.days < 1:
+        raise UsageError("--days must be at least 1")
+    version = renew_root(RepoContext.from_args(args), expiry=Expiry(root=args.days))
+    print(f"renewed root.json: v{version}, valid {args.days} days")
+    return 0
 
 
 def command(args: argparse.Namespace) -> int:
