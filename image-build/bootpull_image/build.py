@@ -1,0 +1,445 @@
+"""``build_image``: the boot image as a flat list of verb-named steps (as in mkosi).
+
+Each step takes the :class:`~bootpull_image.settings.Context` and decides for itself
+whether it applies. The console prints one ``[started]``/``[finished]`` line per step
+with its timing, so a slow build shows where the time went.
+
+The result in ``--out``: ``vmlinuz`` (Debian's bzImage, for boot loaders), ``vmlinux``
+(the same kernel as an ELF, which QEMU boots through PVH), ``initrd.img`` (an lz4
+legacy-format cpio), ``manifest.json`` and, with ``--iso``, ``bootpull.iso``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bootpull import __version__
+from bootpull.console import Console
+from bootpull.errors import BootpullError
+
+from bootpull_image import cpio, debs, iso, kernel, trim
+from bootpull_image.settings import (
+    BASE_PACKAGES,
+    IMAGE_CONF_PATH,
+    SITE_PACKAGES,
+    TRUST_PATH,
+    BuildSettings,
+    Context,
+)
+
+HERE = Path(__file__).resolve().parent
+LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
+LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+PYTHON = "usr/bin/python3.11"
+
+#: what the build imports inside the image's own Python to prove nothing needed was
+#: trimmed: the node agent and the parts of each dependency the node uses
+SMOKE_IMPORTS = (
+    "bootpull.cli", "bootpull.node_cli", "bootpull.console", "bootpull.cmdline",
+    "bootpull.bundle", "bootpull.events",
+    "json", "ssl", "hashlib", "socket", "subprocess", "tomllib", "ipaddress", "zlib",
+    "http.client", "urllib.request", "email.utils", "asyncio", "concurrent.futures",
+    "logging.handlers", "tarfile", "ctypes", "decimal", "uuid", "secrets", "shlex",
+    "scapy.layers.dhcp", "scapy.layers.l2", "scapy.layers.inet", "scapy.sendrecv",
+    "scapy.arch.linux",
+    "dns.resolver", "dns.rdtypes.IN.SRV", "dns.rdtypes.ANY.TXT",
+    "dulwich.client", "dulwich.repo", "dulwich.porcelain", "dulwich.object_store",
+    "tuf.ngclient", "securesystemslib.signer", "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "requests", "urllib3", "serial",
+)
+
+
+class BuildError(BootpullError):
+    stage = "image"
+
+
+def _run(argv: list[str], *, what: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise BuildError(f"{what} failed (exit {proc.returncode})", why=tail,
+                         hint=f"run it by hand to see more: {' '.join(argv)}")
+    return proc
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- steps -------------------------------------------------------------------------------
+
+
+def fetch_packages(ctx: Context) -> None:
+    """Download the kernel, busybox and Python .debs (or take them from the cache)."""
+    kpkg = debs.resolve_kernel_package()
+    found = debs.fetch([kpkg, *BASE_PACKAGES], ctx.settings.cache / "debs")
+    ctx.packages = {deb.name: deb.version for deb in found}
+    ctx.kernel_version = kpkg.removeprefix("linux-image-")
+    unpacked = ctx.work / "unpacked"
+    for deb in found:
+        debs.extract(deb, ctx.work / "kernel" if deb.name == kpkg else unpacked)
+
+
+def install_kernel(ctx: Context) -> None:
+    """Copy vmlinuz, extract vmlinux for PVH, and pick the modules with their dependencies."""
+    kroot = ctx.work / "kernel"
+    vmlinuz = kroot / "boot" / f"vmlinuz-{ctx.kernel_version}"
+    if not vmlinuz.is_file():
+        raise BuildError("the kernel package holds no vmlinuz",
+                         why=f"{vmlinuz.relative_to(kroot)} is missing")
+    out = ctx.settings.out
+    bzimage = vmlinuz.read_bytes()
+    (out / "vmlinuz").write_bytes(bzimage)
+    (out / "vmlinux").write_bytes(kernel.extract_vmlinux(bzimage))
+    files = {kernel.module_name(p.name): p
+             for p in (kroot / "lib" / "modules").rglob("*.ko")}
+    depends = {}
+    for name, path in files.items():
+        info = kernel.modinfo(path.read_bytes())
+        depends[name] = [d.replace("-", "_") for d in info.get("depends", "").split(",") if d]
+    ctx.modules = kernel.module_order(kernel.WANTED_MODULES, depends)
+    dest = ctx.root / "lib" / "modules"
+    dest.mkdir(parents=True)
+    for name in ctx.modules:
+        shutil.copyfile(files[name], dest / f"{name}.ko")
+    (dest / "load.list").write_text("".join(f"{name}\n" for name in ctx.modules))
+
+
+def install_busybox(ctx: Context) -> None:
+    """busybox-static as /bin/busybox; the init installs its applet links at boot."""
+    (ctx.root / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ctx.work / "unpacked" / "bin" / "busybox", ctx.root / "bin" / "busybox")
+    (ctx.root / "bin" / "busybox").chmod(0o755)
+    (ctx.root / "bin" / "sh").symlink_to("busybox")
+
+
+def install_python(ctx: Context) -> None:
+    """Python 3.11 from Debian's packages: the interpreter and its standard library."""
+    src = ctx.work / "unpacked"
+    (ctx.root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / PYTHON, ctx.root / PYTHON)
+    (ctx.root / "usr" / "bin" / "python3").symlink_to("python3.11")
+    shutil.copytree(src / "usr" / "lib" / "python3.11", ctx.root / "usr" / "lib" / "python3.11",
+                    symlinks=True)
+    for link in (ctx.root / "usr" / "lib" / "python3.11").glob("*customize.py"):
+        if link.is_symlink():
+            link.unlink()  # Debian points these at /etc/python3.11, which the image lacks
+
+
+def install_node(ctx: Context) -> None:
+    """pip-install the pinned node dependencies and copy the bootpull package."""
+    pins = tomllib.loads((HERE / "pins.toml").read_text())["pins"]
+    ctx.python_packages = dict(sorted(pins.items()))
+    target = ctx.root / SITE_PACKAGES
+    wheels = ctx.settings.cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    specs = [f"{name}=={version}" for name, version in ctx.python_packages.items()]
+    where = ["--only-binary=:all:", "--no-deps", "--python-version", "3.11",
+             "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none",
+             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+             "--platform", "manylinux2014_x86_64", "--platform", "any"]
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    offline = [*pip, "install", "--no-index", "--find-links", str(wheels), "--target",
+               str(target), "--no-compile", *where, *specs]
+    if subprocess.run(offline, capture_output=True, check=False).returncode != 0:
+        _run([*pip, "download", "--dest", str(wheels), *where, *specs],
+             what="downloading the node's Python packages")
+        _run(offline, what="installing the node's Python packages")
+    shutil.copytree(ctx.settings.node_source, target / "bootpull",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    ctx.python_packages["bootpull"] = __version__
+    wrapper = ctx.root / "usr" / "bin" / "bootpull"
+    wrapper.write_text("#!/bin/sh\nexec /usr/bin/python3.11 -m bootpull \"$@\"\n")
+    wrapper.chmod(0o755)
+
+
+def tune_scapy(ctx: Context) -> None:
+    """Empty scapy's 900 KB MAC-vendor table: it halves scapy's import time and memory."""
+    manuf = ctx.root / SITE_PACKAGES / "scapy" / "libs" / "manuf.py"
+    if manuf.is_file():
+        manuf.write_text('"""Emptied by the bootpull image build: no vendor names."""\n'
+                         'DATA = ""\n')
+
+
+def trim_tree(ctx: Context) -> None:
+    """Remove tests, docs, unused stdlib modules and encodings (see trim.py)."""
+    for dirpath, dirnames, filenames in os.walk(ctx.root, topdown=True):
+        base = Path(dirpath)
+        for name in sorted(dirnames):
+            path = base / name
+            rel = path.relative_to(ctx.root).as_posix()
+            reason = trim.reason_to_drop(rel)
+            if reason is not None and not path.is_symlink():
+                ctx.removed_bytes += sum(p.stat().st_size for p in path.rglob("*")
+                                         if p.is_file() and not p.is_symlink())
+                ctx.removed.setdefault(reason, []).append(rel + "/")
+                shutil.rmtree(path)
+                dirnames.remove(name)
+        for name in filenames:
+            path = base / name
+            rel = path.relative_to(ctx.root).as_posix()
+            reason = trim.reason_to_drop(rel)
+            if reason is not None:
+                ctx.removed_bytes += path.lstat().st_size
+                ctx.removed.setdefault(reason, []).append(rel)
+                path.unlink()
+
+
+def link_libraries(ctx: Context) -> None:
+    """Copy exactly the shared libraries the ELF files in the image need (DT_NEEDED)."""
+    src = ctx.work / "unpacked"
+    available: dict[str, Path] = {}
+    for libdir in LIB_DIRS:
+        for path in sorted((src / libdir).glob("*.so*")):
+            available.setdefault(path.name, path)
+    wanted = [ctx.root / PYTHON, *sorted((ctx.root / "usr" / "lib").rglob("*.so"))]
+    seen: set[str] = set()
+    while wanted:
+        elf = wanted.pop()
+        out = _run(["readelf", "-dW", str(elf)], what=f"reading {elf.name}'s dependencies").stdout
+        for line in out.splitlines():
+            if "(NEEDED)" not in line:
+                continue
+            name = line.rsplit("[", 1)[-1].rstrip("]")
+            if name in seen or name not in available:
+                continue  # wheels bundle their own libraries next to them (RPATH)
+            seen.add(name)
+            source = available[name]
+            rel = source.relative_to(src)
+            dest = ctx.root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source.resolve(), dest)
+            dest.chmod(0o755)
+            wanted.append(dest)
+    loader = ctx.root / LOADER
+    loader.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile((src / LOADER).resolve(), loader)
+    loader.chmod(0o755)
+    (ctx.root / "lib64").mkdir(exist_ok=True)
+    (ctx.root / "lib64" / "ld-linux-x86-64.so.2").symlink_to(
+        "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+
+
+def configure(ctx: Context) -> None:
+    """Write the init, the image settings, the trust anchors and the few /etc files."""
+    root = ctx.root
+    shutil.copyfile(HERE / "init", root / "init")
+    (root / "init").chmod(0o755)
+    for d in ("proc", "sys", "dev", "run", "tmp", "root", "var/lib/bootpull", "etc/bootpull",
+              "sbin", "usr/sbin"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").chmod(0o1777)
+    etc = root / "etc"
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\n")
+    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+    (etc / "hostname").write_text("bootpull\n")
+    node_command = "run" if (root / SITE_PACKAGES / "bootpull" / "pipeline.py").exists() \
+        else "discover"
+    conf = {
+        "IMAGE_VERSION": __version__,
+        "IMAGE_CONSOLE": ctx.settings.console,
+        "KERNEL_VERSION": ctx.kernel_version,
+        "NODE_COMMAND": node_command,
+        "TRUST": "/" + TRUST_PATH,
+    }
+    (root / IMAGE_CONF_PATH).write_text("".join(f"{k}={v}\n" for k, v in conf.items()))
+    if ctx.settings.trust is not None:
+        data = ctx.settings.trust.read_bytes()
+        try:
+            json.loads(data)
+        except ValueError as exc:
+            raise BuildError(f"{ctx.settings.trust} is not a trust anchors file",
+                             why=f"it is not JSON ({exc})",
+                             hint="make it with 'bootpull repo trust > trust.json'") from None
+        (root / TRUST_PATH).write_bytes(data)
+
+
+def _image_python(ctx: Context) -> tuple[list[str], dict[str, str]]:
+    """Run the image's own Python on the build host, through the image's own loader."""
+    root = ctx.root
+    libs = ":".join(str(root / d) for d in LIB_DIRS)
+    argv = [str(root / LOADER), "--library-path", libs, str(root / PYTHON)]
+    env = {"PYTHONHOME": str(root / "usr"), "PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin",
+           "SOURCE_DATE_EPOCH": str(ctx.settings.source_date_epoch), "LC_ALL": "C.UTF-8",
+           "PYTHONPATH": str(root / SITE_PACKAGES)}
+    return argv, env
+
+
+def compile_bytecode(ctx: Context) -> None:
+    """Precompile every module (Debian ships no .pyc): deterministic, hash-based pyc."""
+    argv, env = _image_python(ctx)
+    _run([*argv, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+          "-s", str(ctx.root), "-p", "/",
+          str(ctx.root / "usr" / "lib" / "python3.11"), str(ctx.root / SITE_PACKAGES)],
+         what="compiling bytecode with the image's Python", env=env)
+
+
+def smoke_test(ctx: Context) -> None:
+    """Import the node and the parts of each dependency it uses, in the image's Python."""
+    argv, env = _image_python(ctx)
+    code = ("import importlib, sys\n"
+            "for name in sys.argv[1:]:\n"
+            "    importlib.import_module(name)\n")
+    env = {**env, "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(ctx.work)}
+    _run([*argv, "-c", code, *SMOKE_IMPORTS], what="importing the node inside the image",
+         env=env)
+
+
+def drop_sources(ctx: Context) -> None:
+    """Keep only the bytecode of the stdlib and the dependencies (bootpull keeps its .py)."""
+    keep_source = ctx.root / SITE_PACKAGES / "bootpull"
+    for base in (ctx.root / "usr" / "lib" / "python3.11", ctx.root / SITE_PACKAGES):
+        for cache in sorted(base.rglob("__pycache__")):
+            if cache.parent == keep_source or keep_source in cache.parents:
+                continue
+            for pyc in sorted(cache.glob("*.cpython-311.pyc")):
+                source = cache.parent / (pyc.name.removesuffix(".cpython-311.pyc") + ".py")
+                if source.is_file() and not source.is_symlink():
+                    ctx.removed_bytes += source.stat().st_size
+                    source.unlink()
+                    pyc.rename(cache.parent / (source.stem + ".pyc"))
+            if not any(cache.iterdir()):
+                cache.rmdir()
+    ctx.removed.setdefault("sources of precompiled modules (tracebacks keep file and line; "
+                           "bootpull's own sources stay)", []).append("**/*.py")
+
+
+def strip_binaries(ctx: Context) -> None:
+    """Strip symbol tables from the wheels' shared objects (Debian's are stripped already)."""
+    if shutil.which("strip") is None:
+        return
+    for so in sorted((ctx.root / SITE_PACKAGES).rglob("*.so*")):
+        if so.is_file() and not so.is_symlink():
+            before = so.stat().st_size
+            _run(["strip", "--strip-unneeded", str(so)], what=f"stripping {so.name}")
+            ctx.removed_bytes += before - so.stat().st_size
+
+
+def write_initramfs(ctx: Context) -> None:
+    """Pack the tree as a sorted newc cpio and compress it with lz4 (legacy format)."""
+    archive = cpio.encode(cpio.walk(ctx.root), ctx.settings.source_date_epoch)
+    (ctx.work / "initrd.cpio").write_bytes(archive)
+    out = ctx.settings.out / "initrd.img"
+    _run(["lz4", "-l", f"-{ctx.settings.lz4_level}", "-f", "-q", str(ctx.work / "initrd.cpio"),
+          str(out)], what="compressing the initramfs with lz4")
+
+
+def _component(rel: str) -> str:
+    """Which part of the image a file belongs to, for the manifest's summary."""
+    if rel.startswith(SITE_PACKAGES + "/"):
+        top = rel[len(SITE_PACKAGES) + 1:].split("/", 1)[0]
+        top = top.split(".", 1)[0] if top.endswith(".so") else top
+        return f"python:{top}"
+    if rel.startswith("usr/lib/python3.11/"):
+        return "python:stdlib"
+    if rel.startswith("lib/modules/"):
+        return "kernel-modules"
+    if rel.startswith(LIB_DIRS):
+        return "shared-libraries"
+    if rel in ("bin/busybox", "bin/sh"):
+        return "busybox"
+    if rel.startswith("usr/bin/python"):
+        return "python:interpreter"
+    return "bootpull-config"
+
+
+def write_manifest(ctx: Context) -> None:
+    """manifest.json: every output and every file in the initramfs, with size and SHA-256."""
+    out = ctx.settings.out
+    outputs = {}
+    for name in ("vmlinuz", "vmlinux", "initrd.img", "bootpull.iso"):
+        path = out / name
+        if path.exists():
+            data = path.read_bytes()
+            outputs[name] = {"size": len(data), "sha256": _sha256(data)}
+    files: dict[str, dict[str, Any]] = {}
+    summary: dict[str, dict[str, int]] = {}
+    for entry in cpio.walk(ctx.root):
+        if not stat.S_ISREG(entry.mode) and not stat.S_ISLNK(entry.mode):
+            continue
+        record: dict[str, Any] = {"size": len(entry.data), "sha256": _sha256(entry.data),
+                                  "mode": oct(stat.S_IMODE(entry.mode))}
+        if stat.S_ISLNK(entry.mode):
+            record = {"link": entry.data.decode()}
+        files[entry.path] = record
+        part = summary.setdefault(_component(entry.path), {"files": 0, "size": 0})
+        part["files"] += 1
+        part["size"] += len(entry.data) if "size" in record else 0
+    trust = ctx.root / TRUST_PATH
+    manifest = {
+        "format": 1,
+        "bootpull": __version__,
+        "source_date_epoch": ctx.settings.source_date_epoch,
+        "kernel": {"version": ctx.kernel_version, "modules": ctx.modules,
+                   "cmdline": "console=ttyS0,115200 rootfstype=ramfs quiet"},
+        "console": ctx.settings.console,
+        "outputs": outputs,
+        "packages": {"debian": dict(sorted(ctx.packages.items())),
+                     "python": ctx.python_packages},
+        "trust": ({"path": "/" + TRUST_PATH, "sha256": _sha256(trust.read_bytes())}
+                  if trust.exists() else None),
+        "components": dict(sorted(summary.items())),
+        "files": files,
+        "removed": {"bytes": ctx.removed_bytes,
+                    "by_reason": {reason: sorted(paths)
+                                  for reason, paths in sorted(ctx.removed.items())}},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def make_iso(ctx: Context) -> None:
+    """bootpull.iso (with --iso): isolinux boots vmlinuz + initrd.img from a CD."""
+    if not ctx.settings.iso:
+        return
+    iso.make(ctx.settings.out, ctx.work / "iso", ctx.settings.console,
+             ctx.settings.source_date_epoch)
+
+
+STEPS: tuple[Callable[[Context], None], ...] = (
+    fetch_packages,
+    install_kernel,
+    install_busybox,
+    install_python,
+    install_node,
+    tune_scapy,
+    trim_tree,
+    strip_binaries,
+    link_libraries,
+    configure,
+    compile_bytecode,
+    drop_sources,
+    smoke_test,
+    write_initramfs,
+    make_iso,
+    write_manifest,
+)
+
+
+def build_image(settings: BuildSettings, console: Console | None = None) -> dict[str, Any]:
+    """Build the image into ``settings.out``; return the manifest."""
+    console = console or Console()
+    settings.out.mkdir(parents=True, exist_ok=True)
+    if settings.trust is None:
+        console.warn("no --trust given: the image has no trust anchors, so its nodes "
+                     "will refuse every repository (make them with 'bootpull repo trust')")
+    with tempfile.TemporaryDirectory(prefix="bootpull-image-") as tmp:
+        ctx = Context(settings, Path(tmp), Path(tmp) / "root")
+        ctx.root.mkdir()
+        for step in STEPS:
+            summary = (step.__doc__ or step.__name__).strip().splitlines()[0].rstrip(".")
+            with console.step(f"{step.__name__}: {summary}"):
+                step(ctx)
+    manifest: dict[str, Any] = json.loads((settings.out / "manifest.json").read_text())
+    return manifest

@@ -1,0 +1,153 @@
+"""The kernel: the ELF ``vmlinux`` inside Debian's bzImage, and the modules the node needs.
+
+Pure functions over bytes, so they are easy to test:
+
+- :func:`extract_vmlinux` reads the x86 boot header of a bzImage, finds the compressed
+  payload and decompresses it. QEMU boots the resulting ELF through its PVH entry,
+  which skips the BIOS and the kernel's self-decompression (about 0.5 s to the
+  kernel banner instead of about 3 s under TCG).
+- :func:`module_order` turns a list of wanted modules into the load order, from the
+  ``depends=`` field of each module's ``.modinfo`` (Debian's package ships no
+  ``modules.dep``; it is made by depmod at install time, which we never run).
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import struct
+import subprocess
+from collections.abc import Mapping
+
+from bootpull.errors import BootpullError
+
+
+class KernelError(BootpullError):
+    stage = "image"
+
+
+# The modules the node needs, beyond what Debian's kernel has built in (af_packet,
+# unix sockets, the 8250 serial port, devtmpfs and ramfs are built in):
+# virtio_pci (the transport) + virtio_net for the lab's NICs, e1000/e1000e for QEMU's
+# default NIC model and many real boards' Intel NICs, virtio_blk + ext4 (+ the crc32c
+# it asks the crypto API for at mount time) for the optional state disk.
+WANTED_MODULES = ("virtio_pci", "virtio_net", "e1000", "e1000e", "virtio_blk",
+                  "crc32c_generic", "ext4")
+
+_MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x1f\x8b\x08", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x5d\x00\x00", "lzma"),
+)
+
+
+def payload(bzimage: bytes) -> tuple[str, bytes]:
+    """The compression name and the compressed kernel inside a bzImage."""
+    if len(bzimage) < 0x250 or bzimage[0x202:0x206] != b"HdrS":
+        raise KernelError("not an x86 bzImage", why="the 'HdrS' boot header is missing",
+                          hint="pass the vmlinuz file from a linux-image-*-amd64 package")
+    version = struct.unpack_from("<H", bzimage, 0x206)[0]
+    if version < 0x208:
+        raise KernelError(f"boot protocol {version:#x} is too old",
+                          why="the payload location needs boot protocol 2.08 or later")
+    setup_sects = bzimage[0x1F1] or 4
+    offset, length = struct.unpack_from("<II", bzimage, 0x248)
+    start = (setup_sects + 1) * 512 + offset
+    data = bzimage[start:start + length]
+    for magic, name in _MAGICS:
+        if data.startswith(magic):
+            return name, data
+    raise KernelError("unknown kernel compression",
+                      why=f"the payload starts with {data[:6].hex()}")
+
+
+def extract_vmlinux(bzimage: bytes) -> bytes:
+    """The uncompressed ELF kernel inside a bzImage."""
+    kind, data = payload(bzimage)
+    if kind == "xz":
+        # The payload is followed by 4 bytes of size; xz stops at the stream end.
+        out = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data)
+    elif kind == "lzma":
+        out = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(data)
+    elif kind == "gzip":
+        out = gzip.GzipFile(fileobj=__import__("io").BytesIO(data)).read()
+    else:
+        out = subprocess.run(["zstd", "-dc"], input=data, capture_output=True,
+                             check=True).stdout
+    if not out.startswith(b"\x7fELF"):
+        raise KernelError("the decompressed kernel is not an ELF file",
+                          why=f"it starts with {out[:4].hex()}")
+    return out
+
+
+def elf_section(elf: bytes, wanted: str) -> bytes:
+    """The bytes of one named section of a 64-bit little-endian ELF file."""
+    if not elf.startswith(b"\x7fELF\x02\x01"):
+        raise KernelError("not a 64-bit little-endian ELF file")
+    shoff = struct.unpack_from("<Q", elf, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+
+    def header(index: int) -> tuple[int, int, int]:
+        base = shoff + index * shentsize
+        name = struct.unpack_from("<I", elf, base)[0]
+        offset, size = struct.unpack_from("<QQ", elf, base + 0x18)
+        return name, offset, size
+
+    _, str_off, str_size = header(shstrndx)
+    names = elf[str_off:str_off + str_size]
+    for index in range(shnum):
+        name, offset, size = header(index)
+        end = names.index(b"\0", name)
+        if names[name:end].decode() == wanted:
+            return elf[offset:offset + size]
+    raise KernelError(f"the ELF file has no {wanted} section")
+
+
+def modinfo(ko: bytes) -> dict[str, str]:
+    """``name``, ``depends`` and the other ``key=value`` fields of a module's .modinfo."""
+    fields: dict[str, str] = {}
+    for item in elf_section(ko, ".modinfo").split(b"\0"):
+        key, sep, value = item.decode(errors="replace").partition("=")
+        if sep:
+            fields.setdefault(key, value)
+    return fields
+
+
+def module_order(wanted: tuple[str, ...], depends: Mapping[str, list[str]]) -> list[str]:
+    """The wanted modules and everything they need, each after its dependencies.
+
+    ``depends`` maps a module name to the names in its ``depends=`` field. A name that
+    is not in ``depends`` at all is unknown and refused (it may be built in: then it
+    should not be asked for).
+    """
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise KernelError(f"module dependency cycle: {' -> '.join((*chain, name))}")
+        if name not in depends:
+            raise KernelError(f"module {name!r} is not in the kernel package",
+                              why=f"needed by {' -> '.join(chain) or 'the image'}",
+                              hint="check the kernel config: it may be built in")
+        visiting.add(name)
+        for dep in sorted(depends[name]):
+            visit(dep, (*chain, name))
+        visiting.discard(name)
+        order.append(name)
+
+    for name in wanted:
+        visit(name, ())
+    return order
+
+
+def module_name(filename: str) -> str:
+    """``virtio_net.ko`` → ``virtio_net`` (modinfo names use underscores)."""
+    base = filename.rsplit("/", 1)[-1]
+    for suffix in (".ko.xz", ".ko.zst", ".ko"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return base.replace("-", "_")
