@@ -59,7 +59,10 @@ def test_pull_fetches_only_its_own_role(signed_repo: SignedRepo, tmp_path: Path)
     result = node_pull(CountingRemote(), MAC_DB, tmp_path / "state",  # type: ignore[arg-type]
                        trust_root=signed_repo.trust)
     assert {f.path for f in result.bundle.files} == {"db.sh", "schema.sql"}
-    assert reads and all(p.startswith("roles/db/") for p in reads)
+    roles = [p for p in reads if p.startswith("roles/")]
+    assert roles and all(p.startswith("roles/db/") for p in roles)
+    assert all(p.startswith(("roles/db/", ".bootpull/metadata/", "hosts/")) or
+               p == "bootpull.toml" for p in reads)
 
 
 def test_pull_writes_the_version_floor(signed_repo: SignedRepo, tmp_path: Path) -> None:
