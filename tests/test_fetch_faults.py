@@ -252,3 +252,10 @@ def test_unreachable_server_fails_after_bounded_attempts(client) -> None:
         c.remote.snapshot("main")
     assert "after 3 attempts" in info.value.what
     assert c.counters.retries == 2
+
+
+def test_ref_listing_cut_short_is_retried(server, client) -> None:
+    server.faults.drop_after, server.faults.drops = 200, 1  # the first POST is ls-refs
+    c = client(server.url)
+    assert c.remote.snapshot("main").read("bootpull.toml") == b"format = 1\n"
+    assert c.counters.by_reason == {"retries:fetch:cut-short": 1}

@@ -4,12 +4,15 @@
 such as ``git http-backend``:
 
 - ``snapshot(ref)`` resolves the ref with ``ls-refs`` (only that ref is listed, tags
-  peeled) and, unless the commit is already cached, fetches the commit and its trees
-  with ``deepen 1`` and ``filter blob:none``: no history, no file contents.
+  peeled) and, unless the commit is already cached, fetches the commit alone
+  (``deepen 1``, ``filter tree:0``): no history, no trees, no file contents.
 - The returned :class:`GitSnapshot` (a :class:`bootpull.bundle.TreeReader`) fetches
-  blobs lazily, by object id, only when asked for them; ``read_many`` asks for all the
-  missing ones in one request. So the bytes on the wire scale with the role, not with
-  the repository, and a reboot with nothing changed moves only the ref advertisement.
+  the rest by object id, only when asked: the trees on the paths it reads (one request
+  per directory level, ``filter tree:0``), a listed directory's trees in one request
+  (``filter blob:none``), and the blobs of ``read_many`` in one request. So the bytes
+  on the wire scale with the role, not with the repository; a change elsewhere in the
+  repository costs only the trees on the path; and a reboot with nothing changed
+  moves only the ref advertisement.
 - Objects go straight into a bare git object store in ``cache_dir``; nothing is ever
   checked out, and what is cached is not fetched again.
 
@@ -27,10 +30,13 @@ back to the last-known-good), :class:`~bootpull.errors.VerifyError` when the ser
 sent git data that is wrong (a pack that fails its checksum or inflates past the cap,
 an object that is not what was asked for, a ref that is not a commit): exit 12.
 
-Why not dulwich's HTTP client: it lists refs again before every fetch (so a blob
-fetch costs a ref advertisement), reads with blocking ``read(n)`` calls that a trickle
-can stretch far past any deadline, and gives no hook to count bytes or read
-``Retry-After``. The protocol bytes are small (:mod:`bootpull.gitwire`); dulwich does
+Why not dulwich's HTTP client (``dulwich.client.HttpGitClient``): its ``fetch_pack``
+discovers references (a GET of info/refs, and ``ls-refs``) before every fetch, so each
+lazy blob fetch would pay for a ref advertisement; its urllib3 transport has a
+per-socket timeout but no wall-clock deadline across reads, so a one-byte-a-second
+trickle is never cut; and any status other than 200/401/404/407 becomes a bare
+``GitProtocolError`` without the ``Retry-After`` header. The protocol bytes are small
+(:mod:`bootpull.gitwire`) and the transport is http.client with a watchdog; dulwich does
 the part that is hard to get right: indexing and checking packs, and parsing objects.
 """
 
@@ -564,7 +570,14 @@ class _BytesSink:
         self._buf += data
 
     def finish(self) -> None:
-        pass
+        """A git answer that stops mid-way (the server died) is worth another try."""
+        parser = gitwire.PktParser()
+        try:
+            packets = parser.feed(bytes(self._buf))
+        except gitwire.WireError:
+            return  # not git at all: the caller says so, clearly
+        if parser.pending or not packets or packets[-1] is not gitwire.Special.FLUSH:
+            raise _Transient("the response was cut short", kind="cut-short")
 
     def abort(self) -> None:
         self._buf.clear()
