@@ -119,10 +119,7 @@ class Homebase:
         last = None if problems else self.store.last_received()
         now = self.store.clock()
         age = None if last is None else round(max(0.0, now - last), 3)
-        states: dict[str, int] = {}
-        if not problems:
-            for node in self.store.nodes(now=now):
-                states[node.status] = states.get(node.status, 0) + 1
+        states = {} if problems else self.store.status_counts(now=now)
         body = {
             "status": "fail" if problems else "ok", "problems": problems,
             "database": database, "db_path": str(self.store.path),
@@ -146,6 +143,9 @@ def _reject_constant(name: str) -> Any:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "bootpull-homebase"
+    # Headers and body go out in two writes; with Nagle on, a keep-alive client waits
+    # for the delayed ACK (40 ms) between them.
+    disable_nagle_algorithm = True
     homebase: Homebase  # set on the subclass made by make_server
 
     # -- plumbing ----------------------------------------------------------------
