@@ -9,6 +9,7 @@ not move.
 from __future__ import annotations
 
 import builtins
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,8 @@ from bootpull.errors import ExpiredMetadata, VerifyError
 from bootpull.localgit import LocalRemote, StoreTree
 from bootpull.mac import Mac
 from bootpull.trust import Floor, load_floor, save_floor
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from signed_repo import MAC_DB, MAC_WEB, SignedRepo, node_pull
 
 
@@ -402,3 +405,43 @@ def test_image_build_time_file(tmp_path: Path) -> None:
     assert image_build_time(tmp_path / "t") == datetime(2026, 11, 1, tzinfo=UTC)
     (tmp_path / "t").write_text("yesterday")
     assert image_build_time(tmp_path / "t") is None
+
+
+# -- hostile metadata bytes -------------------------------------------------------
+
+
+json_like = st.one_of(
+    st.binary(max_size=200),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                 lambda inner: st.lists(inner, max_size=3) |
+                 st.dictionaries(st.sampled_from(["signed", "signatures", "_type", "version",
+                                                  "expires", "meta", "keyid", "sig",
+                                                  "spec_version", "snapshot.json"]),
+                                 inner, max_size=4),
+                 max_leaves=12).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["timestamp.json", "snapshot.json", "targets.json",
+                             "2.root.json"]), garbage=json_like)
+def test_garbage_metadata_is_a_verify_error(signed_repo: SignedRepo, tmp_path_factory:
+                                            pytest.TempPathFactory, name: str,
+                                            garbage: bytes) -> None:
+    remote = RewritingRemote(signed_repo, replace={f".bootpull/metadata/{name}": garbage})
+    state = tmp_path_factory.mktemp("state")
+    with pytest.raises(VerifyError) as info:
+        node_pull(remote, MAC_WEB, state, trust_root=signed_repo.trust)
+    assert info.value.exit_code == 12
+    assert not (state / "trust" / "floor.json").exists()
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=json_like)
+def test_garbage_trust_anchors_are_a_verify_error(signed_repo: SignedRepo, tmp_path_factory:
+                                                  pytest.TempPathFactory,
+                                                  garbage: bytes) -> None:
+    state = tmp_path_factory.mktemp("state")
+    with pytest.raises(VerifyError) as info:
+        node_pull(signed_repo, MAC_WEB, state, trust_root=garbage)
+    assert info.value.exit_code == 12
