@@ -73,6 +73,14 @@ class _Seen:
         return "; ".join(f"{n}x {r}" if n > 1 else r for r, n in self.reasons.items())
 
 
+def preload() -> None:
+    """Import the scapy layers now (discover runs this in a thread while it waits for
+    carrier, so the import overlaps the link coming up)."""
+    import scapy.layers.l2  # noqa: F401
+    from scapy.arch.linux import L2Socket  # noqa: F401
+    from scapy.layers.inet import IP  # noqa: F401
+
+
 class _Link:
     """A packet socket on one interface: DHCP payloads in and out."""
 
@@ -146,13 +154,13 @@ def acquire(
     if delay:
         console.debug(f"dhcp {iface}: waiting {delay:.2f}s before the first DISCOVER")
         stop.wait(min(delay, max(0.0, deadline - time.monotonic())))
-    started = time.monotonic()
     seen = _Seen()
     discovers = 0
     try:
         link = link_factory(iface, mac)
     except OSError as exc:
         raise DhcpFailed(f"cannot open a packet socket on {iface}: {exc}") from None
+    started = time.monotonic()
     attempt = 0
 
     def retry(what: str, wait: float) -> None:
@@ -199,6 +207,8 @@ def acquire(
                 wait = wait_for(n)
                 answer = _collect(link, xid, mac, dhcp.ACK, offer.server_id, wait, seen, stop)
                 if isinstance(answer, dhcp.Lease):
+                    console.debug(f"dhcp {iface}: ACK {answer.ip} from {answer.server_id}, "
+                                  f"{time.monotonic() - started:.3f}s after the first DISCOVER")
                     return answer
                 if answer == "nak":
                     # RFC 2131 §3.1.5: start over, after a pause so a NAK loop stays slow

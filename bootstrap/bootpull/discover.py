@@ -137,6 +137,8 @@ def discover(
         initial_delay = _float_param(params, "dhcp_delay", DEFAULT_INITIAL_DELAY)
     names = interfaces or params.get("interface", [])
     tried: list[dict[str, str]] = []
+    # scapy takes a while to import: let it load while the links come up.
+    threading.Thread(target=dhcp_client.preload, name="scapy-import", daemon=True).start()
 
     cmd = locate.from_cmdline(params)
     tried.append(_tried(cmd, None))
