@@ -259,3 +259,17 @@ def test_ref_listing_cut_short_is_retried(server, client) -> None:
     c = client(server.url)
     assert c.remote.snapshot("main").read("bootpull.toml") == b"format = 1\n"
     assert c.counters.by_reason == {"retries:fetch:cut-short": 1}
+
+
+def test_a_stalled_connection_is_abandoned_and_retried(server, repo, client) -> None:
+    c = client(server.url, stall_timeout=1.0)
+    snap = c.remote.snapshot("main")
+    snap.list("roles/r2")
+    server.faults.hold_after = 10_000  # the server stops sending, but keeps the socket open
+    started = time.monotonic()
+    data = snap.read("roles/r2/files/data.bin")
+    assert time.monotonic() - started < 10.0
+    work = repo.with_name(repo.name + ".work")
+    assert data == (work / "roles/r2/files/data.bin").read_bytes()
+    assert c.counters.retries == 1
+    assert "timed out" in c.console
