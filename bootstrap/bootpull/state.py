@@ -14,7 +14,7 @@ Layout of ``<state>/`` (default ``/var/lib/bootpull``; ``--state-dir`` in tests)
     spool/<seq>.json          events not delivered yet, one fsynced file each, in order
     spool/seq                 the next spool sequence number
     cache/                    the git object cache of the fetch stage
-    verify/                   the verification stage's metadata and version floor
+    trust/                    the verify stage's metadata and version floor (trust.py)
 
 One install holds the verified payload (``roles/<role>/files/`` of the repository) at
 its top, so the role's command and working directory are relative to it::
@@ -206,6 +206,8 @@ class NodeStatus:
     lkg_version: str = ""
     lkg_commit: str = ""
     health: str = "unknown"  # unknown / starting / healthy / unhealthy / stopped
+    stale: bool = False  # running on expired metadata: never "fresh"
+    report_url: str = ""  # the repository's [report] url, as last verified
     last_stage: str = ""
     last_status: str = ""  # ok / warn / fail
     last_message: str = ""
@@ -218,10 +220,11 @@ class NodeStatus:
         if isinstance(obj, dict) and obj.get("format") == FORMAT:
             for name in ("node", "hostname", "role", "version", "commit", "lkg_version",
                          "lkg_commit", "health", "last_stage", "last_status",
-                         "last_message", "updated"):
+                         "last_message", "updated", "report_url"):
                 value = obj.get(name)
                 if isinstance(value, str):
                     setattr(status, name, value)
+            status.stale = obj.get("stale") is True
             drift = obj.get("drift")
             if isinstance(drift, list):
                 status.drift = [str(d) for d in drift]
@@ -256,10 +259,6 @@ class StateDir:
     @property
     def cache(self) -> Path:
         return self.root / "cache"
-
-    @property
-    def verify(self) -> Path:
-        return self.root / "verify"
 
     def install_dir(self, role: str, ident: str) -> Path:
         return self.roles / role / ident

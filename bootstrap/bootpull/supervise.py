@@ -51,25 +51,32 @@ class Identity:
     ip: str = ""
 
 
-def role_env(installed: Installed, identity: Identity,
-             base: Mapping[str, str] | None = None) -> dict[str, str]:
+def contract_env(*, role: str, version: str, commit: str, variables: Mapping[str, str],
+                 identity: Identity, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The role's environment: a small base (PATH, HOME, LANG, TZ) plus the contract's."""
     source = os.environ if base is None else base
     env = {k: source[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM")
            if k in source}
     env.setdefault("PATH", DEFAULT_PATH)
-    record = installed.record
     env.update({
         "BOOTPULL_MAC": identity.mac.canonical,
-        "BOOTPULL_ROLE": record.role.name,
-        "BOOTPULL_VERSION": record.version,
-        "BOOTPULL_COMMIT": record.commit,
+        "BOOTPULL_ROLE": role,
+        "BOOTPULL_VERSION": version,
+        "BOOTPULL_COMMIT": commit,
         "BOOTPULL_HOSTNAME": identity.hostname,
         "BOOTPULL_IP": identity.ip,
     })
-    for name, value in sorted(record.assignment.vars.items()):
+    for name, value in sorted(variables.items()):
         env[f"BOOTPULL_VAR_{name.upper()}"] = value
     return env
+
+
+def role_env(installed: Installed, identity: Identity,
+             base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """:func:`contract_env` for an install."""
+    r = installed.record
+    return contract_env(role=r.role.name, version=r.version, commit=r.commit,
+                        variables=r.assignment.vars, identity=identity, base=base)
 
 
 @dataclass(frozen=True)

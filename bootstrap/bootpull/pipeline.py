@@ -1,0 +1,614 @@
+"""``bootpull node run``: the boot pipeline, console → discover → pull → install → run → report.
+
+:func:`run` is the whole pipeline in one place; each stage is a method of :class:`Node`
+(the mutable run context) and prints its own ``[started]``/``[finished]`` lines.
+
+What happens when a stage fails (exit codes: CONTRACT §3, ``docs/node.md``):
+
+- discover (10): ``--oneshot`` exits; otherwise discovery is retried with backoff.
+- fetch (11): with an install on disk, that install runs (a *fallback*, counted and
+  reported) and the repository is polled again in the background until it answers;
+  without one, ``--oneshot`` exits 11 and the node otherwise keeps trying.
+- verify (12): nothing is installed. With an install on disk it keeps running; an admin
+  fixes the repository and the next poll picks the fix up. Expired metadata is the one
+  verify failure that boots the last-known-good on purpose: it runs what it has and
+  reports an alarm (status ``fail``) on every poll until fresh metadata is published.
+- not assigned (12): the banner names the exact ``bootpull repo assign`` command; the
+  node keeps polling and picks its role up without a reboot.
+- install (13): the previous install stays ``current`` and keeps running.
+- run (14): the role did not start or failed its first health checks: the install is
+  marked bad (``bad.json``: never retried, so no boot loop), ``current`` goes back to
+  the last-known-good and that starts instead. A role that later fails its health
+  checks ``Policy.tries`` times in a row is handled the same way.
+
+``--oneshot`` stops after the role started and passed its first health check, stops
+the role, tries once more to deliver the spooled reports, and exits 0.
+Without it the node runs until SIGTERM/SIGINT (then it stops the role and exits 0),
+polling the repository every ``bootpull.poll=SECONDS`` (kernel command line; 60 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from bootpull import cmdline
+from bootpull.backoff import Backoff, Counters
+from bootpull.console import Console, Level
+from bootpull.errors import (
+    BootpullError,
+    DiscoveryError,
+    ExpiredMetadata,
+    FetchError,
+    RunError,
+    UsageError,
+    VerifyError,
+)
+from bootpull.install import bundle_id, install, recover, revert_to_lkg
+from bootpull.mac import Mac, MacError
+from bootpull.report import ReportContext, Reporter, Spool, SyslogMirror
+from bootpull.state import Installed, NodeStatus, StateDir
+from bootpull.supervise import Identity, Policy, Supervisor, contract_env, role_env
+
+if TYPE_CHECKING:
+    from bootpull.bundle import Bundle
+    from bootpull.discover import Discovery
+    from bootpull.pull import PullResult
+
+#: Where the image keeps the trust anchors (``bootpull image build --trust`` puts them there).
+DEFAULT_TRUST = Path("/etc/bootpull/trust.json")
+DEFAULT_POLL = 60.0
+EVENTS_PATH = "/api/v1/events"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the command line and the kernel command line say; never changes in a run."""
+
+    state_dir: Path
+    repo_url: str | None
+    mac: Mac | None
+    trust_file: Path
+    oneshot: bool
+    interfaces: tuple[str, ...] = ()
+    params: dict[str, list[str]] = field(default_factory=dict)
+    console_spec: str | None = None
+    log_level: Level = Level.INFO
+    report_url: str | None = None  # bootpull.report= on the kernel command line
+    poll_interval: float = DEFAULT_POLL
+    discover_timeout: float = 30.0
+    fetch_deadline: float = 300.0  # for one fetch, across its retries
+    #: with an install on disk, a fetch gives up this soon and the install runs
+    #: (the repository is retried in the background)
+    fetch_deadline_with_lkg: float = 30.0
+    policy: Policy = field(default_factory=Policy)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        params = cmdline.read(Path(args.cmdline)) if args.cmdline else cmdline.read()
+        mac_text = args.mac or cmdline.last(params, "mac")
+        try:
+            mac = Mac.parse(mac_text) if mac_text else None
+        except MacError as exc:
+            raise UsageError(f"--mac: {exc}") from None
+        level_text = args.log or cmdline.last(params, "log") or "info"
+        try:
+            level = Level.parse(level_text)
+        except ValueError as exc:
+            raise UsageError(f"--log: {exc}") from None
+        poll_text = cmdline.last(params, "poll")
+        try:
+            poll = float(poll_text) if poll_text else DEFAULT_POLL
+        except ValueError:
+            raise UsageError(f"bootpull.poll={poll_text}: not a number of seconds") from None
+        trust = args.trust or cmdline.last(params, "trust")
+        return cls(
+            state_dir=Path(args.state_dir),
+            repo_url=args.repo,
+            mac=mac,
+            trust_file=Path(trust) if trust else DEFAULT_TRUST,
+            oneshot=bool(args.oneshot),
+            interfaces=tuple(args.interface or params.get("interface", [])),
+            params=params,
+            console_spec=args.console or cmdline.last(params, "console"),
+            log_level=level,
+            report_url=cmdline.last(params, "report"),
+            poll_interval=max(0.1, poll),
+        )
+
+
+def command(args: argparse.Namespace) -> int:
+    """The handler of ``bootpull node run``."""
+    settings = Settings.from_args(args)
+    console = Console.open(settings.console_spec, level=settings.log_level)
+    try:
+        return run(settings, console)
+    finally:
+        console.close()
+
+
+def run(settings: Settings, console: Console) -> int:
+    """The boot pipeline. Returns the exit code; every failure has printed its banner."""
+    node = Node(settings, console)
+    try:
+        with node.stop_on_signals():
+            node.discover()
+            node.update()
+            node._start_or_wait()
+            if settings.oneshot:
+                return node.finish_oneshot()
+            node.supervise_forever()
+        return 0  # stopped by a signal
+    except BootpullError as err:
+        node.failed(err)
+        return err.exit_code
+    finally:
+        node.close()
+
+
+def origin_events_url(repo_url: str) -> str:
+    """The repository's origin plus ``/api/v1/events`` (CONTRACT §2, the last choice)."""
+    parts = urlsplit(repo_url)
+    return f"{parts.scheme}://{parts.netloc}{EVENTS_PATH}"
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT: stop the role and leave cleanly."""
+
+
+@dataclass
+class Node:
+    """The run's mutable context. Each stage method says which fields it writes."""
+
+    settings: Settings
+    console: Console
+    state: StateDir = field(init=False)
+    identity: Identity | None = None  # discover
+    repo_url: str = ""  # discover
+    discovered_report_url: str | None = None  # discover
+    discovered_hostname: str | None = None  # discover
+    reporter: Reporter | None = None  # discover
+    pulled: PullResult | None = None  # update
+    stale: bool = False  # update: running on expired metadata (never report fresh)
+    deferred: BootpullError | None = None  # update/start_role: --oneshot exits with it
+    supervisor: Supervisor | None = None  # start_role
+    stopping: bool = False
+    counters: Counters = field(init=False)
+    status: NodeStatus = field(init=False)
+    _banners: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.state = StateDir(self.settings.state_dir)
+        self.state.ensure()
+        recover(self.state, self.console)
+        self.counters = self.state.load_counters()
+        self.status = self.state.load_status()
+
+    # -- discover ------------------------------------------------------------------
+
+    def discover(self) -> None:
+        """Learn who this node is and where its repository is (writes identity, repo)."""
+        s = self.settings
+        if s.repo_url and s.mac:
+            with self.console.step("discover") as step:
+                step.note(f"skipped: --repo and --mac given ({s.mac})")
+                self.identity = Identity(s.mac)
+                self.repo_url = s.repo_url
+                self._start_reporting([])
+            return
+        backoff = Backoff(base=2.0, cap=min(60.0, s.poll_interval * 4))
+        attempt = 0
+        found = None
+        while found is None:
+            try:
+                with self.console.step("discover") as step:
+                    found = self._discover_once()
+                    step.note(f"{found.interface} {found.ip} {found.mac} repo "
+                              f"{found.repo_url} ({found.repo_url_source})")
+            except DiscoveryError as err:
+                if s.oneshot:
+                    raise
+                self._banner_once(err)
+                self.counters.count("retries", "discover")
+                self._sleep(backoff.delay(attempt))
+                attempt += 1
+        self.identity = Identity(found.mac, hostname=found.hostname or "", ip=found.ip)
+        self.discovered_hostname = found.hostname
+        self.discovered_report_url = found.report_url or None
+        self.repo_url = s.repo_url or found.repo_url
+        self._start_reporting(list(found.log_servers))
+        self._report("discover", "ok", f"repository {self.repo_url} via "
+                     f"{found.repo_url_source} on {found.interface}",
+                     {"discovery": found.to_json()})
+
+    def _discover_once(self) -> Discovery:
+        from bootpull.discover import discover
+
+        params = dict(self.settings.params)
+        if self.settings.repo_url:
+            params["repo"] = [self.settings.repo_url]
+        return discover(interfaces=list(self.settings.interfaces),
+                        timeout=self.settings.discover_timeout, configure=True,
+                        params=params, console=self.console, counters=self.counters,
+                        mac_override=self.settings.mac)
+
+    def _start_reporting(self, log_servers: list[str]) -> None:
+        assert self.identity is not None
+        self.reporter = Reporter(
+            spool=Spool(self.state.spool), context=ReportContext(self.identity.mac),
+            console=self.console, counters=self.counters, url=self._report_url(),
+            syslog=SyslogMirror(log_servers, self.console) if log_servers else None)
+        if self.settings.oneshot:
+            self.reporter.timeout = 5.0
+
+    def _report_url(self) -> str | None:
+        """CONTRACT §2: bootpull.toml [report] url, DHCP 43.2, the repo's origin."""
+        if self.pulled is not None and self.pulled.settings.report_url:
+            return self.pulled.settings.report_url
+        if self.status.report_url:  # what the repository said last time
+            return self.status.report_url
+        if self.settings.report_url:
+            return self.settings.report_url
+        if self.discovered_report_url:
+            return self.discovered_report_url
+        return origin_events_url(self.repo_url) if self.repo_url else None
+
+    # -- fetch, verify, install ---------------------------------------------------
+
+    def update(self) -> bool:
+        """Fetch, verify and install what the repository says; True if ``current`` changed.
+
+        A failure with an install on disk is reported and that install keeps running;
+        without one the error is raised (``--oneshot``) or waited out by polling.
+        """
+        while True:
+            try:
+                return self._update_once()
+            except BootpullError as err:
+                if self.settings.oneshot:
+                    raise
+                self._banner_once(err)
+                self._report_error(err)
+                if self.state.current() is not None:
+                    return False  # keep running what is installed
+                self._sleep(self.settings.poll_interval)
+
+    def _update_once(self) -> bool:
+        current = self.state.current()
+        try:
+            result = self._pull()
+        except ExpiredMetadata as err:
+            if current is None:
+                raise
+            self.stale = True
+            self._fallback(err, current, "verify", "fail",
+                           "signed metadata expired: running the installed version; "
+                           "it is not fresh")
+            self.deferred = err
+            return False
+        except FetchError as err:
+            if current is None:
+                raise FetchError(err.what, why=err.why, hint=(
+                    f"check that the repository at {self.repo_url} is up and reachable "
+                    "from this node; it has no last-known-good role to run meanwhile")
+                    ) from None
+            self._fallback(err, current, "fetch", "warn",
+                           "fetch failed: running the installed version")
+            return False
+        self.stale = False
+        self.deferred = None
+        self.pulled = result
+        self.status.report_url = result.settings.report_url or ""
+        if self.reporter is not None:
+            self.reporter.url = self._report_url()
+        return self._install(result.bundle)
+
+    def _pull(self) -> PullResult:
+        from bootpull.fetch import FetchLimits, GitRemote
+        from bootpull.pull import pull
+
+        assert self.identity is not None
+        try:
+            trust = self.settings.trust_file.read_bytes()
+        except OSError as exc:
+            raise VerifyError(f"no trust anchors at {self.settings.trust_file}",
+                              why=exc.strerror or str(exc),
+                              hint="pass --trust FILE (from 'bootpull repo trust'), or "
+                              "build the image with 'bootpull image build --trust FILE'"
+                              ) from None
+        limits = FetchLimits(deadline=self.settings.fetch_deadline)
+        if self.state.current() is not None:  # something to fall back to: do not wait long
+            limits = replace(limits, deadline=min(self.settings.fetch_deadline,
+                                                  self.settings.fetch_deadline_with_lkg),
+                             max_attempts=min(limits.max_attempts, 4))
+        remote = GitRemote(self.repo_url, self.state.cache, limits=limits,
+                           console=self.console, counters=self.counters)
+        try:
+            return pull(remote, self.identity.mac, trust_root=trust,
+                        state_dir=self.state.root, console=self.console,
+                        counters=self.counters)
+        finally:
+            remote.close()
+
+    def _fallback(self, err: BootpullError, current: Installed, stage: str, status: str,
+                  message: str) -> None:
+        self._banner_once(err)
+        self.counters.count("fallbacks", stage)
+        self.console.warn(f"{message}: {current.role} {current.version}")
+        self._report(stage, status, f"{message}: {current.role} {current.version}",
+                     {"error": err.what, "why": err.why, "fallback": current.version,
+                      "stale": self.stale})
+
+    def _install(self, bundle: Bundle) -> bool:
+        assert self.identity is not None
+        ident = bundle_id(bundle)
+        bad = self.state.bad_ids()
+        if ident in bad:
+            current = self.state.current()
+            message = (f"{bundle.role.name} {bundle.version} failed before "
+                       f"({bad[ident]}); not retried")
+            self.console.warn(message + "; publish a fixed version")
+            self._report("install", "warn", message, {"bad_version": bundle.version})
+            if current is None:
+                raise RunError(message, hint="publish a fixed version of the role")
+            return False
+        env = contract_env(role=bundle.role.name, version=bundle.version,
+                           commit=bundle.commit, variables=bundle.assignment.vars,
+                           identity=self._identity_for(bundle.assignment.hostname))
+        with self.console.step(f"install {bundle.role.name} {bundle.version}") as step:
+            outcome = install(bundle, self.state, env=env, console=self.console)
+            step.note("unchanged: nothing to do" if not outcome.changed
+                      else f"{len(bundle.files)} files into {outcome.installed.path}")
+        self._set_context(outcome.installed)
+        if outcome.changed:
+            self._report("install", "ok", f"installed {bundle.role.name} {bundle.version}",
+                         {"previous": outcome.previous.version if outcome.previous else None,
+                          "files": len(bundle.files)})
+        self._save_status("install", "ok", "installed" if outcome.changed else "unchanged")
+        return outcome.changed
+
+    # -- run -----------------------------------------------------------------------
+
+    def _start_or_wait(self) -> None:
+        """Start the role; without --oneshot a failure leaves the node polling for a fix."""
+        try:
+            self.start_role()
+        except RunError as err:
+            if self.settings.oneshot:
+                raise
+            self._banner_once(err)
+            self._report_error(err)
+
+    def start_role(self) -> None:
+        """Start ``current``; on failure mark it bad, revert to the LKG and start that."""
+        for _ in range(3):
+            installed = self.state.current()
+            if installed is None:
+                raise RunError("there is no installed role to run",
+                               hint="check the banners above: nothing was installed")
+            self._set_context(installed)
+            bad = self.state.bad_ids()
+            if installed.id in bad:
+                err = RunError(f"{installed.role} {installed.version} failed before "
+                               f"({bad[installed.id]}); not started again",
+                               hint="publish a fixed version of the role")
+                if not self._give_up_on(installed, err):
+                    raise err
+                continue
+            sup = Supervisor(installed, role_env(installed, self._identity_for(
+                installed.record.assignment.hostname)), console=self.console,
+                counters=self.counters, policy=self.settings.policy)
+            try:
+                with self.console.step(f"run {installed.role} {installed.version}") as step:
+                    sup.start()
+                    sup.wait_started()
+                    step.note("healthy" if installed.record.role.health else "started")
+            except RunError as err:
+                sup.stop()
+                if not self._give_up_on(installed, err):
+                    raise
+                continue
+            self.supervisor = sup
+            self._save_status("run", "ok", "running", health="healthy")
+            self._report("run", "warn" if self.stale else "ok",
+                         f"{installed.role} {installed.version} is running" + (
+                             " on expired metadata" if self.stale else ""),
+                         {"stale": self.stale})
+            return
+        raise RunError("no install could be started", hint="see the banners above")
+
+    def _give_up_on(self, installed: Installed, err: BootpullError) -> bool:
+        """Mark ``installed`` bad and revert to the LKG; False when there is none."""
+        self.state.mark_bad(installed.id, err.what)
+        self._banner_once(err)
+        lkg = self.state.lkg()
+        if lkg is None or lkg.id == installed.id or lkg.id in self.state.bad_ids():
+            self._report_error(err)
+            return False
+        revert_to_lkg(self.state)
+        self.counters.count("fallbacks", "health")
+        self.deferred = RunError(
+            f"{installed.role} {installed.version} failed to start or failed its health "
+            "check", why=f"{err.what}; the last-known-good {lkg.version} was started "
+            "instead", hint="fix the role and publish a new version; the failed one is "
+            "not retried")
+        self.console.warn(f"reverted to the last-known-good {lkg.role} {lkg.version}")
+        self._report("run", "fail", f"{installed.role} {installed.version} failed "
+                     f"({err.what}); reverted to {lkg.version}",
+                     {"error": err.what, "why": err.why, "bad_version": installed.version,
+                      "fallback": lkg.version})
+        return True
+
+    def finish_oneshot(self) -> int:
+        """--oneshot: the role started and is healthy; stop it and leave."""
+        assert self.supervisor is not None
+        self.supervisor.stop()
+        self.supervisor = None
+        self._save_status("run", "ok", "oneshot: stopped after the first health check",
+                          health="stopped")
+        if self.deferred is not None:  # the last-known-good ran, but the run failed
+            self.console.banner(self.deferred)
+            return self.deferred.exit_code
+        return 0
+
+    def supervise_forever(self) -> None:
+        """Keep the role up, poll the repository, deliver reports; until SIGTERM."""
+        poll_backoff = Backoff(base=1.0, cap=self.settings.poll_interval)
+        poll_failures = 0
+        next_poll = time.monotonic() + self.settings.poll_interval
+        while not self.stopping:
+            sup = self.supervisor
+            for happening in sup.tick() if sup is not None else []:
+                assert sup is not None
+                self._report("drift" if happening.kind.startswith("drift") else "run",
+                             happening.status, happening.message, happening.details)
+                if happening.kind == "drift" or happening.kind == "drift-cleared":
+                    self.status.drift = list(happening.details.get("files_changed", []))
+                    self._save_status("drift", happening.status, happening.message)
+                if happening.kind == "unhealthy":
+                    sup.stop()
+                    self.supervisor = None
+                    err = RunError(happening.message, why=str(happening.details))
+                    if self._give_up_on(sup.installed, err):
+                        self._start_or_wait()
+                    break
+            if time.monotonic() >= next_poll:
+                before = self.state.current()
+                changed = False
+                try:
+                    changed = self._update_once()
+                    failed = self.stale
+                except BootpullError as err:
+                    self._banner_once(err)
+                    self._report_error(err)
+                    failed = True
+                poll_failures = poll_failures + 1 if failed else 0
+                wait = (poll_backoff.delay(poll_failures) if failed
+                        else self.settings.poll_interval)
+                next_poll = time.monotonic() + max(0.1, wait)
+                if changed:
+                    self.console.info(f"switching from {before.version if before else '-'} "
+                                      "to the new install")
+                    if self.supervisor is not None:
+                        self.supervisor.stop()
+                        self.supervisor = None
+                    self._start_or_wait()
+            if self.reporter is not None and self.reporter.next_due() == 0.0:
+                self.reporter.flush()
+            waits = [next_poll - time.monotonic(), 1.0]
+            if self.supervisor is not None:
+                waits.append(self.supervisor.next_due())
+            if self.reporter is not None:
+                waits.append(self.reporter.next_due())
+            self._sleep(max(0.01, min(waits)))
+
+    # -- reporting, status, signals -------------------------------------------------
+
+    def _identity_for(self, hostname: str | None) -> Identity:
+        assert self.identity is not None
+        name = hostname or self.discovered_hostname or f"node-{self.identity.mac.canonical}"
+        return Identity(self.identity.mac, hostname=name, ip=self.identity.ip)
+
+    def _set_context(self, installed: Installed) -> None:
+        if self.reporter is None or self.identity is None:
+            return
+        ctx = self.reporter.context
+        ctx.hostname = self._identity_for(installed.record.assignment.hostname).hostname
+        ctx.role, ctx.version, ctx.commit = installed.role, installed.version, installed.commit
+
+    def _report(self, stage: str, status: str, message: str,
+                details: dict[str, Any] | None = None) -> None:
+        self.state.save_counters(self.counters)
+        if self.reporter is not None:
+            try:
+                self.reporter.emit(stage, status, message, details)
+            except OSError as exc:
+                self.console.error(f"could not spool an event: {exc}")
+
+    def _report_error(self, err: BootpullError) -> None:
+        self._report(err.stage, "fail", err.what, {"why": err.why, "hint": err.hint,
+                                                   "exit_code": err.exit_code})
+        self._save_status(err.stage, "fail", err.what)
+
+    def _banner_once(self, err: BootpullError) -> None:
+        """A banner per distinct failure (polling prints it once, not every minute)."""
+        key = f"{type(err).__name__}:{err.what}"
+        if key not in self._banners:
+            self._banners.add(key)
+            self.console.banner(err)
+
+    def failed(self, err: BootpullError) -> None:
+        """The run ends on ``err``: banner, report, status."""
+        self._banner_once(err)
+        err.reported = True  # type: ignore[attr-defined]
+        self._report_error(err)
+
+    def _save_status(self, stage: str, status: str, message: str,
+                     health: str | None = None) -> None:
+        st: NodeStatus = self.status
+        if self.identity is not None:
+            st.node = self.identity.mac.canonical
+        cur, lkg = self.state.current(), self.state.lkg()
+        if cur is not None:
+            st.role, st.version, st.commit = cur.role, cur.version, cur.commit
+            st.hostname = self._identity_for(cur.record.assignment.hostname).hostname \
+                if self.identity else st.hostname
+        st.lkg_version, st.lkg_commit = (lkg.version, lkg.commit) if lkg else ("", "")
+        if health is not None:
+            st.health = health
+        st.last_stage, st.last_status, st.last_message = stage, status, message
+        st.stale = self.stale
+        try:
+            self.state.save_status(st)
+            self.state.save_counters(self.counters)
+        except OSError as exc:
+            self.console.error(f"could not write the status file: {exc}")
+
+    @contextlib.contextmanager
+    def stop_on_signals(self) -> Any:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            del frame
+            self.stopping = True
+            self.console.info(f"got {signal.Signals(signum).name}: stopping")
+
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                old[sig] = signal.signal(sig, handler)
+        try:
+            yield
+        except _Stop:
+            pass
+        finally:
+            for sig, previous in old.items():
+                signal.signal(sig, previous)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake within 0.1 s of a stop signal."""
+        end = time.monotonic() + seconds
+        while not self.stopping:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.1, left))
+        raise _Stop()
+
+    def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+            self._save_status("run", "ok", "stopped", health="stopped")
+        if self.reporter is not None:
+            with contextlib.suppress(OSError):
+                self.reporter.flush(force=True)
+            self.reporter.close()
+        with contextlib.suppress(OSError):
+            self.state.save_counters(self.counters)
+

@@ -1,0 +1,408 @@
+"""``bootpull node run``: the whole pipeline against a real signed repository served by
+``git http-backend`` on 127.0.0.1, with a real HTTP event sink as the home base.
+
+The repository is the session's signed repository (``bootpull repo init/assign/publish``)
+plus a ``marker`` role assigned to MAC_NEW, whose command writes its environment to a
+marker file in ``BOOTPULL_VAR_MARKER_DIR`` and stays up; its health check passes while
+``health.sh`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from bootpull.backoff import Backoff
+from bootpull.console import Console
+from bootpull.mac import Mac
+from bootpull.pipeline import Settings, origin_events_url, run
+from bootpull.state import StateDir
+from bootpull.status import collect
+from bootpull.supervise import Policy
+from bootpull.trust import load_floor, save_floor
+from eventsink import EventSink
+from gitserver import GitHttpServer
+from signed_repo import MAC_NEW, SignedRepo
+
+ROLE = b"""format = 1
+description = "writes a marker and stays up"
+
+[run]
+command = ["./run.sh"]
+restart = "on-failure"
+
+[health]
+command = ["./health.sh"]
+interval = 1
+timeout = 5
+"""
+RUN = b"""#!/bin/sh
+env | grep '^BOOTPULL_' | sort > "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERSION"
+pwd >> "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERSION"
+echo "$BOOTPULL_VERSION" >> "$BOOTPULL_VAR_MARKER_DIR/runs"
+exec sleep 600
+"""
+HEALTHY = b"#!/bin/sh\nexit 0\n"
+SICK = b"#!/bin/sh\necho 'port 80 is closed' >&2\nexit 1\n"
+FAST = Policy(tries=2, start_grace=0.2, first_check_spacing=0.2,
+              backoff=Backoff(base=0.05, cap=0.1), stop_timeout=5.0)
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def close(self) -> None:
+        pass
+
+
+def add_marker_role(repo: SignedRepo, markers: Path, report_url: str | None,
+                    health: bytes = HEALTHY) -> None:
+    repo.write("roles/marker/role.toml", ROLE)
+    repo.write("roles/marker/files/run.sh", RUN, mode=0o755)
+    repo.write("roles/marker/files/health.sh", health, mode=0o755)
+    repo.write(f"hosts/{MAC_NEW.canonical}.toml",
+               f'role = "marker"\nhostname = "marker-1"\n\n[vars]\n'
+               f'MARKER_DIR = "{markers}"\n'.encode())
+    if report_url:
+        settings = (repo.root / "bootpull.toml").read_text()
+        if "\n[report]" not in settings:
+            repo.write("bootpull.toml",
+                       (settings + f'\n[report]\nurl = "{report_url}"\n').encode())
+    repo.commit("marker role")
+    repo.publish()
+
+
+class Node:
+    """One node's state dir and the settings to run the pipeline in-process."""
+
+    def __init__(self, tmp: Path, repo: SignedRepo, url: str, mac: Mac = MAC_NEW) -> None:
+        self.state = tmp / "state"
+        self.trust = tmp / "trust.json"
+        self.trust.write_bytes(repo.trust)
+        self.url = url
+        self.mac = mac
+
+    def settings(self, **kw: object) -> Settings:
+        base: dict[str, object] = dict(state_dir=self.state, repo_url=self.url, mac=self.mac,
+                                       trust_file=self.trust, oneshot=True, policy=FAST,
+                                       fetch_deadline=4.0, fetch_deadline_with_lkg=3.0)
+        base.update(kw)
+        return Settings(**base)  # type: ignore[arg-type]
+
+    def run(self, **kw: object) -> tuple[int, str]:
+        out = Lines()
+        code = run(self.settings(**kw), Console(out))
+        return code, out.text
+
+    @property
+    def status(self) -> dict[str, object]:
+        return collect(StateDir(self.state))
+
+
+@pytest.fixture
+def served(signed_repo: SignedRepo, git_http_server: object, sink: EventSink,
+           tmp_path: Path) -> tuple[SignedRepo, GitHttpServer, Path]:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    add_marker_role(signed_repo, markers, sink.url)
+    server = git_http_server(signed_repo.root)  # type: ignore[operator]
+    return signed_repo, server, markers
+
+
+def test_oneshot_installs_runs_the_role_then_a_second_run_reinstalls_nothing(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    code, text = node.run()
+    assert code == 0, text
+    status = node.status
+    version = str(status["version"])
+    assert status["role"] == "marker" and version.startswith("head-")
+    assert status["commit"] == repo.git("rev-parse", "HEAD") and status["lkg"] is None
+    lines = (markers / f"marker-{version}").read_text().splitlines()
+    assert "BOOTPULL_MAC=52-54-00-aa-bb-cc" in lines and "BOOTPULL_ROLE=marker" in lines
+    assert "BOOTPULL_HOSTNAME=marker-1" in lines
+    assert f"BOOTPULL_COMMIT={status['commit']}" in lines
+    assert f"BOOTPULL_VAR_MARKER_DIR={markers}" in lines
+    assert lines[-1] == status["path"]  # its working directory is its install directory
+    assert "[finished] run marker" in text
+    # the role was stopped when --oneshot ended
+    time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", f"sleep 600.*{markers}"], check=False,
+                          capture_output=True).stdout == b""
+    stages = [(e["stage"], e["status"]) for e in sink.received]
+    assert ("install", "ok") in stages and ("run", "ok") in stages
+    assert all(e["node"] == "52-54-00-aa-bb-cc" for e in sink.received)
+    run_event = next(e for e in sink.received if e["stage"] == "run")
+    assert run_event["role"] == "marker" and run_event["version"] == version
+    assert status["spooled_events"] == 0
+    installed_path = Path(str(status["path"]))
+    inode = (installed_path / "run.sh").stat().st_ino
+    received = len(sink.received)
+
+    code, text = node.run()
+    assert code == 0, text
+    assert "unchanged: nothing to do" in text
+    assert (installed_path / "run.sh").stat().st_ino == inode
+    assert node.status["lkg"] is None  # nothing new was installed
+    new_stages = [e["stage"] for e in sink.received[received:]]
+    assert "install" not in new_stages and "run" in new_stages
+    assert (markers / "runs").read_text().splitlines() == [version, version]
+
+
+def test_unknown_mac_banner_names_the_command_and_installs_nothing(
+        served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
+    repo, server, _ = served
+    stranger = Mac.parse("52:54:00:de:ad:01")
+    node = Node(tmp_path, repo, server.url, mac=stranger)
+    code, text = node.run()
+    assert code == 12
+    assert "node 52-54-00-de-ad-01 is not assigned" in text
+    assert "run 'bootpull repo assign 52:54:00:de:ad:01 ROLE' and publish" in text
+    assert node.status["role"] == "" and not list((node.state / "roles").iterdir())
+
+
+def test_fetch_failure_without_lkg_exits_11(served: tuple[SignedRepo, GitHttpServer, Path],
+                                            tmp_path: Path) -> None:
+    repo, server, _ = served
+    server.stop()
+    node = Node(tmp_path, repo, server.url)
+    code, text = node.run()
+    assert code == 11, text
+    flat = " ".join(text.split())
+    assert "FETCH FAILED (exit 11)" in flat and "no last-known-good role" in flat
+    assert node.status["role"] == ""
+
+
+def test_fetch_failure_with_an_install_runs_it_and_counts_a_fallback(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    assert node.run()[0] == 0
+    version = node.status["version"]
+    server.stop()
+    code, text = node.run()
+    assert code == 0, text
+    assert "FETCH FAILED" in text and "running the installed version" in text
+    status = node.status
+    assert status["version"] == version
+    assert status["counters"]["fallbacks"] == 1  # type: ignore[index]
+    assert (markers / "runs").read_text().splitlines() == [version, version]
+    fallback = [e for e in sink.received if e["stage"] == "fetch"]
+    assert fallback and fallback[0]["status"] == "warn"
+    assert fallback[0]["counters"]["fallbacks"] == 1
+
+
+def test_unpublished_change_is_refused_and_nothing_is_installed(
+        served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
+    repo, server, _ = served
+    node = Node(tmp_path, repo, server.url)
+    assert node.run()[0] == 0
+    before = node.status
+    repo.write("roles/marker/files/run.sh", b"#!/bin/sh\necho pwned > /tmp/pwned\n",
+               mode=0o755)
+    repo.commit("sneaky")
+    code, text = node.run()
+    assert code == 12, text
+    assert "VERIFY FAILED (exit 12)" in text
+    after = node.status
+    assert after["version"] == before["version"] and after["path"] == before["path"]
+    assert len([p for p in (node.state / "roles" / "marker").iterdir()]) == 1
+
+
+def test_failing_health_check_reverts_to_the_lkg_without_a_boot_loop(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    assert node.run()[0] == 0
+    good = node.status["version"]
+    repo.write("roles/marker/files/health.sh", SICK, mode=0o755)
+    repo.commit("a broken health check")
+    repo.publish()
+    code, text = node.run()
+    assert code == 14, text
+    assert "port 80 is closed" in text and "last-known-good" in text
+    status = node.status
+    assert status["version"] == good  # current is the LKG again
+    bad = status["bad_versions"]
+    assert isinstance(bad, dict) and len(bad) == 1
+    assert status["counters"]["fallbacks"] == 1  # type: ignore[index]
+    reverted = [e for e in sink.received if e["stage"] == "run" and e["status"] == "fail"]
+    assert reverted and reverted[0]["details"]["fallback"] == good
+    runs = (markers / "runs").read_text().splitlines()
+    assert runs[0] == good and runs[-1] == good and len(runs) == 3  # good, bad, good
+    # the next boot does not try the bad version again: no boot loop
+    code, text = node.run()
+    assert code == 0, text
+    assert "not retried" in text
+    assert (markers / "runs").read_text().splitlines()[3:] == [good]
+    assert node.status["version"] == good
+
+
+def test_expired_metadata_boots_the_lkg_and_reports_an_alarm(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    assert node.run()[0] == 0
+    version = node.status["version"]
+    # the node once saw a good time 45 days ahead: the metadata is expired for it
+    floor = load_floor(node.state)
+    later = (datetime.now(UTC) + timedelta(days=45)).isoformat()
+    save_floor(node.state, replace(floor, last_good=later))
+    code, text = node.run()
+    assert code == 12, text
+    assert (markers / "runs").read_text().splitlines() == [version, version]  # LKG ran
+    status = node.status
+    assert status["stale"] is True and status["version"] == version
+    alarms = [e for e in sink.received if e["stage"] == "verify"]
+    assert alarms and alarms[0]["status"] == "fail"
+    assert "not fresh" in alarms[0]["message"]
+    ran = [e for e in sink.received if e["stage"] == "run"][-1]
+    assert ran["status"] == "warn" and ran["details"]["stale"] is True
+
+
+def test_failing_install_hook_keeps_the_previous_version_exit_13(
+        served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
+    repo, server, _ = served
+    node = Node(tmp_path, repo, server.url)
+    assert node.run()[0] == 0
+    before = node.status["path"]
+    repo.write("roles/marker/role.toml", ROLE + b'\n[install]\nhooks = [["./setup.sh"]]\n')
+    repo.write("roles/marker/files/setup.sh", b"#!/bin/sh\necho 'no space' >&2\nexit 2\n",
+               mode=0o755)
+    repo.commit("a failing hook")
+    repo.publish()
+    code, text = node.run()
+    assert code == 13, text
+    assert "INSTALL FAILED (exit 13)" in text and "no space" in text
+    assert node.status["path"] == before
+
+
+def test_report_url_down_spools_then_delivers_in_order(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    repo, server, _ = served
+    node = Node(tmp_path, repo, server.url)
+    port = sink.port
+    sink.stop()
+    assert node.run()[0] == 0
+    spooled = node.status["spooled_events"]
+    assert isinstance(spooled, int) and spooled >= 2
+    assert node.status["counters"]["retries"] >= 1  # type: ignore[index]
+    back = EventSink(port)
+    try:
+        assert node.run()[0] == 0
+        messages = [(e["stage"], e["message"]) for e in back.received]
+        assert messages[0][0] == "install"  # the oldest spooled event first
+        times = [e["time"] for e in back.received]
+        assert times == sorted(times)
+        assert node.status["spooled_events"] == 0
+        first_run = [m for m in messages if m[0] == "run"]
+        assert len(first_run) == 2  # one per boot, none lost, none twice
+    finally:
+        back.stop()
+
+
+def test_origin_events_url() -> None:
+    assert origin_events_url("http://10.0.0.1:8080/repo.git") == \
+        "http://10.0.0.1:8080/api/v1/events"
+    assert origin_events_url("https://boot.example/x/y/") == \
+        "https://boot.example/api/v1/events"
+
+
+# -- the real command, as a process ------------------------------------------------------
+
+
+def node_cmd(node: Node, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "bootpull", "node", "run", "--repo", node.url, "--mac",
+            node.mac.colons, "--trust", str(node.trust), "--state-dir", str(node.state),
+            *extra]
+
+
+def test_node_run_oneshot_command_and_status_json(
+        served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    proc = subprocess.run(node_cmd(node, "--oneshot"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    status = subprocess.run([sys.executable, "-m", "bootpull", "node", "status",
+                             "--state-dir", str(node.state), "--json"],
+                            capture_output=True, text=True, timeout=60, check=True)
+    info = json.loads(status.stdout)
+    assert info["role"] == "marker" and info["version"].startswith("head-")
+    assert info["commit"] == repo.git("rev-parse", "HEAD") and info["lkg"] is None
+    assert set(info["counters"]) == {"retries", "restarts", "fallbacks"}
+    assert (markers / f"marker-{info['version']}").exists()
+
+
+@pytest.mark.slow
+def test_node_run_polls_picks_up_its_role_and_upgrades_without_a_reboot(
+        served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
+    repo, server, markers = served
+    stranger = Mac.parse("52:54:00:de:ad:02")
+    node = Node(tmp_path, repo, server.url, mac=stranger)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("quiet bootpull.poll=0.5\n")
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(node_cmd(node, "--cmdline", str(cmdline)), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        def wait_for(pred: object, what: str, timeout: float = 120.0) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if callable(pred) and pred():
+                    return
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.2)
+            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
+
+        wait_for(lambda: "bootpull repo assign 52:54:00:de:ad:02 ROLE" in log.read_text(),
+                 "the not-assigned banner")
+        text = (repo.root / f"hosts/{MAC_NEW.canonical}.toml").read_text()
+        repo.write(f"hosts/{stranger.canonical}.toml", text.encode())
+        repo.commit("assign the stranger")
+        first = repo.publish()
+        wait_for(lambda: (markers / "runs").exists(), "the role to start")
+        assert (markers / "runs").read_text().split() == [f"head-{first[:12]}"]
+        # the repository goes away: the node keeps running its role
+        server.stop()
+        wait_for(lambda: "Connection refused" in log.read_text(), "a failed poll")
+        assert proc.poll() is None
+        # a new version is published while the server is down; then it comes back
+        repo.write("roles/marker/files/extra.txt", b"v2\n")
+        repo.commit("v2")
+        second = repo.publish()
+        server.start()
+        wait_for(lambda: f"head-{second[:12]}" in (markers / "runs").read_text(),
+                 "the upgrade")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+        info = collect(StateDir(node.state))
+        assert info["version"] == f"head-{second[:12]}"
+        assert info["lkg"]["version"] == f"head-{first[:12]}"
+        assert info["counters"]["retries"] >= 1  # the fetches tried while it was down
+        assert "Connection refused" in log.read_text()
+        assert info["health"] == "stopped"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
