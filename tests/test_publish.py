@@ -213,3 +213,13 @@ def test_outside_a_repository_says_so(tmp_path: Path, capsys: pytest.CaptureFixt
                                       ) -> None:
     assert main(["repo", "-C", str(tmp_path), "publish"]) == 2
     assert "not inside a git repository" in capsys.readouterr().err
+
+
+def test_publish_on_another_branch_says_nodes_follow_the_deploy_branch(
+        signed_repo: SignedRepo, capsys: pytest.CaptureFixture[str]) -> None:
+    signed_repo.git("checkout", "-q", "-b", "feature")
+    signed_repo.publish()
+    assert "nodes follow main" in capsys.readouterr().err
+    signed_repo.git("checkout", "-q", "main")
+    signed_repo.publish()
+    assert "nodes follow" not in capsys.readouterr().err

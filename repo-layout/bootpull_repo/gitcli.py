@@ -78,19 +78,32 @@ class Git:
         return out
 
     def blobs(self, oids: Sequence[str]) -> Iterator[tuple[str, bytes]]:
-        """The contents of many blobs, through one ``git cat-file --batch``."""
+        """The contents of many blobs, one at a time, through one ``git cat-file --batch``."""
         if not oids:
             return
-        out = self.run("cat-file", "--batch", input="".join(f"{o}\n" for o in oids).encode())
-        pos = 0
-        for oid in oids:
-            end = out.index(b"\n", pos)
-            header = out[pos:end].decode().split()
-            if len(header) != 3:
-                raise GitError(f"git cat-file could not read {oid}", why=" ".join(header))
-            size = int(header[2])
-            yield oid, out[end + 1:end + 1 + size]
-            pos = end + 1 + size + 1
+        proc = subprocess.Popen(["git", "-C", str(self.root), "cat-file", "--batch"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            for oid in oids:
+                proc.stdin.write(f"{oid}\n".encode())
+                proc.stdin.flush()
+                header = proc.stdout.readline().decode().split()
+                if len(header) != 3:
+                    raise GitError(f"git cat-file could not read {oid}", why=" ".join(header),
+                                   hint="check the repository with 'git fsck'")
+                size = int(header[2])
+                data = proc.stdout.read(size)
+                proc.stdout.read(1)  # the newline after each object
+                if len(data) != size:
+                    raise GitError(f"git cat-file stopped in the middle of {oid}")
+                yield oid, data
+        finally:
+            proc.stdin.close()
+            proc.stdout.close()
+            proc.kill()
+            proc.wait(timeout=30)
 
     def tags(self, prefix: str = "") -> list[str]:
         refs = self.text("for-each-ref", "--format=%(refname)", f"refs/tags/{prefix}")

@@ -185,11 +185,10 @@ def collect_targets(git: Git, head: str) -> tuple[dict[str, tuple[int, str, int]
             _check_entry(entry, tag)
             wanted[release_target(role, version, entry.path[len(base):])] = entry
         releases.append(tag)
-    contents = dict(git.blobs(sorted({e.oid for e in wanted.values()})))
-    targets = {}
-    for path, entry in wanted.items():
-        data = contents[entry.oid]
-        targets[path] = (len(data), hashlib.sha256(data).hexdigest(), entry.mode)
+    digests: dict[str, tuple[int, str]] = {}
+    for oid, data in git.blobs(sorted({e.oid for e in wanted.values()})):
+        digests[oid] = (len(data), hashlib.sha256(data).hexdigest())
+    targets = {path: (*digests[entry.oid], entry.mode) for path, entry in wanted.items()}
     return targets, releases
 
 
@@ -312,6 +311,12 @@ def command(args: argparse.Namespace) -> int:
     expiry = Expiry(targets=args.targets_days, snapshot=args.snapshot_days,
                     timestamp=args.timestamp_days)
     done = publish(ctx, expiry=expiry, freshness_only=args.freshness)
+    branch = ctx.git.run("symbolic-ref", "-q", "--short", "HEAD", check=False).decode().strip()
+    deploy = ctx.settings.branch if ctx.settings else "main"
+    if branch != deploy:
+        print(f"note: you published on {branch or 'a detached HEAD'}, but nodes follow "
+              f"{deploy}: merge this into {deploy} (fast-forward) for nodes to see it",
+              file=sys.stderr)
     root_expires = load_root(ctx.metadata_dir).signed.expires
     if root_expires - datetime.now(UTC) < timedelta(days=60):
         print(f"note: root.json expires on {root_expires.date().isoformat()}; renew it with "
