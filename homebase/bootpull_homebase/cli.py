@@ -57,6 +57,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the base URL feeds link to (default: from each request's Host)")
     parser.add_argument("--refresh", type=int, default=30, metavar="SECONDS",
                         help="status page auto-refresh interval (default 30)")
+    parser.add_argument("--syslog", action="append", default=[], metavar="HOST[:PORT]",
+                        help="send every status change (SILENT too) to this syslog server, "
+                        "RFC 5424 over UDP (repeatable)")
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
     parser.set_defaults(func=run)
 
@@ -78,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
         repo=args.repo, db=args.db, host=host, port=port, silent_after=args.silent_after,
         role_silent_after=tuple(args.silent_after_role),
         rate=args.rate, burst=args.burst, max_body=args.max_body, public_url=args.public_url,
-        refresh=max(1, args.refresh), access_log=args.access_log)
+        refresh=max(1, args.refresh), access_log=args.access_log, syslog=tuple(args.syslog))
     with console.step("open the event store and the repository") as step:
-        homebase = Homebase(settings)
+        homebase = Homebase(settings, console=console)
         step.note(f"{homebase.store.count()} events in {settings.db}")
         step.note(f"repository {homebase.git.git_dir}")
     server = make_server(homebase)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bootpull.console import Console
 from bootpull.errors import UsageError
 from bootpull.events import EventError, validate_event
 from bootpull.mac import Mac, MacError
@@ -41,6 +42,7 @@ from bootpull_homebase.page import node_page, status_page
 from bootpull_homebase.repoview import RepoView
 from bootpull_homebase.smarthttp import GitBackend, is_push
 from bootpull_homebase.store import Clock, Deadlines, EventStore, StoreError, rfc3339
+from bootpull_homebase.watch import ChangeLog
 
 GIT_BODY_LIMIT = 64 * 1024 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024
@@ -66,6 +68,8 @@ class Settings:
     public_url: str = ""  # the base URL feeds link to; default: from the Host header
     refresh: int = 30  # status page refresh, seconds
     access_log: bool = False
+    syslog: tuple[str, ...] = ()  # central syslog servers for status changes
+    watch_interval: float = 5.0  # how often the change log looks for changes (SILENT)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -87,7 +91,8 @@ class Homebase:
 
     def __init__(self, settings: Settings, *, clock: Clock = time.time,
                  deadlines: Deadlines | None = None,
-                 intents: IntentSource | None = None) -> None:
+                 intents: IntentSource | None = None,
+                 console: Console | None = None) -> None:
         self.settings = settings
         self.git = GitBackend(settings.repo)
         self.repo = RepoView(settings.repo, default_deadline=settings.silent_after,
@@ -98,15 +103,21 @@ class Homebase:
         self.feeds = FeedCache(self.store)
         self.ingest = Ingest(self.store, on_change=self.feeds.invalidate)
         self.bucket = TokenBucket(settings.rate, settings.burst)
+        self.changelog = ChangeLog(self.store, console or Console(), syslog=settings.syslog,
+                                   interval=settings.watch_interval)
+        self.changelog.start()
         self.started = time.monotonic()
         self.refused = 0  # requests answered 429
 
     def close(self) -> None:
+        self.changelog.close()
         self.ingest.close()
         self.store.close()
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        """``/healthz``: 200 when the database answers and the ingest thread runs."""
+        """``/healthz``: 200 when the database answers and the ingest thread runs (status
+        ``ok``, or ``warn`` when no event came for longer than the default deadline);
+        503 otherwise (status ``fail``)."""
         problems: list[str] = []
         try:
             self.store.check()
@@ -120,8 +131,12 @@ class Homebase:
         now = self.store.clock()
         age = None if last is None else round(max(0.0, now - last), 3)
         states = {} if problems else self.store.status_counts(now=now)
+        # No event at all for longer than the default deadline: every node is down,
+        # or (more likely) this home base is cut off from them. Still serving: 200.
+        stale = age is not None and age > self.settings.silent_after
         body = {
-            "status": "fail" if problems else "ok", "problems": problems,
+            "status": "fail" if problems else ("warn" if stale else "ok"),
+            "problems": problems, "events_stale": stale,
             "database": database, "db_path": str(self.store.path),
             "ingest": "running" if self.ingest.alive else "stopped",
             "last_event": None if last is None else rfc3339(last),

@@ -440,6 +440,20 @@ class EventStore:
                 out[node].append(Transition(status, at, event_id))
         return out
 
+    def statuses(self, *, now: float | None = None
+                 ) -> list[tuple[str, str, dict[str, Any]]]:
+        """(mac, status, {hostname, role, version, commit, last_report}) of every node."""
+        now = self.clock() if now is None else now
+        with self._reader() as conn:
+            rows = conn.execute("SELECT mac, hostname, role, version, commit_id, reported, "
+                                "last_report FROM nodes ORDER BY mac").fetchall()
+        out = []
+        for mac, hostname, role, version, commit, reported, last_report in rows:
+            status = SILENT if now > last_report + self.deadlines.for_role(role) else reported
+            out.append((mac, status, {"hostname": hostname, "role": role, "version": version,
+                                      "commit": commit, "last_report": last_report}))
+        return out
+
     def status_counts(self, *, now: float | None = None) -> dict[str, int]:
         """How many nodes are OK, WARN, FAIL and SILENT (cheap: no event bodies)."""
         now = self.clock() if now is None else now
