@@ -403,3 +403,26 @@ def test_assign_render_sets_role_and_version_and_keeps_the_rest(
     assert (assignment.role, assignment.version, assignment.hostname) == (role, version, "h-1")
     assert assignment.vars == variables
     assert text.startswith("# my node\n")
+
+
+@given(st.lists(st.tuples(st.sampled_from(["", "run", "health", "vars", "a.b"]), var_names),
+                min_size=1, max_size=8, unique=True),
+       st.lists(st.sampled_from(["# c", "", "  "]), max_size=3))
+def test_key_line_finds_each_key_where_it_was_written(entries: list[tuple[str, str]],
+                                                      filler: list[str]) -> None:
+    lines: list[str] = []
+    where: dict[tuple[str, str], int] = {}
+    by_table: dict[str, list[str]] = {}
+    for table, key in entries:
+        by_table.setdefault(table, []).append(key)
+    for table in sorted(by_table, key=lambda t: t != ""):  # the top level first
+        if table:
+            lines.append(f"[{table}]")
+        for key in by_table[table]:
+            lines += filler
+            lines.append(f"{key} = 1")
+            where[(table, key)] = len(lines)
+    text = "\n".join(lines)
+    for (table, key), line in where.items():
+        path = (*table.split("."), key) if table else (key,)
+        assert layout.key_line(text, *path) == line
