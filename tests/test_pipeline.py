@@ -29,28 +29,9 @@ from bootpull.supervise import Policy
 from bootpull.trust import load_floor, save_floor
 from eventsink import EventSink
 from gitserver import GitHttpServer
+from marker_role import ROLE, SICK, add_marker_role
 from signed_repo import MAC_NEW, SignedRepo
 
-ROLE = b"""format = 1
-description = "writes a marker and stays up"
-
-[run]
-command = ["./run.sh"]
-restart = "on-failure"
-
-[health]
-command = ["./health.sh"]
-interval = 1
-timeout = 5
-"""
-RUN = b"""#!/bin/sh
-env | grep '^BOOTPULL_' | sort > "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERSION"
-pwd >> "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERSION"
-echo "$BOOTPULL_VERSION" >> "$BOOTPULL_VAR_MARKER_DIR/runs"
-exec sleep 600
-"""
-HEALTHY = b"#!/bin/sh\nexit 0\n"
-SICK = b"#!/bin/sh\necho 'port 80 is closed' >&2\nexit 1\n"
 FAST = Policy(tries=2, start_grace=0.2, first_check_spacing=0.2,
               backoff=Backoff(base=0.05, cap=0.1), stop_timeout=5.0)
 
@@ -64,23 +45,6 @@ class Lines:
 
     def close(self) -> None:
         pass
-
-
-def add_marker_role(repo: SignedRepo, markers: Path, report_url: str | None,
-                    health: bytes = HEALTHY) -> None:
-    repo.write("roles/marker/role.toml", ROLE)
-    repo.write("roles/marker/files/run.sh", RUN, mode=0o755)
-    repo.write("roles/marker/files/health.sh", health, mode=0o755)
-    repo.write(f"hosts/{MAC_NEW.canonical}.toml",
-               f'role = "marker"\nhostname = "marker-1"\n\n[vars]\n'
-               f'MARKER_DIR = "{markers}"\n'.encode())
-    if report_url:
-        settings = (repo.root / "bootpull.toml").read_text()
-        if "\n[report]" not in settings:
-            repo.write("bootpull.toml",
-                       (settings + f'\n[report]\nurl = "{report_url}"\n').encode())
-    repo.commit("marker role")
-    repo.publish()
 
 
 class Node:

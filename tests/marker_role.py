@@ -1,0 +1,52 @@
+"""The ``marker`` role the pipeline tests deploy: it proves that a role ran, and how.
+
+Its command writes its ``BOOTPULL_*`` environment and working directory to
+``$BOOTPULL_VAR_MARKER_DIR/marker-<version>``, appends the version to ``runs``, and
+stays up; its health check passes while ``health.sh`` says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bootpull.mac import Mac
+from signed_repo import MAC_NEW, SignedRepo
+
+ROLE = b"""format = 1
+description = "writes a marker and stays up"
+
+[run]
+command = ["./run.sh"]
+restart = "on-failure"
+
+[health]
+command = ["./health.sh"]
+interval = 1
+timeout = 5
+"""
+RUN = b"""#!/bin/sh
+env | grep '^BOOTPULL_' | sort > "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERSION"
+pwd >> "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERSION"
+echo "$BOOTPULL_VERSION" >> "$BOOTPULL_VAR_MARKER_DIR/runs"
+exec sleep 600
+"""
+HEALTHY = b"#!/bin/sh\nexit 0\n"
+SICK = b"#!/bin/sh\necho 'port 80 is closed' >&2\nexit 1\n"
+
+
+def add_marker_role(repo: SignedRepo, markers: Path, report_url: str | None,
+                    health: bytes = HEALTHY, mac: Mac = MAC_NEW) -> None:
+    """Add the role, assign it to ``mac`` (hostname marker-1), set [report] url, publish."""
+    repo.write("roles/marker/role.toml", ROLE)
+    repo.write("roles/marker/files/run.sh", RUN, mode=0o755)
+    repo.write("roles/marker/files/health.sh", health, mode=0o755)
+    repo.write(f"hosts/{mac.canonical}.toml",
+               f'role = "marker"\nhostname = "marker-1"\n\n[vars]\n'
+               f'MARKER_DIR = "{markers}"\n'.encode())
+    if report_url:
+        settings = (repo.root / "bootpull.toml").read_text()
+        if "\n[report]" not in settings:
+            repo.write("bootpull.toml",
+                       (settings + f'\n[report]\nurl = "{report_url}"\n').encode())
+    repo.commit("marker role")
+    repo.publish()

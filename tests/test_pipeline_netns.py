@@ -1,0 +1,91 @@
+"""End to end with discovery: real dnsmasq in a namespace hands out the repository URL
+(DHCP option 43, sub-option 1), ``git http-backend`` serves the signed repository in
+the same namespace, and ``bootpull node run --oneshot`` in the client namespace finds
+it, installs the marker role and runs it. No --repo, no --mac.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bootpull_lab import netlab as lab_net
+from marker_role import add_marker_role
+from signed_repo import SignedRepo
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+TESTS = Path(__file__).resolve().parent
+SERVE = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from pathlib import Path
+from gitserver import GitHttpServer
+server = GitHttpServer(host=sys.argv[2])
+server.add_repo("repo", Path(sys.argv[1]))
+server.start()
+print(server.port, flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+@pytest.fixture
+def git_in_namespace() -> Iterator[object]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(ns: lab_net.Namespace, repo: Path, host: str) -> int:
+        proc = ns.popen([sys.executable, "-c", SERVE, str(repo), host, str(TESTS)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), f"git server did not start: {line!r}"
+        return int(line)
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.stdin:
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
+def test_discovered_repository_oneshot_runs_the_role(
+        netlab: lab_net.Lab, signed_repo: SignedRepo, git_in_namespace: object,
+        tmp_path: Path) -> None:
+    server = netlab.namespace("srv")
+    client = netlab.namespace("node")
+    link = netlab.link(client, server, client_if="eth0")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    add_marker_role(signed_repo, markers, None, mac=link.client_mac)
+    port = git_in_namespace(server, signed_repo.root, str(link.server_ip))  # type: ignore[operator]
+    url = f"http://{link.server_ip}:{port}/repo"
+    netlab.dnsmasq(server, [link], [*link.dhcp_range(), f"dhcp-option=vendor:bootpull,1,{url}"],
+                   ping=False)
+    trust = tmp_path / "trust.json"
+    trust.write_bytes(signed_repo.trust)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("console=ttyS0 bootpull.dhcp_delay=0\n")
+    state = tmp_path / "state"
+    proc = client.run(lab_net.bootpull_argv(
+        "node", "run", "--oneshot", "--interface", "eth0", "--trust", str(trust),
+        "--state-dir", str(state), "--cmdline", str(cmdline)), check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = (markers / "runs").read_text().split()
+    assert len(runs) == 1 and runs[0].startswith("head-")
+    lines = (markers / f"marker-{runs[0]}").read_text().splitlines()
+    assert f"BOOTPULL_MAC={link.client_mac.canonical}" in lines
+    ip_line = next(line for line in lines if line.startswith("BOOTPULL_IP="))
+    assert ip_line.startswith(f"BOOTPULL_IP={'.'.join(str(link.server_ip).split('.')[:3])}.")
+    assert "BOOTPULL_HOSTNAME=marker-1" in lines
+    assert "dhcp-43" in proc.stderr  # the source that located the repository
