@@ -76,6 +76,7 @@ def test_guids_are_the_mac(homebase: Running) -> None:
     guids = etree.fromstring(rss).findall("channel/item/guid")
     assert sorted(g.text for g in guids) == [str(WEB1), str(WEB2)]
     assert {g.get("isPermaLink") for g in guids} == {"false"}
+    assert etree.fromstring(rss).findtext("channel/link") == homebase.url + "/"
     atom = etree.fromstring(requests.get(homebase.url + "/feeds/web.atom", timeout=30).content)
     assert sorted(e.findtext(f"{ATOM}id") for e in atom.findall(f"{ATOM}entry")) == [
         f"urn:bootpull:node:{WEB1}", f"urn:bootpull:node:{WEB2}"]
