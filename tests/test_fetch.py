@@ -16,6 +16,8 @@ from bootpull.console import Console
 from bootpull.errors import FetchError
 from bootpull.fetch import FetchLimits, GitRemote
 from gitserver import GitHttpServer, commit_files, git, make_bare_repo, push
+from hypothesis import given
+from hypothesis import strategies as st
 
 ROLES = 5
 ROLE_FILE = 200_000
@@ -334,3 +336,30 @@ def test_a_change_to_another_role_costs_only_the_trees_on_the_path(
     # ls-refs, the new commit, the new root and roles/ trees; r3's trees and blobs are cached
     assert len([s for s in server.log if s.method == "POST"]) == 4
     assert second.bytes_received < 3000
+
+
+def test_nothing_is_ever_checked_out(server, tmp_path, remote_factory) -> None:
+    cache = tmp_path / "cache"
+    snap = remote_factory(server.url, cache=cache).snapshot("main")
+    snap.read_many([e.path for e in snap.list("")])  # every file of the commit
+    names = {p.name for p in cache.rglob("*")}
+    assert not names & {"bootpull.toml", "roles", "hosts", "a.bin", "run.sh", "link"}
+    assert {p.suffix for p in (cache / "objects" / "pack").iterdir()} <= {".pack", ".idx"}
+
+
+@pytest.fixture(scope="module")
+def cached_snapshot(server, tmp_path_factory):
+    remote = GitRemote(server.url, tmp_path_factory.mktemp("hyp") / "cache", limits=FAST,
+                       console=Console(_Lines()), counters=Counters())
+    snap = remote.snapshot("main")
+    snap.list("")  # every tree cached: the examples below need no network
+    yield snap
+    remote.close()
+
+
+@given(st.text(alphabet=st.sampled_from("/.ab\0r2files-_x\\ é"), max_size=40))
+def test_any_path_string_reads_as_a_file_or_none(cached_snapshot, path: str) -> None:
+    data = cached_snapshot.read(path)
+    assert data is None or isinstance(data, bytes)
+    entries = cached_snapshot.list(path)
+    assert all(e.path.startswith(path.strip("/").split("/")[0]) for e in entries)
