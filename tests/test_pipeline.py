@@ -370,3 +370,51 @@ def test_node_run_polls_picks_up_its_role_and_upgrades_without_a_reboot(
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_node_run_reverts_to_the_lkg_when_health_fails_later(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("bootpull.poll=0.5\n")
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(node_cmd(node, "--cmdline", str(cmdline)), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        def wait_for(pred: object, what: str, timeout: float = 120.0) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if callable(pred) and pred():
+                    return
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.2)
+            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
+
+        runs = markers / "runs"
+        wait_for(runs.exists, "the first version")
+        good = runs.read_text().split()[0]
+        repo.write("roles/marker/files/health.sh",
+                   b'#!/bin/sh\n[ ! -e "$BOOTPULL_VAR_MARKER_DIR/sick" ]\n', mode=0o755)
+        repo.commit("health that can fail")
+        second = f"head-{repo.publish()[:12]}"
+        wait_for(lambda: second in runs.read_text(), "the second version")
+        (markers / "sick").write_text("")
+        wait_for(lambda: runs.read_text().split()[-1] == good, "the revert to the LKG")
+        info = collect(StateDir(node.state))
+        assert info["version"] == good
+        assert any(v.startswith(second) for v in info["bad_versions"])
+        assert info["counters"]["fallbacks"] >= 1
+        time.sleep(2)  # several polls: the bad version is not installed again
+        assert runs.read_text().split()[-1] == good and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+        reverted = [e for e in sink.received if e["stage"] == "run" and e["status"] == "fail"]
+        assert reverted and reverted[-1]["details"]["fallback"] == good
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
