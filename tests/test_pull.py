@@ -164,3 +164,37 @@ def test_verify_modules_and_repo_help_import_no_heavy_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout.strip()
     assert out == "[]"
+
+
+def test_switching_the_deploy_branch_never_looks_like_a_rollback(signed_repo: SignedRepo,
+                                                                 tmp_path: Path) -> None:
+    """production forks from an older main; main then points nodes at production."""
+    state = tmp_path / "state"
+    first = node_pull(signed_repo, MAC_DB, state)
+    signed_repo.git("branch", "production")  # forks here: its metadata is older than main's
+    text = (signed_repo.root / "bootpull.toml").read_text()
+    switched = text.replace('branch = "main"', 'branch = "production"').encode()
+    signed_repo.write("bootpull.toml", switched)
+    signed_repo.commit("nodes: follow production")
+    signed_repo.publish()
+    signed_repo.publish()  # main is now two versions ahead of where production forked
+    signed_repo.git("checkout", "-q", "production")
+    signed_repo.write("bootpull.toml", switched)
+    signed_repo.write("roles/db/files/schema.sql", b"create table p (z int);\n")
+    signed_repo.commit("production: db change")
+    signed_repo.publish()  # versions continue from main's, not from the fork point
+    main_ts = json.loads(signed_repo.git("show", "main:.bootpull/metadata/timestamp.json"))
+    prod_ts = json.loads((signed_repo.root / ".bootpull/metadata/timestamp.json").read_text())
+    assert prod_ts["signed"]["version"] == main_ts["signed"]["version"] + 1
+    result = node_pull(signed_repo, MAC_DB, state)  # starts at main, hops to production
+    assert result.branch == "production"
+    assert result.metadata.targets > first.metadata.targets
+    assert load_floor(state).branch == "production"
+    # main is abandoned (even its metadata is gone): the node starts at production
+    signed_repo.git("checkout", "-q", "main")
+    signed_repo.git("rm", "-q", "-r", ".bootpull")
+    signed_repo.commit("main: abandoned")
+    again = node_pull(signed_repo, MAC_DB, state)
+    assert again.branch == "production"
+    assert {f.path: f.data for f in again.bundle.files}["schema.sql"] == \
+        b"create table p (z int);\n"

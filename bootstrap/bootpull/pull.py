@@ -6,7 +6,8 @@
    metadata, ``bootpull.toml`` and the host files in one ``read_many``);
 2. verify the signed metadata in ``.bootpull/metadata/`` (python-tuf ngclient, the
    node's version floor and clock floor — :mod:`bootpull.trust`);
-3. read and verify ``bootpull.toml``; follow its ``branch`` if it names another one;
+3. read and verify ``bootpull.toml``; follow its ``branch`` if it names another one
+   (and remember it in the state dir, so the next pull starts there);
 4. read and verify this node's host file, or ``hosts/default.toml``, and select;
 5. for a pinned version, snapshot the tag ``role/<role>/<version>``;
 6. list, read (``read_many``: only this role's files) and verify every file of the
@@ -73,13 +74,15 @@ def pull(
     counters: Counters,
     now: datetime | None = None,
     build_time: datetime | None = None,
-    branch: str = DEFAULT_BRANCH,
+    branch: str | None = None,
 ) -> PullResult:
     """Fetch and verify what ``mac`` gets; raise VerifyError (exit 12) on any mismatch.
 
-    ``now`` is the node's clock (default: the system clock) and ``build_time`` the
-    image's build time (default: :data:`bootpull.trust.BUILD_TIME_FILE`); expiry is
-    judged at the latest of these and the last good time stored in the state dir.
+    ``branch`` is where to start: default the branch of the last good pull (kept in
+    the state dir), else ``main``. ``now`` is the node's clock (default: the system
+    clock) and ``build_time`` the image's build time (default:
+    :data:`bootpull.trust.BUILD_TIME_FILE`); expiry is judged at the latest of these
+    and the last good time stored in the state dir.
     Raises :class:`~bootpull.errors.ExpiredMetadata` for expired metadata (boot the
     last-known-good), :class:`~bootpull.errors.FetchError` from the remote.
     """
@@ -87,7 +90,10 @@ def pull(
     if build_time is None:
         build_time = image_build_time()
     verifier = Verifier(trust_root, state_dir, now=now, build_time=build_time)
-    for _hop in range(2):  # bootpull.toml may name another deploy branch, once
+    branch = branch or verifier.floor.branch or DEFAULT_BRANCH
+    for hop in range(2):  # bootpull.toml may name another deploy branch, once
+        if hop:
+            verifier.forget_cache()
         with console.step(f"fetch deploy branch {branch}") as step:
             head = _Prefetched(remote.snapshot(branch), mac)
             step.note(head.commit[:12])
@@ -150,7 +156,7 @@ def pull(
 
     bundle = Bundle(role=spec, version=version, commit=tree.commit, files=tuple(files),
                     assignment=assignment, role_toml=role_toml)
-    verifier.record_success()
+    verifier.record_success(branch)
     return PullResult(bundle=bundle, settings=settings, metadata=versions, branch=branch,
                       head_commit=head.commit)
 

@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -92,6 +93,7 @@ class Floor:
     snapshot: int = 0
     targets: int = 0
     last_good: str = ""  # RFC 3339: the reference time of the last fully verified pull
+    branch: str = ""  # the deploy branch that pull came from (where the next one starts)
 
     @property
     def last_good_time(self) -> datetime | None:
@@ -118,7 +120,8 @@ def load_floor(state_dir: Path) -> Floor:
     try:
         doc = json.loads(raw)
         return Floor(**{k: doc[k] for k in ("root", "timestamp", "snapshot", "targets")},
-                     last_good=str(doc.get("last_good", "")))
+                     last_good=str(doc.get("last_good", "")),
+                     branch=str(doc.get("branch", "")))
     except (ValueError, KeyError, TypeError) as exc:
         raise VerifyError(
             "the node's version floor is unreadable", why=f"{path}: {exc}",
@@ -345,7 +348,12 @@ class Verifier:
                 expected=f"{signed.mode:o}", got=f"{mode:o}")
         return data
 
-    def record_success(self) -> Floor:
+    def forget_cache(self) -> None:
+        """Drop ngclient's metadata cache (the floor stays): before verifying another
+        branch, whose metadata may be older than the branch just read."""
+        shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+    def record_success(self, branch: str = "") -> Floor:
         """Raise the floor to what was just verified (call only after every check)."""
         versions = self._require()
         floor = Floor(
@@ -354,6 +362,7 @@ class Verifier:
             snapshot=max(self.floor.snapshot, versions.snapshot),
             targets=max(self.floor.targets, versions.targets),
             last_good=self.reference_time.isoformat(timespec="seconds"),
+            branch=branch or self.floor.branch,
         )
         save_floor(self.state_dir, floor)
         self.floor = floor

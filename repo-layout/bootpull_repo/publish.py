@@ -202,6 +202,38 @@ def target_file(path: str, length: int, sha256: str, mode: int) -> TargetFile:
 # -- publish ---------------------------------------------------------------------
 
 
+def highest_versions(git: Git, directory: Path) -> dict[str, int]:
+    """The highest version of each metadata file in the work tree and on every branch.
+
+    Versions only ever go up across the whole repository, so switching the deploy
+    branch (or merging two clones' publishes) never looks like a rollback to nodes.
+    """
+    highest = {"targets": 0, "snapshot": 0, "timestamp": 0}
+    sources: list[bytes] = []
+    for name in highest:
+        path = directory / f"{name}.json"
+        if path.is_file():
+            sources.append(path.read_bytes())
+    refs = git.run("for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes",
+                   check=False).decode().split()
+    for ref in refs:
+        for name in highest:
+            data = git.run("show", f"{ref}:{METADATA_DIR}/{name}.json", check=False)
+            if data:
+                sources.append(data)
+    for data in sources:
+        try:
+            signed = json.loads(data)["signed"]
+            kind, version = signed["_type"], signed["version"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if kind in highest and isinstance(version, int):
+            highest[kind] = max(highest[kind], version)
+    return highest
+
+
+
+
 def validate(ctx: RepoContext, head: str) -> None:
     """Refuse to sign a repository with format problems: lint first, never after."""
     from bootpull.localgit import LocalRemote
@@ -234,9 +266,8 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
     root = load_root(directory).signed
     keys = ctx.keys()
     old_targets = read_metadata(directory, "targets.json")
-    old_snapshot = read_metadata(directory, "snapshot.json")
-    old_timestamp = read_metadata(directory, "timestamp.json")
 
+    highest = highest_versions(git, directory)
     releases: list[str] = []
     head_files = 0
     if freshness_only:
@@ -250,18 +281,17 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
         signer = checked_signer(keys, "targets", root)
         collected, releases = collect_targets(git, head)
         head_files = sum(1 for p in collected if p.startswith("head/"))
-        version = old_targets.signed.version + 1 if old_targets else 1
-        targets = Targets(version=version, expires=expires_in(expiry.targets, now),
+        targets = Targets(version=highest["targets"] + 1, expires=expires_in(expiry.targets, now),
                           targets={p: target_file(p, *v) for p, v in sorted(collected.items())})
         targets_md = Metadata(targets)
         targets_md.sign(signer)
 
-    snapshot_version = old_snapshot.signed.version + 1 if old_snapshot else 1
+    snapshot_version = highest["snapshot"] + 1
     snapshot_md = Metadata(Snapshot(
         version=snapshot_version, expires=expires_in(expiry.snapshot, now),
         meta={"targets.json": MetaFile(version=targets_md.signed.version)}))
     snapshot_md.sign(checked_signer(keys, "snapshot", root))
-    timestamp_version = old_timestamp.signed.version + 1 if old_timestamp else 1
+    timestamp_version = highest["timestamp"] + 1
     timestamp_md = Metadata(Timestamp(
         version=timestamp_version, expires=expires_in(expiry.timestamp, now),
         snapshot_meta=MetaFile(version=snapshot_version)))
