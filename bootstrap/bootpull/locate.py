@@ -155,7 +155,8 @@ def from_dhcp_67(lease: dhcp.Lease) -> Attempt:
         if problem:
             reasons.append(problem)
         elif value is None:
-            reasons.append(f"no {what}")
+            reasons.append("no option 67" if what == "option 67"
+                           else "the BOOTP file field is empty")
         elif urlsplit(value).scheme.lower() not in ("http", "https"):
             reasons.append(f"{what} {value[:80]!r} is not an http:// or https:// URL")
         else:
@@ -163,7 +164,8 @@ def from_dhcp_67(lease: dhcp.Lease) -> Attempt:
                 return Attempt("dhcp-67", FOUND, what, url=dhcp.check_url(value, what))
             except dhcp.MalformedDhcp as exc:
                 reasons.append(str(exc))
-    failed = any("not an http" not in r and not r.startswith("no ") for r in reasons)
+    failed = any("not an http" not in r and not r.startswith("no ") and not r.endswith("empty")
+                 for r in reasons)
     return Attempt("dhcp-67", FAILED if failed else NOT_HERE, "; ".join(reasons))
 
 
