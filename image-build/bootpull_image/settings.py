@@ -57,7 +57,7 @@ class BuildSettings:
     node_source: Path = field(
         default_factory=lambda: Path(__file__).resolve().parents[2] / "bootstrap" / "bootpull")
     #: lz4 level for the initramfs (legacy frame format, which the kernel reads)
-    lz4_level: int = 12
+    lz4_level: int = 9
 
 
 @dataclass

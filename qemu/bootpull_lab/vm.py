@@ -1,0 +1,319 @@
+"""``Vm``: one QEMU node booting the bootpull image, as a context manager for tests.
+
+    with Vm(image_dir, [Nic(mac, UserNet(port=8080, bootfile=url))], log=path) as vm:
+        vm.wait_for(r"role .* running", timeout=120)
+        vm.set_link(0, up=False)
+        vm.reboot()
+
+- The kernel boots through PVH (``vmlinux``), falling back to ``vmlinuz``.
+- The serial console is captured line by line to ``log`` (each line prefixed with the
+  seconds since QEMU started, which is what the boot benchmarks read) and kept in
+  memory for :meth:`Vm.wait_for`; ``echo`` streams it to a terminal as well.
+- Networking is QEMU's user network with ``restrict=on``: the guest reaches only
+  10.0.2.100:8080, which ``guestfwd`` maps to 127.0.0.1:PORT through
+  :mod:`bootpull_lab.forward`; ``bootfile`` is handed out in the BOOTP file field.
+  Or a tap device inside a network namespace the caller made (:class:`TapNet`).
+- The QEMU monitor (QMP) on a unix socket drives ``set_link`` and ``reboot``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bootpull.errors import BootpullError
+from bootpull.mac import Mac
+
+from bootpull_lab import accel
+
+#: where the guest reaches the home base on the user network
+GUEST_HOST = "10.0.2.100"
+GUEST_PORT = 8080
+
+
+class LabError(BootpullError):
+    stage = "lab"
+
+
+@dataclass(frozen=True)
+class UserNet:
+    """QEMU user networking, restricted: only 10.0.2.100:8080 → 127.0.0.1:``port``."""
+
+    port: int | None = None
+    bootfile: str | None = None
+
+
+@dataclass(frozen=True)
+class TapNet:
+    """A tap device ``ifname`` that QEMU creates inside the network namespace ``netns``."""
+
+    netns: str
+    ifname: str
+
+
+@dataclass(frozen=True)
+class Nic:
+    mac: Mac
+    net: UserNet | TapNet = field(default_factory=UserNet)
+    model: str = "virtio-net-pci"
+
+
+def user_url(path: str = "/") -> str:
+    """The URL the guest uses for ``path`` on the forwarded home base."""
+    return f"http://{GUEST_HOST}:{GUEST_PORT}{path}"
+
+
+def kernel_cmdline(console: str = "ttyS0,115200", extra: Sequence[str] = ()) -> str:
+    return " ".join(["console=" + console, "rootfstype=ramfs", "quiet", "panic=-1",
+                     f"bootpull.console={console}", *extra])
+
+
+def make_state_disk(path: Path, size_mb: int = 64) -> Path:
+    """An ext4 disk image for the node's state dir (kept across boots), made once."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as disk:
+        disk.truncate(size_mb * 2**20)
+    proc = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "bootpull-state", str(path)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        path.unlink(missing_ok=True)
+        raise LabError("could not make the state disk", why=proc.stderr.strip(),
+                       hint="apt-get install e2fsprogs")
+    return path
+
+
+class Vm:
+    """A running QEMU node; see the module docstring."""
+
+    def __init__(
+        self,
+        image: Path,
+        nics: Sequence[Nic],
+        *,
+        log: Path,
+        memory: int = 256,
+        cmdline: Sequence[str] = (),
+        state_disk: Path | None = None,
+        echo: Callable[[str], None] | None = None,
+        accelerator: str | None = None,
+        name: str = "bootpull-node",
+    ) -> None:
+        if not nics:
+            raise LabError("a node needs at least one NIC")
+        self.image = Path(image)
+        self.nics = list(nics)
+        self.log_path = Path(log)
+        self.memory = memory
+        self.extra_cmdline = list(cmdline)
+        self.state_disk = state_disk
+        self.echo = echo
+        self.name = name
+        self._accel = accelerator
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._cursor = 0
+        self._reader: threading.Thread | None = None
+        self._t0 = 0.0
+
+    # -- life cycle -----------------------------------------------------------------
+
+    def kernel(self) -> Path:
+        for name in ("vmlinux", "vmlinuz"):
+            if (self.image / name).is_file():
+                return self.image / name
+        raise LabError(f"no kernel in {self.image}",
+                       hint=f"run 'bootpull image build --out {self.image}'")
+
+    def argv(self, qmp: Path) -> list[str]:
+        """The QEMU command line (without any ``ip netns exec`` prefix)."""
+        kernel = self.kernel()
+        initrd = self.image / "initrd.img"
+        if not initrd.is_file():
+            raise LabError(f"no initrd.img in {self.image}",
+                           hint=f"run 'bootpull image build --out {self.image}'")
+        accel_name = self._accel or accel.choose(kernel)
+        argv = ["qemu-system-x86_64", "-name", self.name, "-M", "pc", "-accel", accel_name,
+                "-m", str(self.memory), "-smp", "1", "-nodefaults", "-no-user-config",
+                "-display", "none", "-serial", "stdio", "-qmp", f"unix:{qmp},server=on,wait=off",
+                "-kernel", str(kernel), "-initrd", str(initrd)]
+        if accel_name == "kvm":
+            argv += ["-cpu", "host"]
+        extra = list(self.extra_cmdline)
+        if self.state_disk is not None:
+            argv += ["-drive", f"file={self.state_disk},if=virtio,format=raw"]
+            extra.append("bootpull.state=/dev/vda")
+        argv += ["-append", kernel_cmdline(extra=extra)]
+        forward = [sys.executable, "-m", "bootpull_lab.forward"]
+        for index, nic in enumerate(self.nics):
+            netdev = f"n{index}"
+            if isinstance(nic.net, TapNet):
+                argv += ["-netdev", f"tap,id={netdev},ifname={nic.net.ifname},script=no,"
+                         "downscript=no"]
+            else:
+                opts = [f"user,id={netdev}", "restrict=on"]
+                if nic.net.port is not None:
+                    cmd = " ".join([*forward, str(nic.net.port)]).replace(",", ",,")
+                    opts.append(f"guestfwd=tcp:{GUEST_HOST}:{GUEST_PORT}-cmd:{cmd}")
+                if nic.net.bootfile:
+                    opts.append("bootfile=" + nic.net.bootfile.replace(",", ",,"))
+                argv += ["-netdev", ",".join(opts)]
+            argv += ["-device", f"{nic.model},netdev={netdev},id=nic{index},"
+                     f"mac={nic.mac.colons}"]
+        return argv
+
+    def start(self) -> Vm:
+        self._tmp = tempfile.TemporaryDirectory(prefix="bootpull-vm-")
+        qmp = Path(self._tmp.name) / "qmp.sock"
+        argv = self.argv(qmp)
+        netns = {nic.net.netns for nic in self.nics if isinstance(nic.net, TapNet)}
+        if len(netns) > 1:
+            raise LabError("all tap NICs of one node must be in one network namespace")
+        if netns:
+            argv = ["ip", "netns", "exec", netns.pop(), *argv]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._qmp_path = qmp
+        self._t0 = time.monotonic()
+        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT)
+        self._reader = threading.Thread(target=self._read, name=f"{self.name}-serial",
+                                        daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        with open(self.log_path, "w", encoding="utf-8") as log:
+            for raw in self._proc.stdout:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n").replace("\r", "")
+                stamp = time.monotonic() - self._t0
+                log.write(f"{stamp:8.3f} {line}\n")
+                log.flush()
+                if self.echo is not None:
+                    self.echo(line)
+                with self._cond:
+                    self._lines.append((stamp, line))
+                    self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def kill(self) -> None:
+        """Stop QEMU at once (the power cord)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=30)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+
+    def close(self) -> None:
+        self.kill()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Vm:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- the console ----------------------------------------------------------------
+
+    @property
+    def lines(self) -> list[tuple[float, str]]:
+        """Every console line so far, with its time since QEMU started."""
+        with self._cond:
+            return list(self._lines)
+
+    @property
+    def console(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def mark(self) -> None:
+        """Make :meth:`wait_for` look only at lines printed from now on."""
+        with self._cond:
+            self._cursor = len(self._lines)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first console line (after the mark) matching ``pattern``; raise on timeout."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        checked = self._cursor
+        with self._cond:
+            while True:
+                while checked < len(self._lines):
+                    match = regex.search(self._lines[checked][1])
+                    checked += 1
+                    if match:
+                        self._cursor = checked
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.running:
+                    break
+                self._cond.wait(min(remaining, 1.0))
+        tail = "\n".join(line for _, line in self._lines[-15:])
+        state = "still running" if self.running else "QEMU has exited"
+        raise LabError(f"{self.name}: no console line matched {pattern!r} within {timeout:g}s",
+                       why=f"{state}; the console ended with:\n{tail}",
+                       hint=f"the whole console is in {self.log_path}")
+
+    # -- the monitor ----------------------------------------------------------------
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """Run one QMP command and return its ``return`` value."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            for _ in range(50):
+                try:
+                    sock.connect(str(self._qmp_path))
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    time.sleep(0.1)
+            stream = sock.makefile("rw", encoding="utf-8")
+            stream.readline()  # the greeting
+            for message in ({"execute": "qmp_capabilities"},
+                            {"execute": command, "arguments": arguments}):
+                stream.write(json.dumps(message) + "\n")
+                stream.flush()
+                while True:
+                    reply = json.loads(stream.readline())
+                    if "event" in reply:
+                        continue
+                    break
+                if "error" in reply:
+                    raise LabError(f"QMP {message['execute']} failed",
+                                   why=reply["error"].get("desc", str(reply["error"])))
+            return reply.get("return")
+
+    def set_link(self, nic: int, up: bool) -> None:
+        """Plug (``up=True``) or pull the cable of NIC number ``nic``."""
+        self.qmp("set_link", name=f"nic{nic}", up=up)
+
+    def reboot(self) -> None:
+        """Press the reset button; :meth:`wait_for` then looks only at the new boot."""
+        self.mark()
+        self.qmp("system_reset")
+
+
+def qemu_available() -> bool:
+    return shutil.which("qemu-system-x86_64") is not None
