@@ -363,3 +363,16 @@ def test_any_path_string_reads_as_a_file_or_none(cached_snapshot, path: str) -> 
     assert data is None or isinstance(data, bytes)
     entries = cached_snapshot.list(path)
     assert all(e.path.startswith(path.strip("/").split("/")[0]) for e in entries)
+
+
+def test_a_full_cache_starts_afresh(server, tmp_path, remote_factory) -> None:
+    cache = tmp_path / "cache"
+    first = remote_factory(server.url, cache=cache)
+    first.snapshot("main").read("roles/r1/files/a.bin")
+    first.close()
+    lines = _Lines()
+    small = FetchLimits(deadline=60, max_cache_bytes=50_000)
+    second = remote_factory(server.url, cache=cache, limits=small, console=Console(lines))
+    assert second.snapshot("main").read("roles/r1/files/a.bin") is not None
+    assert second.bytes_received > ROLE_FILE // 2  # fetched once more
+    assert "starting it afresh" in lines.text.getvalue()

@@ -70,6 +70,7 @@ AGENT = "bootpull/1"
 MODE_TREE = 0o040000
 MODE_GITLINK = 0o160000
 MAX_TREE_DEPTH = 256  # directory nesting; deeper than this is a hostile tree
+MAX_CACHE_PACKS = 256  # every fetch adds a pack; lookups slow down with too many
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _REDIRECTS = {301, 302, 303, 307, 308}
 MAX_REDIRECTS = 5
@@ -88,6 +89,7 @@ class FetchLimits:
     max_attempts: int = 8  # per request, the first try included
     stall_timeout: float = 30.0  # no byte at all for this long: the connection is dead
     max_inflated: int = 2**30  # what one pack may inflate to (zlib bombs), and one object
+    max_cache_bytes: int = 2**30  # past this (or MAX_CACHE_PACKS packs) the cache starts afresh
 
 
 class _Transient(Exception):
@@ -253,10 +255,36 @@ def _permanent_http_error(status: int, reason: str, url: str) -> FetchError:
                            "server runs git http-backend (or `bootpull serve`)")
 
 
-def _open_store(cache_dir: Path) -> Repo:
+def _cache_is_full(cache_dir: Path, max_bytes: int) -> str:
+    """Why the cache should start afresh, or "" when it need not."""
+    packs = list((cache_dir / "objects" / "pack").glob("*.pack"))
+    if len(packs) > MAX_CACHE_PACKS:
+        return f"{len(packs)} packs (more than {MAX_CACHE_PACKS})"
+    size = 0
+    for pack in packs:
+        with contextlib.suppress(OSError):
+            size += pack.stat().st_size
+    return f"{size} bytes (more than {max_bytes})" if size > max_bytes else ""
+
+
+def _open_store(cache_dir: Path, *, max_bytes: int, console: Console) -> Repo:
+    """The bare object store at ``cache_dir``, made if missing.
+
+    The cache only ever grows (each new commit adds a small pack, each new file version
+    a blob), so past ``max_bytes`` or MAX_CACHE_PACKS packs it is started afresh: the
+    next reads fetch the role once more, and nothing else changes.
+    """
+    import shutil
+
     from dulwich.errors import NotGitRepository
     from dulwich.repo import Repo
 
+    if (cache_dir / "objects").is_dir():
+        why = _cache_is_full(cache_dir, max_bytes)
+        if why:
+            console.info(f"fetch: the object cache holds {why}; starting it afresh",
+                         stage="fetch")
+            shutil.rmtree(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not (cache_dir / "objects").is_dir():
         return Repo.init_bare(str(cache_dir))
@@ -320,7 +348,8 @@ class GitRemote:
     @property
     def store(self) -> Repo:
         if self._store is None:
-            self._store = _open_store(self.cache_dir)
+            self._store = _open_store(self.cache_dir, max_bytes=self.limits.max_cache_bytes,
+                                      console=self.console)
         return self._store
 
     def close(self) -> None:
