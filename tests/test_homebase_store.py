@@ -168,3 +168,20 @@ def test_drift_api_and_page(homebase: Running, deploy_repo: Path) -> None:
     assert "should run" in drift[0]["reasons"][0]
     page = requests.get(homebase.url + "/", timeout=30).text
     assert 'class="drift"' in page and "db-1" in page
+
+
+def test_repo_view_follows_the_deploy_branch(deploy_repo: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "site"
+    git(tmp_path, "clone", "-q", str(deploy_repo), str(repo))
+    view = RepoView(repo, refresh=0)
+    assert view.intent_for(WEB1).role == "web"  # type: ignore[union-attr]
+    (repo / "hosts" / f"{WEB1}.toml").write_text('role = "db"\n')
+    assert view.intent_for(WEB1).role == "web", "the work tree is not what nodes get"  # type: ignore[union-attr]
+    git(repo, "commit", "-q", "-am", "web-1 becomes a db")
+    assert view.intent_for(WEB1) == Intent("db", None, git(repo, "rev-parse", "HEAD"),
+                                           f"hosts/{WEB1}.toml")
+    (repo / "bootpull.toml").write_text('format = 1\nbranch = "prod"\n')
+    git(repo, "commit", "-q", "-am", "deploy from prod")
+    assert view.intent_for(WEB1) is None  # no prod branch yet: nothing to compare with
+    git(repo, "branch", "prod", "HEAD~1")
+    assert view.intent_for(WEB1).commit == git(repo, "rev-parse", "prod")  # type: ignore[union-attr]

@@ -1,8 +1,8 @@
 """What the served repository says, read at its deploy head: deadlines and intent.
 
-The home base reads the committed deploy branch (never the work tree), through
-``git`` itself, and re-reads only when the branch head moves (checked at most every
-``refresh`` seconds).
+The home base reads the committed deploy branch (never the work tree) from the object
+store in-process (:class:`bootpull.localgit.LocalRemote`, dulwich), and re-reads only
+when the branch head moves (checked at most every ``refresh`` seconds).
 
 - **Deadlines** (SILENT), first found wins: ``roles/<role>/role.toml``
   ``[report] silent_after`` (seconds), then ``--silent-after-role ROLE=SECONDS``, then
@@ -17,7 +17,6 @@ The home base reads the committed deploy branch (never the work tree), through
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import tomllib
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bootpull.errors import FetchError
 from bootpull.mac import Mac
 
 from bootpull_homebase.drift import Intent
@@ -38,6 +38,15 @@ class _Snapshot:
     role_deadlines: dict[str, float] = field(default_factory=dict)
     hosts: dict[str, bytes] = field(default_factory=dict)  # "<mac>"/"default" -> file bytes
     tags: dict[str, str] = field(default_factory=dict)  # tag name -> commit
+
+
+def _toml(data: bytes | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    try:
+        return tomllib.loads(data.decode("utf-8", errors="replace"))
+    except tomllib.TOMLDecodeError:
+        return None  # 'bootpull repo lint' reports it; the home base keeps going
 
 
 def _seconds(table: Any) -> float | None:
@@ -65,71 +74,66 @@ class RepoView:
         self._checked = float("-inf")
         self._lock = threading.Lock()
 
-    def _git(self, *args: str) -> str:
-        proc = subprocess.run(["git", f"--git-dir={self.git_dir}", "-c", "safe.directory=*",
-                               *args], capture_output=True, text=True, timeout=30, check=False)
-        return proc.stdout if proc.returncode == 0 else ""
-
-    def _blob(self, rev: str, path: str) -> bytes | None:
-        proc = subprocess.run(["git", f"--git-dir={self.git_dir}", "-c", "safe.directory=*",
-                               "cat-file", "blob", f"{rev}:{path}"], capture_output=True,
-                              timeout=30, check=False)
-        return proc.stdout if proc.returncode == 0 else None
-
-    def _toml(self, rev: str, path: str) -> dict[str, Any] | None:
-        data = self._blob(rev, path)
-        if data is None:
-            return None
-        try:
-            return tomllib.loads(data.decode("utf-8", errors="replace"))
-        except tomllib.TOMLDecodeError:
-            return None  # 'bootpull repo lint' reports it; the home base keeps going
-
-    def branch(self) -> str:
-        """The deploy branch: ``main`` unless bootpull.toml (at HEAD) names another."""
-        from bootpull.layout import parse_settings
-
-        for rev in ("refs/heads/main", "HEAD"):
-            data = self._blob(rev, "bootpull.toml")
-            if data is not None:
-                settings, _problems = parse_settings(data)
-                if settings is not None:
-                    return settings.branch
-                raw = self._toml(rev, "bootpull.toml") or {}
-                name = raw.get("branch")
-                return name if isinstance(name, str) and name else "main"
-        return "main"
-
     def _snapshot(self) -> _Snapshot:
         with self._lock:
             now = time.monotonic()
             if now - self._checked < self.refresh:
                 return self._snap
             self._checked = now
-            head = self._git("rev-parse", "--verify", "-q",
-                             f"refs/heads/{self.branch()}^{{commit}}").strip()
-            if head == self._snap.head:
-                return self._snap
+            try:
+                self._snap = self._read(self._snap)
+            except (FetchError, OSError, KeyError, ValueError):
+                self._snap = _Snapshot()  # no such branch (yet): no intent, CLI deadlines
+            return self._snap
+
+    def _read(self, old: _Snapshot) -> _Snapshot:
+        """Read the deploy head in-process (dulwich), unless it has not moved."""
+        from bootpull.localgit import LocalRemote
+
+        remote = LocalRemote(self.git_dir)
+        try:
+            head = remote.resolve(self._branch(remote))
+            if head == old.head:
+                return old
+            tree = remote.snapshot(head)
             snap = _Snapshot(head=head)
-            if head:
-                snap.repo_deadline = _seconds(self._toml(head, "bootpull.toml"))
-                for line in self._git("ls-tree", "--name-only", head, "roles/").splitlines():
-                    role = line.rsplit("/", 1)[-1]
-                    seconds = _seconds(self._toml(head, f"roles/{role}/role.toml"))
+            snap.repo_deadline = _seconds(_toml(tree.read("bootpull.toml")))
+            for entry in tree.list("roles"):
+                parts = entry.path.split("/")
+                if len(parts) == 3 and parts[2] == "role.toml":
+                    seconds = _seconds(_toml(tree.read(entry.path)))
                     if seconds is not None:
-                        snap.role_deadlines[role] = seconds
-                for line in self._git("ls-tree", "--name-only", head, "hosts/").splitlines():
-                    name = line.rsplit("/", 1)[-1].removesuffix(".toml")
-                    data = self._blob(head, line)
+                        snap.role_deadlines[parts[1]] = seconds
+            for entry in tree.list("hosts"):
+                name = entry.path.removeprefix("hosts/")
+                if "/" not in name and name.endswith(".toml"):
+                    data = tree.read(entry.path)
                     if data is not None:
-                        snap.hosts[name] = data
-                for line in self._git("for-each-ref", "--format=%(refname:short) %(*objectname)"
-                                      " %(objectname)", "refs/tags/role/").splitlines():
-                    parts = line.split()
-                    if len(parts) >= 2:
-                        snap.tags[parts[0]] = parts[1]
-            self._snap = snap
+                        snap.hosts[name.removesuffix(".toml")] = data
+            for tag in remote.tags():
+                if tag.startswith("role/"):
+                    snap.tags[tag] = remote.resolve(f"refs/tags/{tag}")
             return snap
+        finally:
+            remote.close()
+
+    @staticmethod
+    def _branch(remote: Any) -> str:
+        """The deploy branch: ``main`` unless bootpull.toml (on main, or HEAD) names another."""
+        from bootpull.layout import parse_settings
+
+        for ref in ("refs/heads/main", "HEAD"):
+            try:
+                data = remote.snapshot(ref).read("bootpull.toml")
+            except (FetchError, KeyError):
+                continue
+            if data is not None:
+                settings, _problems = parse_settings(data)
+                if settings is not None:
+                    return str(settings.branch)
+                name = (_toml(data) or {}).get("branch")
+                return name if isinstance(name, str) and name else "main"
+        return "main"
 
     # -- Deadlines -------------------------------------------------------------
 
