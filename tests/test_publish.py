@@ -223,3 +223,13 @@ def test_publish_on_another_branch_says_nodes_follow_the_deploy_branch(
     signed_repo.git("checkout", "-q", "main")
     signed_repo.publish()
     assert "nodes follow" not in capsys.readouterr().err
+
+
+def test_init_on_a_plain_directory_commits_its_files(tmp_path: Path, git_identity: None) -> None:
+    copy = tmp_path / "example"
+    shutil.copytree(ROOT / "repo-layout/example", copy)
+    assert repo_cli(copy, tmp_path / "keys", "init", str(copy)) == 0
+    assert git(copy, "status", "--porcelain") == ""
+    repo = SignedRepo(copy, tmp_path / "keys")
+    assert node_pull(repo, Mac.parse("52-54-00-12-34-57"), tmp_path / "s").bundle.role.name \
+        == "sensor"

@@ -1,8 +1,9 @@
 """``bootpull repo init DIR``: the layout, the four signing keys, root.json, a first publish.
 
-``init`` works on an empty or missing directory and on an existing git repository
-(say, a copy of ``repo-layout/example`` already committed): it creates only what is
-missing — ``bootpull.toml``, ``hosts/``, ``roles/`` — then the keys (outside the
+``init`` works on an empty or missing directory, on a directory of files that is not
+yet a git repository (its files become the first commit), and on an existing git
+repository (say, a copy of ``repo-layout/example`` already committed): it creates only
+what is missing — ``bootpull.toml``, ``hosts/``, ``roles/`` — then the keys (outside the
 repository), ``.bootpull/metadata/root.json``, commits, and publishes. The trust
 anchors file (the initial root.json, which the node image embeds) is written to
 ``<key dir>/trust.json``; ``bootpull repo trust`` prints it again at any time.
@@ -50,7 +51,8 @@ def init(directory: Path, *, keys_override: str | None = None, name: str | None 
     now = now or datetime.now(UTC)
     directory.mkdir(parents=True, exist_ok=True)
     git = Git(directory)
-    if not (directory / ".git").exists():
+    fresh = not (directory / ".git").exists()
+    if fresh:  # a new repository takes every file already in DIR (a copied example)
         git.run("init", "-q", "-b", "main")
     settings = read_settings(directory)
     if (directory / layout.SETTINGS_FILE).exists() and settings is None:
@@ -89,7 +91,8 @@ def init(directory: Path, *, keys_override: str | None = None, name: str | None 
     write_root(metadata, root_md)
     trust_file = key_dir / TRUST_FILE
     trust_file.write_bytes(metadata_bytes(root_md))
-    git.commit(f"bootpull repo init: {repo_name}, root v1", [*created, METADATA_DIR])
+    git.commit(f"bootpull repo init: {repo_name}, root v1",
+               ["."] if fresh else [*created, METADATA_DIR])
     ctx = RepoContext(directory.resolve(), Git(directory.resolve()), read_settings(directory),
                       str(key_dir))
     done = publish(ctx, now=now)
