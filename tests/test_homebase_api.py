@@ -231,3 +231,38 @@ def test_healthz_fails_when_the_database_is_gone(deploy_repo: Path, tmp_path: Pa
         assert answer.status_code == 503
         assert answer.json()["status"] == "fail"
         assert "database" in answer.json()["problems"]
+
+
+def test_connections_are_capped_with_503(homebase: Running) -> None:
+    import socket
+
+    homebase.server._slots = threading.BoundedSemaphore(2)  # as if 2 were the limit
+    host, port = homebase.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(2)]
+    try:
+        time.sleep(0.3)  # both are accepted and hold their thread, sending nothing
+        third = requests.get(homebase.url + "/healthz", timeout=30)
+        assert third.status_code == 503 and third.headers["Retry-After"] == "5"
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 30
+    while requests.get(homebase.url + "/healthz", timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "the slots were not given back"
+        time.sleep(0.1)
+
+
+def test_chunked_and_bad_lengths(homebase: Running) -> None:
+    body = json.dumps(event(WEB1)).encode()
+    chunked = requests.post(homebase.url + URL, data=iter([body[:10], body[10:]]), timeout=30)
+    assert chunked.status_code == 200, chunked.text
+    import http.client
+
+    host, port = homebase.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("POST", URL)
+    conn.putheader("Content-Length", "zz")
+    conn.endheaders()
+    bad = conn.getresponse()
+    assert bad.status == 400 and b"Content-Length" in bad.read()
+    conn.close()

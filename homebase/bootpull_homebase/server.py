@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -161,6 +162,8 @@ class Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, a keep-alive client waits
     # for the delayed ACK (40 ms) between them.
     disable_nagle_algorithm = True
+    # A client that stops sending (or never sends) releases its thread after this.
+    timeout = 120
     homebase: Homebase  # set on the subclass made by make_server
 
     # -- plumbing ----------------------------------------------------------------
@@ -415,6 +418,10 @@ class Handler(BaseHTTPRequestHandler):
         except _TooLarge:
             self._error(413, "git request body too large")
             return
+        except ValueError:
+            self.close_connection = True
+            self._error(400, "bad Content-Length or chunked encoding")
+            return
         response = self.homebase.git.run(
             self.command, path_info, query, dict(self.headers.items()), body,
             self.client_address[0])
@@ -461,9 +468,36 @@ def bound_address(server: socketserver.BaseServer) -> tuple[str, int]:
 
 
 class HomebaseServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once; past that a new
+    connection gets a bare ``503`` with ``Retry-After`` and is closed."""
+
     daemon_threads = True
     request_queue_size = 256
     allow_reuse_address = True
+    max_connections = 512
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+                                b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def make_server(homebase: Homebase) -> HomebaseServer:
