@@ -92,3 +92,23 @@ def test_no_way_out_of_the_repository(homebase: Running, path: str) -> None:
     answer = requests.get(f"{homebase.url}{path}", timeout=30)
     assert answer.status_code in (403, 404)
     assert b"root:" not in answer.content
+
+
+def test_the_node_fetcher_against_the_home_base(homebase: Running, deploy_repo: Path,
+                                                tmp_path: Path) -> None:
+    """The node's own transport (bootpull.fetch: v2, tree filters, exact blob wants)."""
+    from bootpull.backoff import Counters
+    from bootpull.console import Console
+    from bootpull.fetch import FetchLimits, GitRemote
+
+    remote = GitRemote(f"{homebase.url}/repo.git", tmp_path / "cache",
+                       limits=FetchLimits(deadline=120.0), console=Console(),
+                       counters=Counters())
+    snap = remote.snapshot("main")
+    assert snap.commit == git(deploy_repo, "rev-parse", "HEAD")
+    files = snap.read_many(["roles/web/files/file0.txt", "roles/web/files/file3.txt"])
+    assert files["roles/web/files/file0.txt"] == b"web payload v2\n"
+    assert files["roles/web/files/file3.txt"] == b"web payload 3\n" * 50
+    assert [e.path for e in snap.list("roles/db/files")][:1] == ["roles/db/files/file0.txt"]
+    tagged = remote.snapshot("role/web/1.0")
+    assert tagged.read("roles/web/files/file0.txt") == b"web payload 0\n" * 50
