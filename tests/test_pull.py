@@ -198,3 +198,17 @@ def test_switching_the_deploy_branch_never_looks_like_a_rollback(signed_repo: Si
     assert again.branch == "production"
     assert {f.path: f.data for f in again.bundle.files}["schema.sql"] == \
         b"create table p (z int);\n"
+
+
+def test_two_branches_naming_each_other_are_refused(signed_repo: SignedRepo,
+                                                    tmp_path: Path) -> None:
+    text = (signed_repo.root / "bootpull.toml").read_text()
+    signed_repo.git("branch", "other")
+    signed_repo.write("bootpull.toml", text.replace('branch = "main"', 'branch = "other"')
+                      .encode())
+    signed_repo.commit("main: go to other")
+    signed_repo.publish()
+    with pytest.raises(VerifyError) as info:
+        node_pull(signed_repo, MAC_WEB, tmp_path / "state")
+    assert "yet another branch" in info.value.what
+    assert "on other says branch = 'main'" in info.value.why

@@ -111,13 +111,14 @@ def pull(
             step.note(f"format {settings.format}, branch {settings.branch}")
         if settings.branch == branch:
             break
+        if hop:
+            raise VerifyError(
+                "the deploy branch names yet another branch",
+                why=f"{layout.SETTINGS_FILE} on {branch} says branch = {settings.branch!r}",
+                hint=f"set branch = \"{branch}\" in {layout.SETTINGS_FILE} on the deploy "
+                "branch, and publish")
         console.info(f"{layout.SETTINGS_FILE} names deploy branch {settings.branch}")
         branch = settings.branch
-    else:
-        raise VerifyError(
-            "the deploy branch names yet another branch",
-            why=f"{layout.SETTINGS_FILE} on {branch} says branch = {settings.branch!r}",
-            hint=f"set branch = \"{branch}\" in {layout.SETTINGS_FILE} on both branches")
 
     with console.step(f"select assignment for {mac}") as step:
         host_path = layout.host_file(mac)
