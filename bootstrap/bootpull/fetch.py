@@ -4,8 +4,8 @@
 such as ``git http-backend``:
 
 - ``snapshot(ref)`` resolves the ref with ``ls-refs`` (only that ref is listed, tags
-  peeled) and, unless the commit is already cached, fetches the commit alone
-  (``deepen 1``, ``filter tree:0``): no history, no trees, no file contents.
+  peeled) and, unless the commit is already cached, fetches the commit and its root
+  tree (``deepen 1``, ``filter tree:1``): no history, no other trees, no file contents.
 - The returned :class:`GitSnapshot` (a :class:`bootpull.bundle.TreeReader`) fetches
   the rest by object id, only when asked: the trees on the paths it reads (one request
   per directory level, ``filter tree:0``), a listed directory's trees in one request
@@ -574,12 +574,12 @@ class GitRemote:
                 hint="the repository server is broken or hostile; nothing was installed")
 
     def snapshot(self, ref: str) -> GitSnapshot:
-        """Resolve ``ref`` and make sure its commit is cached: the commit alone
-        (``deepen 1``, ``filter tree:0``). Trees come when the snapshot is read."""
+        """Resolve ``ref`` and make sure its commit is cached: the commit and its root
+        tree (``deepen 1``, ``filter tree:1``). Other trees come as the snapshot is read."""
         remote_ref = self.resolve(ref)
         commit_id = remote_ref.target
         self.fetch_objects([commit_id], what=f"commit {commit_id[:12]} ({ref})", depth=1,
-                           filter_spec="tree:0")
+                           filter_spec="tree:1")
         commit = self.get(commit_id)
         if commit.type_name != b"commit":
             raise VerifyError(f"{ref} names a {commit.type_name.decode()}, not a commit",
