@@ -9,7 +9,8 @@ A repository of ROLES roles × ROLE_MB MB of random content is served by the sam
 3. ``git clone --filter=blob:none --depth 1 --sparse`` + ``git sparse-checkout set``
    of the role (git's own partial clone of the same role);
 4. a second GitRemote snapshot with the same cache and nothing changed (a reboot),
-   against ``git fetch`` in the partial clone (git's own no-op fetch).
+   against ``git fetch`` in the partial clone (git's own no-op fetch);
+5. a boot after a commit that changes another role (only the path's trees move).
 
 Bytes are what the server wrote to the socket (status line and headers included), so
 every client is measured the same way. Prints a Markdown section for docs/benchmarks.md.
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bootpull.backoff import Counters  # noqa: E402
 from bootpull.console import Console  # noqa: E402
 from bootpull.fetch import FetchLimits, GitRemote  # noqa: E402
-from gitserver import GitHttpServer, make_bare_repo  # noqa: E402
+from gitserver import GitHttpServer, commit_files, make_bare_repo, push  # noqa: E402
 
 MAC = "52-54-00-12-34-56"
 FILES_PER_ROLE = 5
@@ -124,6 +125,13 @@ def main() -> int:
             results["git partial clone + sparse checkout of the role"] = measure(server, partial)
             results["git fetch, no change (in the partial clone)"] = measure(
                 server, lambda: run_git(["fetch", "-q", "origin"], tmp / "partial", tmp))
+            work = bare.with_name("bench.git.work")
+            other = "r00" if args.role != "r00" else "r01"
+            commit_files(work, {f"roles/{other}/files/blob0.bin": os.urandom(2**20)},
+                             "change another role")
+            push(work, bare, "main")
+            results[f"bootpull GitRemote, boot after a change to roles/{other}"] = measure(
+                server, node_fetch)
 
     ours, ours_s = results["bootpull GitRemote (one role)"]
     git_partial, git_partial_s = results["git partial clone + sparse checkout of the role"]
