@@ -445,3 +445,17 @@ def test_garbage_trust_anchors_are_a_verify_error(signed_repo: SignedRepo, tmp_p
     with pytest.raises(VerifyError) as info:
         node_pull(signed_repo, MAC_WEB, state, trust_root=garbage)
     assert info.value.exit_code == 12
+
+
+def test_unwritable_state_dir_is_a_clear_error(signed_repo: SignedRepo, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.write_bytes(b"a file where the state directory should be")
+    with pytest.raises(VerifyError) as info:
+        node_pull(signed_repo, MAC_WEB, state)
+    assert "version floor cannot be read" in info.value.what
+    state.unlink()
+    (state / "trust").mkdir(parents=True)
+    (state / "trust" / "metadata").write_bytes(b"a file where the cache should be")
+    with pytest.raises(VerifyError) as info:
+        node_pull(signed_repo, MAC_WEB, state)
+    assert "metadata cache could not be written" in info.value.what

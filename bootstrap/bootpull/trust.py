@@ -117,6 +117,9 @@ def load_floor(state_dir: Path) -> Floor:
         raw = path.read_bytes()
     except FileNotFoundError:
         return Floor()
+    except OSError as exc:
+        raise VerifyError("the node's version floor cannot be read", why=str(exc),
+                          hint=f"check the state directory {state_dir}") from None
     try:
         doc = json.loads(raw)
         return Floor(**{k: doc[k] for k in ("root", "timestamp", "snapshot", "targets")},
@@ -234,11 +237,14 @@ class Verifier:
         from tuf.ngclient.config import UpdaterConfig
         from tuf.ngclient.updater import Updater
 
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         config = UpdaterConfig(prefix_targets_with_hash=False)
         try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
             updater = Updater(str(self.cache_dir), FETCH_BASE_URL, fetcher=_tree_fetcher(tree),
                               config=config, bootstrap=self._trust_root)
+        except OSError as exc:
+            raise VerifyError("the metadata cache could not be written", why=str(exc),
+                              hint=f"check the state directory {self.state_dir}") from None
         except (tuf_errors.RepositoryError, ValueError, TypeError, KeyError) as exc:
             raise VerifyError(
                 "the trust anchors are not a valid signed root", why=str(exc),
@@ -364,7 +370,12 @@ class Verifier:
             last_good=self.reference_time.isoformat(timespec="seconds"),
             branch=branch or self.floor.branch,
         )
-        save_floor(self.state_dir, floor)
+        try:
+            save_floor(self.state_dir, floor)
+        except OSError as exc:  # fail closed: unrecorded means rollback is not guarded
+            raise VerifyError("the node's version floor could not be saved", why=str(exc),
+                              hint=f"check the state directory {self.state_dir} (space, "
+                              "permissions)") from None
         self.floor = floor
         return floor
 
