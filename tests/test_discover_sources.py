@@ -25,7 +25,7 @@ class Scenario:
 
 
 SCENARIOS = ("only43", "only67", "srv", "wellknown", "all", "nothing", "nodomain",
-             "cmdline")
+             "cmdline", "noconf")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,8 @@ def scenarios(netlab_module: netlab.Lab) -> Iterator[dict[str, Scenario]]:
         "dhcp-option=tag:cmdline,15,cmd.test",
         f"dhcp-host={s['cmdline'].client_mac.colons},node-seven",
         "dhcp-option=tag:cmdline,7,10.77.8.99",
+        # --no-configure, interface named on the kernel command line
+        f"dhcp-option=tag:noconf,vendor:bootpull,1,http://{s['noconf'].server_ip}/nc.git",
         *(f"local=/{d}/" for d in ("only43.test", "srv.test", "wk.test", "other.test",
                                    "all.test", "nothing.test", "cmd.test")),
     ]
@@ -187,3 +189,24 @@ def test_no_domain_says_so(scenarios: dict[str, Scenario], run_discover: RunDisc
     run = run_discover(sc.client, "eth0")
     assert run.returncode == 10, run.explain()
     assert run.reasons("dns-srv") == ["eth0: the lease has no domain (option 15 or 119)"]
+
+
+def test_no_configure_leaves_the_interface_alone(
+        scenarios: dict[str, Scenario], run_discover: RunDiscover) -> None:
+    sc = scenarios["noconf"]
+    # the interface comes from bootpull.interface= on the kernel command line
+    run = run_discover(sc.client, cmdline="bootpull.interface=eth0",
+                       extra=("--no-configure",))
+    assert run.returncode == 0, run.explain()
+    assert run.json["repo_url"] == f"http://{sc.link.server_ip}/nc.git"
+    assert run.json["ip"].startswith("10.77.")
+    addr = sc.client.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
+    assert "inet " not in addr
+    assert sc.client.run(["ip", "route", "show", "default"]).stdout.strip() == ""
+
+
+def test_bad_log_level_is_a_usage_error(scenarios: dict[str, Scenario],
+                                        run_discover: RunDiscover) -> None:
+    run = run_discover(scenarios["noconf"].client, "eth0", extra=("--log", "loud"))
+    assert run.returncode == 2, run.explain()
+    assert "'loud' is not a log level" in run.stderr

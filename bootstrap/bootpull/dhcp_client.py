@@ -155,7 +155,6 @@ def acquire(
         console.debug(f"dhcp {iface}: waiting {delay:.2f}s before the first DISCOVER")
         stop.wait(min(delay, max(0.0, deadline - time.monotonic())))
     seen = _Seen()
-    discovers = 0
     try:
         link = link_factory(iface, mac)
     except OSError as exc:
@@ -179,46 +178,13 @@ def acquire(
                    max(0.0, deadline - time.monotonic()))
 
     try:
-        while running():
-            xid = rng.getrandbits(32)
-            offer = None
-            while offer is None and running():
-                secs = int(time.monotonic() - started)
-                link.send(dhcp.encode_request(
-                    xid=xid, mac=mac.octets, secs=secs,
-                    options=dhcp.discover_options(mac=mac.octets, hostname=settings.hostname)))
-                discovers += 1
-                console.debug(f"dhcp {iface}: DISCOVER xid {xid:08x}")
-                wait = wait_for(discovers - 1)
-                offer = _collect(link, xid, mac, dhcp.OFFER, None, wait, seen, stop)
-                if offer is None and running():
-                    retry("no usable OFFER", wait)
-            if offer is None:
-                break
-            console.debug(f"dhcp {iface}: OFFER {offer.ip} from {offer.server_id}")
-            for n in range(REQUEST_TRIES):
-                if not running():
-                    break
-                link.send(dhcp.encode_request(
-                    xid=xid, mac=mac.octets, secs=int(time.monotonic() - started),
-                    options=dhcp.request_options(
-                        mac=mac.octets, requested_ip=offer.ip, server_id=offer.server_id,
-                        hostname=settings.hostname)))
-                wait = wait_for(n)
-                answer = _collect(link, xid, mac, dhcp.ACK, offer.server_id, wait, seen, stop)
-                if isinstance(answer, dhcp.Lease):
-                    console.debug(f"dhcp {iface}: ACK {answer.ip} from {answer.server_id}, "
-                                  f"{time.monotonic() - started:.3f}s after the first DISCOVER")
-                    return answer
-                if answer == "nak":
-                    # RFC 2131 §3.1.5: start over, after a pause so a NAK loop stays slow
-                    seen.add(f"NAK from {offer.server_id}")
-                    pause = wait_for(attempt)
-                    retry(f"NAK from {offer.server_id}", pause)
-                    stop.wait(pause)
-                    break
-                if running():
-                    retry("no ACK", wait)
+        return _exchange(link, iface, mac, started=started, seen=seen, console=console,
+                         settings=settings, rng=rng, stop=stop, running=running,
+                         wait_for=wait_for, retry=retry)
+    except OSError as exc:
+        raise DhcpFailed(f"sending or receiving on {iface} failed: {exc}") from None
+    except _NoLease as exc:
+        discovers = exc.discovers
     finally:
         link.close()
     took = time.monotonic() - started
@@ -229,6 +195,63 @@ def acquire(
     if seen.reasons:
         reason += f"; ignored: {seen.summary()}"
     raise DhcpFailed(reason)
+
+
+class _NoLease(Exception):
+    def __init__(self, discovers: int) -> None:
+        super().__init__(discovers)
+        self.discovers = discovers
+
+
+def _exchange(
+    link: Any, iface: str, mac: Mac, *, started: float, seen: _Seen, console: Console,
+    settings: DhcpSettings, rng: random.Random, stop: threading.Event,
+    running: Callable[[], bool], wait_for: Callable[[int], float],
+    retry: Callable[[str, float], None],
+) -> dhcp.Lease:
+    """The RFC 2131 exchange; raises _NoLease when time runs out or ``stop`` is set."""
+    discovers = 0
+    while running():
+        xid = rng.getrandbits(32)
+        offer = None
+        while offer is None and running():
+            secs = int(time.monotonic() - started)
+            link.send(dhcp.encode_request(
+                xid=xid, mac=mac.octets, secs=secs,
+                options=dhcp.discover_options(mac=mac.octets, hostname=settings.hostname)))
+            discovers += 1
+            console.debug(f"dhcp {iface}: DISCOVER xid {xid:08x}")
+            wait = wait_for(discovers - 1)
+            offer = _collect(link, xid, mac, dhcp.OFFER, None, wait, seen, stop)
+            if offer is None and running():
+                retry("no usable OFFER", wait)
+        if offer is None:
+            break
+        console.debug(f"dhcp {iface}: OFFER {offer.ip} from {offer.server_id}")
+        for n in range(REQUEST_TRIES):
+            if not running():
+                break
+            link.send(dhcp.encode_request(
+                xid=xid, mac=mac.octets, secs=int(time.monotonic() - started),
+                options=dhcp.request_options(
+                    mac=mac.octets, requested_ip=offer.ip, server_id=offer.server_id,
+                    hostname=settings.hostname)))
+            wait = wait_for(n)
+            answer = _collect(link, xid, mac, dhcp.ACK, offer.server_id, wait, seen, stop)
+            if isinstance(answer, dhcp.Lease):
+                console.debug(f"dhcp {iface}: ACK {answer.ip} from {answer.server_id}, "
+                              f"{time.monotonic() - started:.3f}s after the first DISCOVER")
+                return answer
+            if answer == "nak":
+                # RFC 2131 §3.1.5: start over, after a pause so a NAK loop stays slow
+                seen.add(f"NAK from {offer.server_id}")
+                pause = wait_for(discovers)
+                retry(f"NAK from {offer.server_id}", pause)
+                stop.wait(pause)
+                break
+            if running():
+                retry("no ACK", wait)
+    raise _NoLease(discovers)
 
 
 def _collect(

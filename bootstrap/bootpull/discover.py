@@ -167,6 +167,7 @@ def discover(
     cond = threading.Condition()
     stop = threading.Event()
     outcomes: dict[str, _Outcome] = {}
+    progress: dict[str, str] = {}  # name -> how far a worker got, for the time-out reason
     lock = threading.Lock()
 
     def worker(iface: Interface) -> None:
@@ -175,7 +176,7 @@ def discover(
             outcome = _learn_and_locate(
                 iface, cmd=cmd, deadline=dhcp_deadline, dns_deadline=deadline,
                 configure=configure, console=console, counters=counters, lock=lock,
-                settings=settings, stop=stop)
+                settings=settings, stop=stop, progress=progress)
         except Exception as exc:  # noqa: BLE001 - a bug on one NIC must not hang the others
             outcome.attempts.append(locate.Attempt(
                 "dhcp", locate.FAILED, f"internal error: {type(exc).__name__}: {exc}"))
@@ -202,8 +203,10 @@ def discover(
         outcome = outcomes.get(name)
         if outcome is None:
             reason = ("passed over: another interface located the repository and this one "
-                      f"had no lease {grace:.0f}s later" if name in passed_over
-                      else "no lease before the time limit")
+                      f"had no result {grace:.0f}s later" if name in passed_over
+                      else "no result before the time limit")
+            if name in progress:
+                reason += f" ({progress[name]})"
             tried.append({"source": "dhcp", "result": locate.FAILED,
                           "reason": f"{name}: {reason}"})
             continue
@@ -256,7 +259,7 @@ def _decide(
 def _learn_and_locate(
     iface: Interface, *, cmd: locate.Attempt, deadline: float, dns_deadline: float,
     configure: bool, console: Console, counters: Counters, lock: threading.Lock,
-    settings: Any, stop: threading.Event,
+    settings: Any, stop: threading.Event, progress: dict[str, str],
 ) -> _Outcome:
     from bootpull import dhcp_client
 
@@ -272,6 +275,7 @@ def _learn_and_locate(
         outcome.attempts.append(locate.Attempt("dhcp", locate.FAILED, exc.what))
         return outcome
     outcome.lease = lease
+    progress[iface.name] = f"leased {lease.ip}/{lease.prefix}, still locating"
     summary = f"lease {lease.ip}/{lease.prefix} from {lease.server_id}"
     for _code, problem in sorted(lease.problems.items()):
         console.warn(f"dhcp {iface.name}: ignored: {problem}")
@@ -291,9 +295,8 @@ def _learn_and_locate(
         return outcome
 
     def dns_for(found: dhcp.Lease) -> locate.Dns:
-        left = max(1.0, min(4.0, dns_deadline - time.monotonic()))
         return locate.LeaseDns(found.dns_servers, source=found.ip if configure else None,
-                               lifetime=left)
+                               lifetime=4.0, deadline=dns_deadline)
 
     for attempt in locate.locate_in_lease(lease, dns_for):
         outcome.attempts.append(attempt)

@@ -1,7 +1,7 @@
 """Which network interfaces the node tries, and in what order.
 
-Candidates are the Ethernet interfaces (ARPHRD_ETHER, not loopback, not a bridge,
-bond or VLAN master) in the kernel's interface-index order, which is the order
+Candidates are the Ethernet interfaces (ARPHRD_ETHER; not loopback, not a bridge or
+bond master, not Wi-Fi) in the kernel's interface-index order, which is the order
 ``ip link`` lists them and, on one machine, the order the NICs were probed. When
 ``--interface`` or ``bootpull.interface=`` names interfaces, exactly those are
 used, in the order given.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +73,9 @@ def ethernet_interfaces(sys_net: Path = SYS_NET) -> list[Interface]:
         return []
     for name in names:
         base = sys_net / name
-        if name == "lo" or (base / "bridge").exists() or (base / "bonding").exists():
-            continue
+        if name == "lo" or any((base / sub).exists()
+                               for sub in ("bridge", "bonding", "wireless", "phy80211")):
+            continue  # bridge/bond masters; Wi-Fi cannot lease before it associates
         item = describe(name, sys_net)
         if isinstance(item, Interface):
             found.append(item)
@@ -91,6 +93,7 @@ def bring_up(name: str) -> None:
 
 def candidates(
     names: list[str], *, carrier_wait: float = 3.0, sys_net: Path = SYS_NET,
+    up: Callable[[str], None] = bring_up,
 ) -> tuple[list[Interface], list[Unusable]]:
     """The interfaces to try, in order, and the ones passed over with the reason.
 
@@ -111,7 +114,7 @@ def candidates(
         if not chosen:
             unusable.append(Unusable("*", "there are no Ethernet interfaces"))
     for item in chosen:
-        bring_up(item.name)
+        up(item.name)
     end = time.monotonic() + carrier_wait
     while time.monotonic() < end and not all(has_carrier(i.name, sys_net) for i in chosen):
         time.sleep(0.1)

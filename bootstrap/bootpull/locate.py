@@ -70,22 +70,31 @@ class LeaseDns:
     """dnspython against the lease's DNS servers only, with a short time limit."""
 
     def __init__(self, servers: Sequence[IPv4Address], *, source: IPv4Address | None = None,
-                 lifetime: float = 4.0) -> None:
+                 lifetime: float = 4.0, deadline: float | None = None) -> None:
         import dns.resolver
 
         self._resolver = dns.resolver.Resolver(configure=False)
         self._resolver.nameservers = [str(s) for s in servers]
-        self._resolver.timeout = min(2.0, lifetime)
-        self._resolver.lifetime = lifetime
+        self._resolver.timeout = 2.0
+        self._lifetime = lifetime
+        self._deadline = deadline  # time.monotonic() after which no question is asked
         self._source = str(source) if source else None
 
     def _answer(self, name: str, rdtype: str) -> list[object]:
+        import time
+
         import dns.exception
         import dns.resolver
 
+        lifetime = self._lifetime
+        if self._deadline is not None:
+            lifetime = min(lifetime, self._deadline - time.monotonic())
+            if lifetime < 0.2:
+                raise DnsFailure(f"{rdtype} {name}: not asked, the time limit is reached")
         try:
             answer = self._resolver.resolve(name, rdtype, source=self._source,
-                                            search=False, raise_on_no_answer=False)
+                                            search=False, raise_on_no_answer=False,
+                                            lifetime=lifetime)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except dns.exception.DNSException as exc:
