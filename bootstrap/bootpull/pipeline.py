@@ -178,6 +178,7 @@ class Node:
     pulled: PullResult | None = None  # update
     stale: bool = False  # update: running on expired metadata (never report fresh)
     deferred: BootpullError | None = None  # update/start_role: --oneshot exits with it
+    degraded: str | None = None  # update: "fetch" or "verify" while falling back
     supervisor: Supervisor | None = None  # start_role
     stopping: bool = False
     counters: Counters = field(init=False)
@@ -304,6 +305,9 @@ class Node:
             return False
         self.stale = False
         self.deferred = None
+        if self.degraded is not None:
+            self._report(self.degraded, "ok", "the repository answers and verifies again")
+            self.degraded = None
         self.pulled = result
         self.status.report_url = result.settings.report_url or ""
         if self.reporter is not None:
@@ -339,7 +343,12 @@ class Node:
 
     def _fallback(self, err: BootpullError, current: Installed, stage: str, status: str,
                   message: str) -> None:
+        """Run what is installed instead; counted and reported once per outage."""
         self._banner_once(err)
+        if self.degraded == stage:
+            self.console.warn(f"{message} (still): {err.what}")
+            return
+        self.degraded = stage
         self.counters.count("fallbacks", stage)
         self.console.warn(f"{message}: {current.role} {current.version}")
         self._report(stage, status, f"{message}: {current.role} {current.version}",
