@@ -459,3 +459,25 @@ def test_unwritable_state_dir_is_a_clear_error(signed_repo: SignedRepo, tmp_path
     with pytest.raises(VerifyError) as info:
         node_pull(signed_repo, MAC_WEB, state)
     assert "metadata cache could not be written" in info.value.what
+
+
+def test_transport_failure_while_reading_metadata_stays_a_fetch_error(
+        signed_repo: SignedRepo, tmp_path: Path) -> None:
+    from bootpull.errors import FetchError
+
+    class BrokenTree(RewritingTree):
+        def read(self, path: str) -> bytes | None:
+            if path.endswith("2.root.json"):  # ngclient's probe for a newer root
+                raise FetchError("the connection dropped", why="test")
+            return super().read(path)
+
+    class BrokenRemote:
+        def __init__(self) -> None:
+            self.local = LocalRemote(signed_repo.root)
+
+        def snapshot(self, ref: str) -> TreeReader:
+            return BrokenTree(self.local.snapshot(ref))
+
+    with pytest.raises(FetchError) as info:
+        node_pull(BrokenRemote(), MAC_WEB, tmp_path / "state", trust_root=signed_repo.trust)
+    assert info.value.exit_code == 11

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bootpull.bundle import TreeReader
-from bootpull.errors import ExpiredMetadata, VerifyError
+from bootpull.errors import BootpullError, ExpiredMetadata, VerifyError
 
 if TYPE_CHECKING:
     from tuf.ngclient.updater import Updater
@@ -265,6 +265,8 @@ class Verifier:
                 f"{self.reference_time.isoformat(timespec='seconds')})",
                 hint=f"{renew}; check the node's clock") from None
         except tuf_errors.DownloadError as exc:
+            if isinstance(exc.__cause__, BootpullError):  # the transport failed mid-read
+                raise exc.__cause__ from None
             raise VerifyError(
                 f"the commit {tree.commit[:12]} carries no complete signed metadata",
                 why=str(exc), hint=_PUBLISH_HINT) from None
