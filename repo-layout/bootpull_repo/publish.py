@@ -330,6 +330,8 @@ def configure(subparsers: Any) -> None:
                         help=f"snapshot.json expires after N days (default {Expiry.snapshot})")
     parser.add_argument("--timestamp-days", type=int, default=Expiry.timestamp, metavar="N",
                         help=f"timestamp.json expires after N days (default {Expiry.timestamp})")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as one JSON object")
     parser.set_defaults(func=command)
 
 
@@ -360,7 +362,7 @@ def command(args: argparse.Namespace) -> int:
     print(json.dumps({"commit": done.commit, "targets": done.targets_version,
                       "snapshot": done.snapshot_version, "timestamp": done.timestamp_version,
                       "head_files": done.head_files, "releases": list(done.releases)})
-          if getattr(args, "json", False) else
+          if args.json else
           f"published {done.commit[:12]}: targets v{done.targets_version}, snapshot "
           f"v{done.snapshot_version}, timestamp v{done.timestamp_version}; "
           f"{done.head_files} head files, {len(done.releases)} releases")
