@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,19 @@ server.start()
 print(server.port, flush=True)
 sys.stdin.read()
 server.stop()
+"""
+
+
+LISTEN = """
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 514))
+print("ready", flush=True)
+with open(sys.argv[2], "ab") as out:
+    while True:
+        data = sock.recv(65536)
+        out.write(data + b"\\n")
+        out.flush()
 """
 
 
@@ -70,8 +84,29 @@ def test_discovered_repository_oneshot_runs_the_role(
     add_marker_role(signed_repo, markers, None, mac=link.client_mac)
     port = git_in_namespace(server, signed_repo.root, str(link.server_ip))  # type: ignore[operator]
     url = f"http://{link.server_ip}:{port}/repo"
-    netlab.dnsmasq(server, [link], [*link.dhcp_range(), f"dhcp-option=vendor:bootpull,1,{url}"],
-                   ping=False)
+    syslog = tmp_path / "syslog"
+    syslog.write_bytes(b"")
+    listener = server.popen([sys.executable, "-c", LISTEN, str(link.server_ip), str(syslog)],
+                            stdout=subprocess.PIPE)
+    try:
+        assert listener.stdout is not None and listener.stdout.readline() == b"ready\n"
+        netlab.dnsmasq(server, [link], [*link.dhcp_range(),
+                                        f"dhcp-option=vendor:bootpull,1,{url}",
+                                        f"dhcp-option=7,{link.server_ip}"], ping=False)
+        run_node(client, signed_repo, link, markers, tmp_path)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and b"is running" not in syslog.read_bytes():
+            time.sleep(0.1)
+    finally:
+        listener.kill()
+        listener.wait(timeout=15)
+    messages = syslog.read_bytes().splitlines()
+    assert any(m.startswith(b"<30>1 ") and b" bootpull " in m and b"is running" in m
+               and link.client_mac.canonical.encode() in m for m in messages), messages
+
+
+def run_node(client: lab_net.Namespace, signed_repo: SignedRepo, link: lab_net.Link,
+             markers: Path, tmp_path: Path) -> None:
     trust = tmp_path / "trust.json"
     trust.write_bytes(signed_repo.trust)
     cmdline = tmp_path / "cmdline"
