@@ -295,3 +295,22 @@ def test_hostile_urls_never_escape_their_quotes(url: str) -> None:
 def test_render_only_one_server() -> None:
     site = make_site(REPO, "lab.example.net")
     assert site_config.render(site, ("bind",)) == bind_zone(site)
+
+
+def test_the_command_prints_every_part_or_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from bootpull.cli import main
+
+    assert main(["repo", "site-config", "--repo-url", REPO, "--domain", "lab.example.net"]) == 0
+    out = capsys.readouterr().out
+    site = make_site(REPO, "lab.example.net")
+    assert out == "\n".join([dnsmasq(site), kea(site), bind_zone(site)])
+    assert main(["repo", "site-config", "--repo-url", REPO, "--only", "dnsmasq"]) == 0
+    assert capsys.readouterr().out == dnsmasq(make_site(REPO))
+
+
+def test_the_command_refuses_a_bad_url_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from bootpull.cli import main
+
+    assert main(["repo", "site-config", "--repo-url", "ftp://x/"]) == 2
+    err = capsys.readouterr().err
+    assert "is not an http or https URL" in err and "do:" in err
