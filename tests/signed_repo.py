@@ -9,7 +9,6 @@ nothing is checked out).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -30,8 +29,7 @@ MAC_NEW = Mac.parse("52:54:00:aa:bb:cc")
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Test Admin", "GIT_AUTHOR_EMAIL": "admin@example.invalid",
     "GIT_COMMITTER_NAME": "Test Admin", "GIT_COMMITTER_EMAIL": "admin@example.invalid",
-    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
-}
+}  # only the identity: this session-wide environment must not change others' git config
 
 WEB_ROLE = b"""format = 1
 description = "a web server"
