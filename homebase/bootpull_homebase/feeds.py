@@ -34,6 +34,7 @@ Kind = Literal["rss", "atom"]
 ALL = "all"
 UNASSIGNED = "unassigned"  # the feed of nodes that report no role
 HISTORY = 8
+MAX_CACHED = 128  # rendered feeds kept (role × kind × base URL), oldest dropped first
 # Characters XML 1.0 cannot carry at all (not even escaped): C0 controls but TAB, LF,
 # CR; lone surrogates; U+FFFE/U+FFFF. Events may hold them (JSON can), feeds must not.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -184,5 +185,8 @@ class FeedCache:
             last_modified=formatdate(int(newest), usegmt=True), revision=revision,
             valid_until=min(pending, default=float("inf")))
         with self._lock:
+            self._cache.pop(key, None)
             self._cache[key] = feed
+            while len(self._cache) > MAX_CACHED:  # many Host: names must not eat memory
+                self._cache.pop(next(iter(self._cache)))
         return feed
