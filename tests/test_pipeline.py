@@ -116,9 +116,11 @@ def test_oneshot_installs_runs_the_role_then_a_second_run_reinstalls_nothing(
     inode = (installed_path / "run.sh").stat().st_ino
     received = len(sink.received)
 
+    server.reset_counters()
     code, text = node.run()
     assert code == 0, text
     assert "unchanged: nothing to do" in text
+    assert server.bytes_sent <= 4096  # and almost nothing went over the wire
     assert (installed_path / "run.sh").stat().st_ino == inode
     assert node.status["lkg"] is None  # nothing new was installed
     new_stages = [e["stage"] for e in sink.received[received:]]
@@ -307,6 +309,10 @@ def test_node_run_oneshot_command_and_status_json(
     proc = subprocess.run(node_cmd(node, "--oneshot"), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
+    again = subprocess.run(node_cmd(node, "--oneshot"), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "unchanged: nothing to do" in again.stderr
     status = subprocess.run([sys.executable, "-m", "bootpull", "node", "status",
                              "--state-dir", str(node.state), "--json"],
                             capture_output=True, text=True, timeout=60, check=True)
@@ -315,6 +321,7 @@ def test_node_run_oneshot_command_and_status_json(
     assert info["commit"] == repo.git("rev-parse", "HEAD") and info["lkg"] is None
     assert set(info["counters"]) == {"retries", "restarts", "fallbacks"}
     assert (markers / f"marker-{info['version']}").exists()
+    assert (markers / "runs").read_text().split() == [info["version"]] * 2
 
 
 @pytest.mark.slow
