@@ -194,6 +194,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             number = owner._next_request()
             faults = owner.faults
+            # Read the whole request first, even for an injected error: closing a socket
+            # with unread data makes the kernel send a reset, which the client may see
+            # before the status line.
+            if self.headers.get("Expect", "").lower() == "100-continue":
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = self._read_body() if self.command == "POST" else b""
             if faults.retry_after:
                 with owner.lock:
                     status, value = faults.retry_after.popleft() if faults.retry_after else (0, "")
@@ -211,9 +217,6 @@ class _Handler(BaseHTTPRequestHandler):
                     self._simple(301, "Moved Permanently",
                                  [("Location", new + self.path[len(old):])])
                     return
-            if self.headers.get("Expect", "").lower() == "100-continue":
-                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body = self._read_body() if self.command == "POST" else b""
             if "git-upload-pack" in self.path and self.command == "POST":
                 with owner.lock:
                     if faults.drop_after is not None and faults.drops > 0:
