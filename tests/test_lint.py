@@ -282,3 +282,17 @@ def test_uppercase_role_names_the_installer_refuses(tmp_path: Path) -> None:
     assert out == ("roles/Sensor/role.toml: the node installs roles named in lowercase only, "
                    "and 'Sensor' is not — rename the role's directory (git mv roles/Sensor "
                    "roles/sensor)\n")
+
+
+def test_lint_from_a_subdirectory_lints_the_whole_repository(tmp_path: Path) -> None:
+    root = make_example_repo(tmp_path / "repo")
+    write(SENSOR_HOST, 'role = "camera"\n')(root)
+    code, out, _ = lint(root / "roles" / "web" / "files")
+    assert code == 1
+    assert out.startswith(f"{SENSOR_HOST}:1: role 'camera' does not exist")
+
+
+def test_lint_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
+    code, out, err = lint(tmp_path / "nowhere")
+    assert (code, out) == (2, "")
+    assert "is not a directory" in err

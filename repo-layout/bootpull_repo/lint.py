@@ -360,9 +360,25 @@ def lint_repo(root: Path, *, rev: str | None = None) -> Report:
         remote.close()
 
 
+def repo_root(start: Path) -> Path:
+    """The deploy repository ``start`` is in: its git top level when that has a
+    ``bootpull.toml`` (lint from any subdirectory), else ``start`` itself (a folder that
+    is not a repository of its own, such as ``repo-layout/example``)."""
+    from bootpull_repo.gitcli import Git
+
+    git = Git(start)
+    if git.ok("rev-parse", "--show-toplevel"):
+        top = Path(git.text("rev-parse", "--show-toplevel"))
+        if (top / layout.SETTINGS_FILE).is_file():
+            return top
+    return start
+
+
 def command(args: argparse.Namespace) -> int:
-    root = Path(getattr(args, "repo_dir", None) or ".")
-    report = lint_repo(root, rev=args.rev)
+    start = Path(getattr(args, "repo_dir", None) or ".")
+    if not start.is_dir():
+        raise UsageError(f"{start} is not a directory", hint="give -C the repository")
+    report = lint_repo(repo_root(start), rev=args.rev)
     for problem in report.problems:
         print(problem)
     if report.problems:
