@@ -37,7 +37,7 @@ ReleaseReader = Callable[[str], TreeReader | None]
 
 
 class LintFailed(BootpullError):
-    """``repo lint`` found problems (they are already printed)."""
+    """``repo lint`` could not look at what it was asked to (not a repository, say)."""
 
     exit_code = 1
     stage = "lint"
