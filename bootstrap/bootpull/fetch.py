@@ -224,6 +224,8 @@ class _Http:
                     raise _DeadlinePassed from exc
                 raise _Transient(f"the response was cut short ({type(exc).__name__}: {exc})",
                                  kind="cut-short") from exc
+            if fired.is_set():  # the watchdog's shutdown can read as a clean end of file
+                raise _DeadlinePassed
             return _Response(status, resp.headers)
         finally:
             timer.cancel()
