@@ -266,3 +266,25 @@ def test_chunked_and_bad_lengths(homebase: Running) -> None:
     bad = conn.getresponse()
     assert bad.status == 400 and b"Content-Length" in bad.read()
     conn.close()
+
+
+def test_the_node_reporter_delivers_its_spool(homebase: Running, tmp_path: Path) -> None:
+    """The node's own reporter (bootpull.report): spool → POST array → 200 → spool empty."""
+    from bootpull.backoff import Counters
+    from bootpull.console import Console
+    from bootpull.report import ReportContext, Reporter, Spool
+
+    reporter = Reporter(spool=Spool(tmp_path / "spool"),
+                        context=ReportContext(node=WEB1, hostname="web-1", role="web",
+                                              version="1.0"),
+                        console=Console(), counters=Counters(),
+                        url=homebase.url + "/api/v1/events")
+    for i in range(60):  # more than one batch
+        reporter.emit("run", "ok", f"report {i}", deliver=False)
+    reporter.emit("run", "fail", "health check failed", {"why": "timeout"})
+    assert len(reporter.spool) == 0
+    reporter.close()
+    events = homebase.homebase.store.events_for(WEB1)
+    assert [e.event["message"] for e in events] == [f"report {i}" for i in range(60)] + [
+        "health check failed"]
+    assert homebase.homebase.store.node(WEB1).status == "FAIL"  # type: ignore[union-attr]
