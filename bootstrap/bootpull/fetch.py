@@ -389,8 +389,8 @@ class GitRemote:
                 if attempt >= self.limits.max_attempts:
                     raise FetchError(
                         f"{what} failed after {attempt} attempts", why=exc.reason,
-                        hint=f"check that the server at {self.url} is up and reachable; the "
-                             "node keeps its last-known-good role meanwhile") from None
+                        hint=f"check that the server at {self.url} is up and reachable; a "
+                             "node with a last-known-good role keeps running it") from None
                 delay = self.limits.backoff.delay(attempt - 1)
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
@@ -401,8 +401,9 @@ class GitRemote:
                     raise FetchError(
                         f"{what} did not succeed within the {self.limits.deadline:.0f}s "
                         "deadline", why=why,
-                        hint="the server is overloaded or failing; the node keeps its "
-                             "last-known-good role and tries again at the next boot") from None
+                        hint="the server is overloaded or failing; a node with a "
+                             "last-known-good role keeps running it and tries again at the "
+                             "next boot") from None
                 self.counters.count("retries", f"fetch:{exc.kind}")
                 after = " (Retry-After)" if exc.retry_after is not None else ""
                 self.console.warn(
@@ -419,8 +420,8 @@ class GitRemote:
             f"{what} did not finish within the {self.limits.deadline:.0f}s deadline",
             why=f"{self.bytes_received} bytes arrived in that time; the server or the "
                 "network is too slow",
-            hint="check the network path to the repository server; the node keeps its "
-                 "last-known-good role meanwhile")
+            hint="check the network path to the repository server; a node with a "
+                 "last-known-good role keeps running it")
 
     def _advertisement(self) -> tuple[_Response, _BytesSink]:
         """GET info/refs, following redirects (as git does for this first request) and,
