@@ -198,9 +198,10 @@ def discover(
             if done or time.monotonic() >= deadline + 2.0:
                 break
             cond.wait(timeout=0.2)
-    stop.set()
+        stop.set()
+        final = dict(outcomes)  # a late worker must not change what is reported
     for name in order:
-        outcome = outcomes.get(name)
+        outcome = final.get(name)
         if outcome is None:
             reason = ("passed over: another interface located the repository and this one "
                       f"had no result {grace:.0f}s later" if name in passed_over
@@ -212,7 +213,7 @@ def discover(
             continue
         tried.extend(_tried(a, name) for a in outcome.attempts)
     if winner is None or winner.lease is None:
-        raise _nothing_found(tried, any(o.lease for o in outcomes.values()))
+        raise _nothing_found(tried, any(o.lease for o in final.values()))
     lease = winner.lease
     assert winner.found is not None
     if configure:
