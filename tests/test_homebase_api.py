@@ -288,3 +288,23 @@ def test_the_node_reporter_delivers_its_spool(homebase: Running, tmp_path: Path)
     assert [e.event["message"] for e in events] == [f"report {i}" for i in range(60)] + [
         "health check failed"]
     assert homebase.homebase.store.node(WEB1).status == "FAIL"  # type: ignore[union-attr]
+
+
+def test_failing_writes_answer_503_and_show_in_healthz(homebase: Running) -> None:
+    db = sqlite3.connect(homebase.homebase.store.path)
+    db.execute("CREATE TRIGGER full BEFORE INSERT ON events "
+               "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    db.commit()
+    try:
+        answer = post(homebase, event(WEB1))
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+        assert "disk is full" in answer.json()["error"]
+        health = requests.get(homebase.url + "/healthz", timeout=30)
+        assert health.status_code == 503
+        assert any("writes failing" in p for p in health.json()["problems"])
+    finally:
+        db.execute("DROP TRIGGER full")
+        db.commit()
+        db.close()
+    assert post(homebase, event(WEB1)).status_code == 200
+    assert requests.get(homebase.url + "/healthz", timeout=30).status_code == 200

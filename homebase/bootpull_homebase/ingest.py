@@ -26,6 +26,8 @@ class Ingest:
         self._on_change = on_change
         self._jobs: queue.Queue[tuple[Sequence[dict[str, Any]], Future[AppendResult]] | None]
         self._jobs = queue.Queue()
+        #: why the last write failed, until one succeeds again (healthz reports it)
+        self.last_failure: str | None = None
         self._thread = threading.Thread(target=self._run, name="bootpull-ingest", daemon=True)
         self._thread.start()
 
@@ -71,6 +73,11 @@ class Ingest:
                     changed |= result.roles_changed
             if changed and self._on_change is not None:
                 self._on_change(changed)
+            failures = [r for r in results if isinstance(r, StoreError)]
+            if len(failures) == len(results):
+                self.last_failure = str(failures[0])
+            else:
+                self.last_failure = None
             for (_, future), result in zip(group, results, strict=True):
                 if isinstance(result, StoreError):
                     future.set_exception(result)

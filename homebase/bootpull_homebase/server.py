@@ -19,6 +19,7 @@ import json
 import re
 import socket
 import socketserver
+import sqlite3
 import sys
 import threading
 import time
@@ -128,10 +129,18 @@ class Homebase:
             problems.append("database")
         if not self.ingest.alive:
             problems.append("ingest")
-        last = None if problems else self.store.last_received()
+        if self.ingest.last_failure is not None:
+            problems.append(f"writes failing: {self.ingest.last_failure}")
         now = self.store.clock()
+        last, states = None, {}
+        if not problems:
+            try:
+                last = self.store.last_received()
+                states = self.store.status_counts(now=now)
+            except sqlite3.Error as exc:
+                database = f"the event database does not answer: {exc}"
+                problems.append("database")
         age = None if last is None else round(max(0.0, now - last), 3)
-        states = {} if problems else self.store.status_counts(now=now)
         # No event at all for longer than the default deadline: every node is down,
         # or (more likely) this home base is cut off from them. Still serving: 200.
         stale = age is not None and age > self.settings.silent_after
