@@ -112,6 +112,25 @@ def test_stop_ends_the_role_and_its_children(tmp_path: Path) -> None:
         pytest.fail("the role's child outlived stop()")
 
 
+def test_stop_ends_what_the_role_left_behind_after_it_exited(tmp_path: Path) -> None:
+    script = b"#!/bin/sh\nsleep 300 &\necho $! > daemon.pid\nexit 0\n"
+    inst = installed(tmp_path, files={"run.sh": script}, restart="never")
+    sup = supervisor(inst)
+    sup.start()
+    run_until(sup, lambda s: any(h.kind == "exited" for h in s))
+    daemon = int((inst.path / "daemon.pid").read_text())
+    os.kill(daemon, 0)  # still there after its parent exited
+    sup.stop()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(daemon, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    pytest.fail("the daemon the role left outlived stop()")
+
+
 @pytest.mark.parametrize(("restart", "code", "restarts"), [
     ("on-failure", 1, True), ("on-failure", 0, False), ("always", 0, True),
     ("never", 1, False),

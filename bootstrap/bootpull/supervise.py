@@ -24,6 +24,7 @@ says when it next needs to run, so the pipeline's one loop can also deliver repo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -114,6 +115,7 @@ class Supervisor:
         self._clock = clock
         self._sleep = sleep
         self.proc: subprocess.Popen[bytes] | None = None
+        self._pgid: int | None = None
         self.started_at = 0.0
         self.exit_code: int | None = None  # of the last exit, while not restarted
         self.done = False  # exited and will not be restarted
@@ -141,6 +143,10 @@ class Supervisor:
             raise RunError(f"role {spec.name} has an empty [run] command",
                            hint="set [run] command in role.toml and publish")
         argv = [resolve_command(self.installed.path, spec.command[0]), *spec.command[1:]]
+        if self._pgid is not None:  # what the last run left behind goes before a restart
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pgid, signal.SIGKILL)
+            self._pgid = None
         try:
             self.proc = subprocess.Popen(argv, cwd=self.installed.path, env=self.env,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
@@ -149,6 +155,7 @@ class Supervisor:
                            why=f"{' '.join(spec.command)}: {exc.strerror or exc}",
                            hint="check [run] command in role.toml (a path relative to "
                            "the role's files, with its executable bit) and publish") from None
+        self._pgid = self.proc.pid  # start_new_session: the role leads its own group
         self.started_at = self._clock()
         self.exit_code = None
         self.done = False
@@ -159,20 +166,25 @@ class Supervisor:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        """SIGTERM to the role's whole session, then SIGKILL after ``stop_timeout``."""
+        """SIGTERM to the role's whole session, then SIGKILL after ``stop_timeout``.
+
+        The group is signalled even when its leader already exited, so a daemon the
+        role left behind does not outlive it.
+        """
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        pgid, self._pgid = self._pgid, None
+        if pgid is None:
             return
-        for sig, wait in ((signal.SIGTERM, self.policy.stop_timeout), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=self.policy.stop_timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
         self.console.info(f"role {self.role_name} stopped")
 
     # -- health ----------------------------------------------------------------
