@@ -22,6 +22,11 @@ leaves them; the host's own interfaces and routes are never touched. Needs root.
   namespace, with any extra configuration lines, and waits until it listens.
 - :meth:`Lab.hostile_dhcp` starts :mod:`bootpull_lab.hostile_dhcp`, a scapy DHCP
   server that answers with one kind of malformed reply.
+- :meth:`Lab.start` runs any long-lived server in a namespace (stopped on exit);
+  :meth:`Lab.wait_tcp` waits for its port.
+
+``python -m bootpull_lab.netlab`` builds a lab, serves a repository URL by one
+discovery source, runs ``bootpull node discover`` in it and prints the result.
 
 Names carry the pid, a counter and a random part (``bp<pid>x<n><hex>-<role>``) so
 parallel runs do not clash; :func:`sweep` removes namespaces left by dead processes.
@@ -302,6 +307,29 @@ class Lab:
             time.sleep(0.05)
         return proc
 
+    def start(self, ns: Namespace, argv: Sequence[str], *, log: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a long-running process in ``ns`` (a home base, a web server...); the lab
+        stops it on exit. Its output goes to ``lab.dir/<log>`` (default: a numbered file)."""
+        out = self.dir / (log or f"proc{len(self._procs)}.log")
+        with open(out, "ab") as sink:
+            proc = ns.popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        self._procs.append(proc)
+        return proc
+
+    def wait_tcp(self, ns: Namespace, port: int, *, timeout: float = 30.0,
+                 proc: subprocess.Popen[bytes] | None = None) -> None:
+        """Wait until something listens on TCP ``port`` in ``ns`` (or ``proc`` exits)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if proc is not None and proc.poll() is not None:
+                raise LabError(f"the process exited ({proc.returncode}) before port {port} "
+                               "listened")
+            if ns.run(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout.strip():
+                return
+            time.sleep(0.1)
+        raise LabError(f"nothing listened on TCP port {port} in {ns.name} within {timeout:.0f}s")
+
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         """Stop one process started by this lab (a server between two tests)."""
         _stop(proc)
@@ -326,3 +354,57 @@ def sweep(prefix: str = PREFIX) -> list[str]:
         _run(["ip", "netns", "del", name], check=False)
         removed.append(name)
     return removed
+
+
+DEMO_SOURCES = ("dhcp-43", "dhcp-67", "dns-srv", "well-known")
+
+
+def demo_lines(link: Link, source: str, domain: str = "lab.test") -> list[str]:
+    """dnsmasq lines that make ``source`` the one that locates ``http://<server>/repo.git``."""
+    url = f"http://{link.server_ip}/repo.git"
+    lines = [*link.dhcp_range(), f"domain={domain}", f"local=/{domain}/"]
+    if source == "dhcp-43":
+        lines.append(f"dhcp-option=vendor:bootpull,1,{url}")
+    elif source == "dhcp-67":
+        lines.append(f"dhcp-option=67,{url}")
+    elif source == "dns-srv":
+        lines += [f"srv-host=_bootpull._tcp.{domain},repo.{domain},80",
+                  f'txt-record=_bootpull._tcp.{domain},"path=/repo.git"',
+                  f"host-record=repo.{domain},{link.server_ip}"]
+    elif source == "well-known":
+        lines.append(f"host-record=bootpull.{domain},{link.server_ip}")
+    else:
+        raise LabError(f"unknown source {source!r}; use one of {', '.join(DEMO_SOURCES)}")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build a lab, serve the repository URL by one source, run discover, clean up."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bootpull_lab.netlab",
+        description="Run 'bootpull node discover' against a real dnsmasq in network "
+                    "namespaces (needs root), then remove everything.")
+    parser.add_argument("--source", choices=DEMO_SOURCES, default="dhcp-43")
+    parser.add_argument("--nics", type=int, default=1,
+                        help="client NICs; only the last one reaches dnsmasq")
+    args = parser.parse_args(argv)
+    with Lab("demo") as lab:
+        server = lab.namespace("server")
+        client = lab.namespace("client")
+        links = [lab.link(client, None, client_if=f"eth{i}") for i in range(args.nics - 1)]
+        link = lab.link(client, server, client_if=f"eth{args.nics - 1}")
+        links.append(link)
+        lab.dnsmasq(server, [link], demo_lines(link, args.source))
+        print(f"lab: client namespace {client.name}, NICs "
+              f"{', '.join(f'{x.client_if} ({x.client_mac})' for x in links)}; "
+              f"dnsmasq on {link.server_if} {link.server_ip} serving {args.source}",
+              file=sys.stderr, flush=True)
+        proc = subprocess.run(client.argv(bootpull_argv("node", "discover", "--json")),
+                              check=False)
+        return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
