@@ -28,6 +28,7 @@ RUN = b"""#!/bin/sh
 env | grep '^BOOTPULL_' | sort > "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERSION"
 pwd >> "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERSION"
 echo "$BOOTPULL_VERSION" >> "$BOOTPULL_VAR_MARKER_DIR/runs"
+echo $$ > "$BOOTPULL_VAR_MARKER_DIR/pid"
 exec sleep 600
 """
 HEALTHY = b"#!/bin/sh\nexit 0\n"
