@@ -9,6 +9,8 @@ from ipaddress import IPv4Address
 import pytest
 from bootpull import dhcp, locate
 from bootpull.cmdline import parse
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def make_lease(**kw: object) -> dhcp.Lease:
@@ -194,3 +196,29 @@ def test_locate_in_lease_order_stops_at_first_found() -> None:
 def test_default_report_url() -> None:
     assert locate.default_report_url("https://h:8443/x/repo.git") == \
         "https://h:8443/api/v1/events"
+
+
+@given(st.dictionaries(st.integers(1, 254), st.binary(max_size=300), max_size=4),
+       st.one_of(st.none(), st.text(max_size=200)), st.one_of(st.none(), st.text(max_size=128)))
+def test_dhcp_sources_never_raise(vendor: dict[int, bytes], bootfile: str | None,
+                                  file: str | None) -> None:
+    lease = make_lease(vendor=vendor, bootfile=bootfile, file=file)
+    for attempt in (locate.from_dhcp_43(lease), locate.from_dhcp_67(lease)):
+        assert attempt.result in (locate.FOUND, locate.NOT_HERE, locate.FAILED)
+        assert attempt.reason
+        if attempt.result == locate.FOUND:
+            assert attempt.url and attempt.url.lower().startswith(("http://", "https://"))
+            assert not any(c.isspace() for c in attempt.url)
+
+
+@given(st.lists(st.tuples(st.integers(0, 65535), st.integers(0, 65535),
+                          st.integers(0, 65535), st.text(max_size=80)), max_size=5),
+       st.lists(st.lists(st.binary(max_size=60), max_size=3), max_size=3))
+def test_srv_source_never_raises(records: list[tuple[int, int, int, str]],
+                                 txt: list[list[bytes]]) -> None:
+    dns = FixedDns(srv_records={"_bootpull._tcp.lab.test": records},
+                   txt_records={"_bootpull._tcp.lab.test": txt})
+    attempt = locate.from_dns_srv(make_lease(**DNS_LEASE), dns)
+    assert attempt.result in (locate.FOUND, locate.NOT_HERE, locate.FAILED)
+    if attempt.url:
+        assert attempt.url.startswith("http://") and " " not in attempt.url
