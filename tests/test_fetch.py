@@ -376,3 +376,33 @@ def test_a_full_cache_starts_afresh(server, tmp_path, remote_factory) -> None:
     assert second.snapshot("main").read("roles/r1/files/a.bin") is not None
     assert second.bytes_received > ROLE_FILE // 2  # fetched once more
     assert "starting it afresh" in lines.text.getvalue()
+
+
+def test_a_timestamp_re_sign_costs_a_reboot_under_4_kb(tmp_path, git_http_server,
+                                                      remote_factory) -> None:
+    """The home base re-signs freshness (a commit changing timestamp.json); a node that
+    boots again reads everything it read before, one file at a time, as a verifier does."""
+    files = role_files(roles=5, size=20_000)
+    for name in ("root", "targets", "snapshot", "timestamp"):
+        files[f".bootpull/metadata/{name}.json"] = os.urandom(1500 if name != "timestamp"
+                                                              else 400).hex().encode()
+    bare = make_bare_repo(tmp_path / "signed.git", files)
+    server = git_http_server(bare)
+    cache = tmp_path / "cache"
+
+    def boot() -> GitRemote:
+        remote = remote_factory(server.url, cache=cache)
+        snap = remote.snapshot("main")
+        for path in ("bootpull.toml", "hosts/52-54-00-12-34-56.toml",
+                     *(f".bootpull/metadata/{n}.json" for n in ("root", "timestamp",
+                                                                 "snapshot", "targets"))):
+            assert snap.read(path) is not None
+        snap.read_many([e.path for e in snap.list("roles/r2")])
+        remote.close()
+        return remote
+
+    boot()
+    work = bare.with_name(bare.name + ".work")
+    commit_files(work, {".bootpull/metadata/timestamp.json": os.urandom(400).hex().encode()})
+    push(work, bare, "main")
+    assert boot().bytes_received <= 4096
