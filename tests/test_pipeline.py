@@ -424,3 +424,20 @@ def test_node_run_reverts_to_the_lkg_when_health_fails_later(
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+def test_a_second_node_run_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    from bootpull.state import StateDir as Dir
+
+    node_state = Dir(tmp_path / "state")
+    fd = node_state.lock()
+    try:
+        out = Lines()
+        settings = Settings(state_dir=node_state.root, repo_url="http://127.0.0.1:9/r",
+                            mac=MAC_NEW, trust_file=tmp_path / "none", oneshot=True)
+        assert run(settings, Console(out)) == 2
+        assert "another bootpull node run is using" in out.text
+    finally:
+        os.close(fd)
+    fd = node_state.lock()  # free again once the holder closed it
+    os.close(fd)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -136,7 +137,12 @@ def command(args: argparse.Namespace) -> int:
 
 def run(settings: Settings, console: Console) -> int:
     """The boot pipeline. Returns the exit code; every failure has printed its banner."""
-    node = Node(settings, console)
+    try:
+        node = Node(settings, console)
+    except BootpullError as err:
+        console.banner(err)
+        err.reported = True  # type: ignore[attr-defined]
+        return err.exit_code
     try:
         with node.stop_on_signals():
             node.discover()
@@ -183,11 +189,12 @@ class Node:
     stopping: bool = False
     counters: Counters = field(init=False)
     status: NodeStatus = field(init=False)
+    _lock_fd: int = field(init=False)
     _banners: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.state = StateDir(self.settings.state_dir)
-        self.state.ensure()
+        self._lock_fd = self.state.lock()
         recover(self.state, self.console)
         self.counters = self.state.load_counters()
         self.status = self.state.load_status()
@@ -620,4 +627,5 @@ class Node:
             self.reporter.close()
         with contextlib.suppress(OSError):
             self.state.save_counters(self.counters)
+        os.close(self._lock_fd)
 

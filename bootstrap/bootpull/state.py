@@ -2,6 +2,7 @@
 
 Layout of ``<state>/`` (default ``/var/lib/bootpull``; ``--state-dir`` in tests)::
 
+    lock                      held (flock) by the one ``node run`` using this directory
     status.json               NodeStatus: what runs now, what ran before, health (JSON)
     counters.json             retries / restarts / fallbacks, summed over every boot
     bad.json                  install ids that failed their health check: never retried
@@ -266,6 +267,29 @@ class StateDir:
     def ensure(self) -> None:
         for path in (self.root, self.roles, self.spool):
             path.mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> int:
+        """Take ``<state>/lock`` (flock, exclusive) for this process; return its fd.
+
+        One ``node run`` per state directory: a second one would remove the first one's
+        staging directory as "left over". The lock goes when the fd is closed or the
+        process ends, however it ends.
+        """
+        import fcntl
+
+        from bootpull.errors import UsageError
+
+        self.ensure()
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"another bootpull node run is using {self.root}",
+                             why=f"{self.root / 'lock'} is locked by a running process",
+                             hint="stop that one first, or give this one its own "
+                             "--state-dir") from None
+        return fd
 
     # -- installs --
 
