@@ -39,6 +39,7 @@ EXPECT: dict[str, tuple[int, str, str]] = {
     "overlong-hostname": (10, "dhcp", "ignored: option 12 (hostname) is 255 bytes"),
     "nak": (10, "dhcp", "NAK from"),
     "garbage": (10, "dhcp", "op 0 is not a BOOTREPLY"),
+    "file-field": (0, "dhcp-67", "eth0: the BOOTP file field"),
 }
 
 
@@ -146,3 +147,9 @@ def test_hostile_reply_builder_matches_cases() -> None:
     reply = dhcp.parse_reply(build_reply("loop-119", **kw))
     lease = dhcp.lease_from_reply(reply, expect=dhcp.OFFER)
     assert "compression loop" in lease.problems[dhcp.DOMAIN_SEARCH]
+
+
+def test_url_in_the_bootp_file_field_only(hostile_results: dict[str, Result]) -> None:
+    out = hostile_results["file-field"].out
+    assert out["repo_url_source"] == "dhcp-67"
+    assert out["repo_url"].endswith("/from-file.git")

@@ -25,7 +25,7 @@ class Scenario:
 
 
 SCENARIOS = ("only43", "only67", "srv", "wellknown", "all", "nothing", "nodomain",
-             "cmdline", "noconf")
+             "cmdline", "noconf", "file")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,8 @@ def scenarios(netlab_module: netlab.Lab) -> Iterator[dict[str, Scenario]]:
         "dhcp-option=tag:cmdline,15,cmd.test",
         f"dhcp-host={s['cmdline'].client_mac.colons},node-seven",
         "dhcp-option=tag:cmdline,7,10.77.8.99",
+        # dhcp-boot= (dnsmasq sends it as option 67 to a client that asks for 67)
+        f"dhcp-boot=tag:file,http://{s['file'].server_ip}/from-file.git",
         # --no-configure, interface named on the kernel command line
         f"dhcp-option=tag:noconf,vendor:bootpull,1,http://{s['noconf'].server_ip}/nc.git",
         *(f"local=/{d}/" for d in ("only43.test", "srv.test", "wk.test", "other.test",
@@ -210,3 +212,15 @@ def test_bad_log_level_is_a_usage_error(scenarios: dict[str, Scenario],
     run = run_discover(scenarios["noconf"].client, "eth0", extra=("--log", "loud"))
     assert run.returncode == 2, run.explain()
     assert "'loud' is not a log level" in run.stderr
+
+
+def test_dhcp_boot_and_log_level_from_cmdline(
+        scenarios: dict[str, Scenario], run_discover: RunDiscover) -> None:
+    sc = scenarios["file"]
+    run = run_discover(sc.client, "eth0", cmdline="bootpull.log=debug")
+    assert run.returncode == 0, run.explain()
+    assert run.json["repo_url"] == f"http://{sc.link.server_ip}/from-file.git"
+    assert run.json["repo_url_source"] == "dhcp-67"
+    # the BOOTP file field alone (QEMU's way) is in test_dhcp_hostile.py: "file-field"
+    assert "debug: dhcp eth0: DISCOVER xid" in run.stderr
+    assert "debug: dhcp eth0: OFFER" in run.stderr

@@ -36,6 +36,8 @@ CASES: dict[str, str] = {
     "overlong-hostname": "an option 12 hostname of 255 bytes",
     "nak": "a NAK for every REQUEST",
     "garbage": "random bytes for every request, then nothing else",
+    "file-field": "not hostile: a good lease with the URL in the BOOTP file field only, "
+                  "as QEMU's user network sends it",
 }
 
 
@@ -91,10 +93,11 @@ def build_reply(case: str, *, kind: int, xid: int, chaddr: bytes, server: IPv4Ad
         options.append((dhcp.HOSTNAME, b"a" * 255))
     if case == "option-overrun":
         raw_tail = bytes([dhcp.HOSTNAME, 200]) + b"node"
+    file = f"http://{server}/from-file.git".encode() if case == "file-field" else b""
     header = struct.pack(
         "!BBBBIHH4s4s4s4s16s64s128s", dhcp.BOOTREPLY, 1, 6, 0, xid, 0, 0, bytes(4),
         offer.packed if reply_type != dhcp.NAK else bytes(4), server.packed, bytes(4),
-        chaddr.ljust(16, b"\0"), bytes(64), bytes(128))
+        chaddr.ljust(16, b"\0"), bytes(64), file.ljust(128, b"\0"))
     body = dhcp.encode_options(options)
     if raw_tail:
         body = body[:-1] + raw_tail  # no END: the overrunning option is the last thing
