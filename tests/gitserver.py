@@ -25,6 +25,7 @@ Fault injection (:class:`Faults`, mutable while the server runs):
 - ``hold_after``: stall the next upload-pack response after that many bytes and set
   ``holding`` (a test then kills the server mid-fetch with ``stop()``);
 - ``redirects`` (on the server, not a fault): path prefix → Location prefix, a 301;
+- ``refuse_with``: answer every request with that status (401, 403, ...);
 - ``flip_byte_at``: corrupt that byte of the next upload-pack response (tampering);
 - ``stop(kill=True)`` shuts every open connection at once; ``start()`` again brings the
   server back on the same port.
@@ -68,6 +69,7 @@ class Faults:
     hold_after: int | None = None  # stall the next upload-pack response after this many bytes
     holding: threading.Event = field(default_factory=threading.Event)  # set while stalled
     flip_byte_at: int | None = None  # corrupt this byte of the next upload-pack response
+    refuse_with: int | None = None  # answer every request with this status (401, 403, ...)
 
     def clear(self) -> None:
         self.fail_every_other = None
@@ -78,6 +80,7 @@ class Faults:
         self.hold_after = None
         self.holding.clear()
         self.flip_byte_at = None
+        self.refuse_with = None
 
 
 @dataclass(frozen=True)
@@ -158,9 +161,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
     def _simple(self, status: int, reason: str, extra: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+        # No Content-Length: the client reads to the end of the connection, which closes
+        # only after this request is logged, so tests can read the log without a race.
         body = f"{status} {reason}\n".encode()
-        self._head(status, reason, [("Content-Type", "text/plain"),
-                                    ("Content-Length", str(len(body))), *extra])
+        self._head(status, reason, [("Content-Type", "text/plain"), *extra])
         self._send(body)
 
     def _read_body(self) -> bytes:
@@ -207,6 +211,10 @@ class _Handler(BaseHTTPRequestHandler):
                     fault = "retry-after"
                     self._simple(status, "Slow Down", [("Retry-After", value)])
                     return
+            if faults.refuse_with:
+                status, fault = faults.refuse_with, "refuse"
+                self._simple(status, "Refused", [("WWW-Authenticate", 'Basic realm="git"')])
+                return
             if faults.fail_every_other and number % 2 == 1:
                 status, fault = faults.fail_every_other, "fail-every-other"
                 self._simple(status, "Injected Failure")

@@ -273,3 +273,17 @@ def test_a_stalled_connection_is_abandoned_and_retried(server, repo, client) -> 
     assert data == (work / "roles/r2/files/data.bin").read_bytes()
     assert c.counters.retries == 1
     assert "timed out" in c.console
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_refusal_fails_fast_with_a_hint(server, client, status: int) -> None:
+    server.faults.refuse_with = status
+    c = client(server.url)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        c.remote.snapshot("main")
+    assert time.monotonic() - started < 5.0
+    assert str(status) in info.value.why
+    assert "anonymously" in info.value.hint
+    assert c.counters.retries == 0
+    assert c.remote.requests == 1
