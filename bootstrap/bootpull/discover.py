@@ -142,7 +142,8 @@ def discover(
 
     cmd = locate.from_cmdline(params)
     tried.append(_tried(cmd, None))
-    console.info(f"locate cmdline: {cmd.result}: {cmd.reason}")
+    console.info(f"locate cmdline: {cmd.result}: {cmd.reason}", stage="locate",
+                 source="cmdline", result=cmd.result, reason=cmd.reason)
     if cmd.result == locate.FAILED:
         raise NothingFound(
             "the kernel command line names a repository that is not a URL",
@@ -233,7 +234,9 @@ def discover(
         repo_url_source=winner.found.source, report_url=report_url, tried=tried,
     )
     console.info(f"identity {result.mac} ({'override' if mac else winner.iface.name}), "
-                 f"repository {repo_url} (from {result.repo_url_source})")
+                 f"repository {repo_url} (from {result.repo_url_source})", stage="discover",
+                 mac=result.mac.canonical, interface=result.interface, repo_url=repo_url,
+                 source=result.repo_url_source)
     return result
 
 
@@ -302,7 +305,9 @@ def _learn_and_locate(
     for attempt in locate.locate_in_lease(lease, dns_for):
         outcome.attempts.append(attempt)
         console.info(f"locate {attempt.source} on {iface.name}: {attempt.result}: "
-                     f"{attempt.url or attempt.reason}")
+                     f"{attempt.url or attempt.reason}", stage="locate",
+                     source=attempt.source, result=attempt.result, reason=attempt.reason,
+                     interface=iface.name, url=attempt.url)
         if attempt.result == locate.FOUND:
             outcome.found = attempt
     return outcome
