@@ -182,6 +182,21 @@ def test_health_check_passes_then_start_is_done(tmp_path: Path) -> None:
         sup.stop()
 
 
+def test_slow_starting_role_passes_within_its_window(tmp_path: Path) -> None:
+    health = HealthSpec(command=("./health.sh",), interval=1.0, timeout=5)
+    check = b'#!/bin/sh\n[ -e ready ]\n'
+    run = b"#!/bin/sh\nsleep 1.2\ntouch ready\nexec sleep 600\n"
+    inst = installed(tmp_path, health=health, files={"run.sh": run, "health.sh": check})
+    sup = supervisor(inst)  # tries=3, interval 1 s: up to 3 s to come up
+    sup.start()
+    try:
+        t0 = time.monotonic()
+        sup.wait_started()
+        assert sup.healthy and 1.0 < time.monotonic() - t0 < 3.0
+    finally:
+        sup.stop()
+
+
 def test_failing_first_health_check_is_a_run_error(tmp_path: Path) -> None:
     health = HealthSpec(command=("./health.sh",), interval=0.2, timeout=5)
     inst = installed(tmp_path, health=health,
@@ -191,7 +206,7 @@ def test_failing_first_health_check_is_a_run_error(tmp_path: Path) -> None:
     try:
         with pytest.raises(RunError) as err:
             sup.wait_started()
-        assert err.value.exit_code == 14 and "3 times" in err.value.what
+        assert err.value.exit_code == 14 and "within 0.6s" in err.value.what
         assert "unhealthy" in err.value.why
     finally:
         sup.stop()

@@ -10,9 +10,11 @@
   ``Counters.restarts`` and said on the console; a run that lasts
   ``Policy.stable_after`` seconds resets the backoff.
 - ``[health]``: the command runs every ``interval`` seconds with a ``timeout``. The
-  role is *started* once it passes its first check (or, without a health check, once it
-  is still up after ``Policy.start_grace`` or has exited 0). ``Policy.tries`` failures
-  in a row, or that many crashes in a row before the role ever ran stably, make it
+  role is *started* once a check passes within ``tries × interval`` seconds of its
+  start (checked every ``Policy.first_check_spacing`` seconds meanwhile), or, without a
+  health check, once it is still up after ``Policy.start_grace`` or has exited 0.
+  Later, ``Policy.tries`` failures in a row, or that many crashes in a row before the
+  role ever ran stably, make it
   *unhealthy*: the pipeline then reverts to the last-known-good and marks the version
   bad so no boot retries it (no boot loop).
 - Every ``Policy.drift_interval`` seconds the installed files are hashed again and
@@ -84,7 +86,7 @@ def role_env(installed: Installed, identity: Identity,
 class Policy:
     tries: int = 3  # failed health checks (or early crashes) in a row → unhealthy
     start_grace: float = 0.5  # without a health check: up this long = started
-    first_check_spacing: float = 1.0  # the first checks come at most this far apart
+    first_check_spacing: float = 1.0  # checks until the first pass, at most this far apart
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))
     stable_after: float = 60.0
     drift_interval: float = 300.0
@@ -222,23 +224,31 @@ class Supervisor:
             self._reap_for_start()
             self.healthy = True
             return
+        # A role may take a while to come up: its first check may pass any time within
+        # ``tries`` intervals, checked every first_check_spacing (at most) meanwhile.
         spacing = min(spec.interval, self.policy.first_check_spacing)
-        why = ""
-        for attempt in range(self.policy.tries):
-            if attempt:
-                self._sleep(spacing)
+        window = min(spec.interval * self.policy.tries, self.policy.start_timeout)
+        deadline = self._clock() + window
+        checks = 0
+        while True:
             self._reap_for_start()
             ok, why = self.check_health()
+            checks += 1
             if ok:
                 self.healthy = True
                 self._health_at = self._clock() + spec.interval
                 self.console.info(f"role {self.role_name} passed its health check")
                 return
-            self.console.warn(f"health check {attempt + 1}/{self.policy.tries} failed: {why}")
-            if self._clock() > deadline:
+            if checks == 1:
+                self.console.warn(f"health check not passing yet: {why}; trying for up "
+                                  f"to {window:g}s")
+            else:
+                self.console.debug(f"health check {checks} failed: {why}")
+            if self._clock() + spacing > deadline:
                 break
-        raise RunError(f"role {self.role_name} {self.installed.version} failed its "
-                       f"health check {self.policy.tries} times", why=why,
+            self._sleep(spacing)
+        raise RunError(f"role {self.role_name} {self.installed.version} did not pass its "
+                       f"health check within {window:g}s ({checks} checks)", why=why,
                        hint="fix the role or its [health] command and publish a new "
                        "version; this one will not be retried")
 
