@@ -119,10 +119,13 @@ class History:
 # -- the git half ---------------------------------------------------------------------
 
 
-def _commits(git: Git, branch: str) -> list[tuple[str, str, str, str, str, str]]:
-    """(id, parent, author, email, date, message) of the branch's first parents, oldest first."""
+def _commits(git: Git, branch: str, paths: list[str]
+             ) -> list[tuple[str, str, str, str, str, str]]:
+    """(id, parent, author, email, date, message), oldest first, of the branch's first
+    parents that change ``paths`` (git's own path-limited log: cheap on long histories)."""
     fmt = _FIELD.join(("%H", "%P", "%an", "%ae", "%aI", "%B")) + _RECORD
-    out = git.run("log", "--first-parent", "--reverse", f"--format={fmt}", branch, "--")
+    out = git.run("log", "--first-parent", "--reverse", f"--format={fmt}", branch, "--",
+                  *paths)
     commits = []
     for record in out.decode("utf-8", "replace").split(_RECORD):
         record = record.strip("\n")
@@ -156,8 +159,11 @@ def _assignments(git: Git, oids: set[str], paths: dict[str, str]
 
 
 def git_history(git: Git, mac: Mac, branch: str) -> tuple[list[Change], list[Release]]:
-    commits = _commits(git, branch)
     own = layout.host_file(mac)
+    # What a node gets can change only in a commit that changes one of these paths (a
+    # release tag's content never changes), so only those commits are looked at.
+    commits = _commits(git, branch, [layout.SETTINGS_FILE, own, layout.DEFAULT_HOST_FILE,
+                                     layout.ROLES_DIR])
     specs = []
     for sha, *_ in commits:
         specs += [f"{sha}:{layout.SETTINGS_FILE}", f"{sha}:{own}",
@@ -190,7 +196,8 @@ def git_history(git: Git, mac: Mac, branch: str) -> tuple[list[Change], list[Rel
                 f"{layout.ROLES_DIR}/{role}")
     content = _batch_check(git, sorted(set(content_specs)))
     published = _publish_commits(git, branch)
-    order = {sha: i for i, (sha, *_) in enumerate(commits)}
+    every = git.text("rev-list", "--first-parent", "--reverse", branch, "--").split()
+    order = {sha: i for i, sha in enumerate(every)}
     publish_order = sorted((order[p], p) for p in published if p in order)
 
     changes: list[Change] = []
