@@ -250,3 +250,22 @@ def test_history_needs_no_publish_and_no_keys(tmp_path: Path) -> None:
     first = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                            text=True, check=True).stdout.strip()
     assert changes[0]["commit"] == first
+
+
+def test_a_merged_branch_shows_as_its_merge_commit(example_repo: SignedRepo) -> None:
+    """History follows the deploy branch as it moved (first parents)."""
+    repo = example_repo
+    repo.git("checkout", "-q", "-b", "side")
+    with as_person("bob", "2026-03-03T09:00:00+01:00"):
+        edit(repo, DEMO_HOST, "# from the side branch\n")
+        repo.commit("side: note")
+    repo.git("checkout", "-q", "main")
+    with as_person("alice", "2026-03-03T10:00:00+01:00"):
+        edit(repo, "roles/sensor/files/setup.sh", "# main\n")
+        repo.commit("main: sensor note")
+        repo.git("merge", "-q", "--no-ff", "side", "-m", "merge the side branch")
+    changes = history_json(repo, DEMO)["changes"]
+    expected = git_log(repo, "main", "--", DEMO_HOST, "bootpull.toml", "roles/web")
+    assert [c["commit"] for c in changes] == [row["commit"] for row in expected]
+    assert changes[-1]["message"] == "merge the side branch"
+    assert changes[-1]["author"] == "Alice Admin"
