@@ -185,3 +185,30 @@ def test_repo_view_follows_the_deploy_branch(deploy_repo: Path, tmp_path: Path) 
     assert view.intent_for(WEB1) is None  # no prod branch yet: nothing to compare with
     git(repo, "branch", "prod", "HEAD~1")
     assert view.intent_for(WEB1).commit == git(repo, "rev-parse", "prod")  # type: ignore[union-attr]
+
+
+def test_an_outage_of_the_home_base_does_not_make_nodes_silent(tmp_path: Path,
+                                                               clock: FakeClock) -> None:
+    deadlines = FixedDeadlines(100.0)
+    store = EventStore(tmp_path / "e.db", clock=clock, deadlines=deadlines)
+    assert store.down_at is None
+    store.append([event(DB1, role="db")])  # reports at t0, silent from t0 + 100
+    t0 = clock.now
+    clock.advance(150)
+    store.append([event(WEB1)])  # reports at t0 + 150; DB1 is silent by now
+    clock.advance(20)
+    store.touch_alive()  # the last sign of life: t0 + 170
+    store.close()
+
+    clock.advance(500)  # down for 500 s; nobody could report
+    store = EventStore(tmp_path / "e.db", clock=clock, deadlines=deadlines)
+    started = clock.now
+    assert store.down_at == t0 + 170 and store.started_at == started
+    web, db = store.node(WEB1), store.node(DB1)
+    assert web is not None and web.status == "OK", "in time when the home base went down"
+    assert web.silent_at == started + 100
+    assert db is not None and (db.status, db.last_change) == ("SILENT", t0 + 100)
+    clock.advance(101)
+    web = store.node(WEB1)
+    assert web is not None and (web.status, web.last_change) == ("SILENT", started + 100)
+    store.close()

@@ -153,6 +153,9 @@ class Homebase:
             "last_event_age_seconds": age, "nodes": states,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "refused_429": self.refused, "time": rfc3339(now),
+            "started": rfc3339(self.store.started_at),
+            "previous_run_alive_until": (None if self.store.down_at is None
+                                         else rfc3339(self.store.down_at)),
         }
         return (503 if problems else 200), body
 

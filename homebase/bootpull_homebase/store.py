@@ -13,9 +13,10 @@ events as they arrive, in the same transaction:
 
 ``SILENT`` is not stored when it happens (nothing reports silence); it is overlaid at
 read time: a node whose last report is older than its deadline reads as SILENT, with
-``last_change`` = last report + deadline. When such a node reports again, the SILENT
-transition is written first, at that same moment, so the history agrees with what the
-feeds showed.
+``last_change`` = last report + deadline (:meth:`EventStore.silent_at`: a node that
+was still in time when the home base went down gets a full deadline from the restart).
+When such a node reports again, the SILENT transition is written first, at that same
+moment, so the history agrees with what the feeds showed.
 
 Times are the home base's own clock when the event was *received* (an injectable
 ``clock``), not the node's ``time`` field: a node just booted may not know the time,
@@ -150,6 +151,7 @@ class NodeState:
     last_change: float  # when ``status`` last changed (the feed item's date)
     last_report: float  # when the last report was received
     deadline: float
+    silent_at: float  # when it turns (or turned) SILENT without another report
     last: dict[str, Any]  # the last event
     change: dict[str, Any]  # the event that made the last (non-SILENT) change
     verify: dict[str, Any] | None = None  # the last event that re-verified the files
@@ -157,10 +159,6 @@ class NodeState:
     @property
     def counters(self) -> dict[str, int]:
         return dict(self.last.get("counters") or {})
-
-    @property
-    def silent_at(self) -> float:
-        return self.last_report + self.deadline
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -218,6 +216,12 @@ class EventStore:
             self._writer.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                 (str(SCHEMA_VERSION),))
+            row = self._writer.execute(
+                "SELECT value FROM meta WHERE key = 'alive_at'").fetchone()
+            #: when the previous run was last known alive (None: first run on this db)
+            self.down_at: float | None = None if row is None else float(row[0])
+            self.started_at = clock()
+            self.touch_alive()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(
                 f"cannot open the event database {self.path}", why=str(exc),
@@ -245,6 +249,27 @@ class EventStore:
                 self._pool.put(conn)
             else:
                 conn.close()
+
+    def touch_alive(self) -> None:
+        """Record that the home base is alive now (read back after a restart)."""
+        with self._write_lock:
+            self._writer.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('alive_at', ?)",
+                (repr(self.clock()),))
+
+    def silent_at(self, last_report: float, deadline: float) -> float:
+        """When a node that last reported at ``last_report`` turns SILENT.
+
+        Normally ``last_report + deadline``. But a node that was not yet silent when
+        the home base went down gets a full deadline from the restart: it could not
+        report while nobody listened (its spool delivers once the home base is back),
+        and an outage of the monitor must not page every node it watches.
+        """
+        due = last_report + deadline
+        if (self.down_at is not None and last_report <= self.started_at
+                and due > self.down_at):
+            return max(due, self.started_at + deadline)
+        return due
 
     def close(self) -> None:
         with self._write_lock:
@@ -339,7 +364,7 @@ class EventStore:
                  event_id if _verifies(event) else None))
             return {event["role"]}
         hostname, role, version, previous, last_change, last_report, change_id, verify_id = row
-        silent_at = last_report + self.deadlines.for_role(role)
+        silent_at = self.silent_at(last_report, self.deadlines.for_role(role))
         if received > silent_at:
             conn.execute("INSERT INTO transitions (node, status, at, event_id) "
                          "VALUES (?, ?, ?, NULL)", (mac, SILENT, silent_at))
@@ -367,13 +392,15 @@ class EventStore:
         (mac, hostname, role, version, commit, reported, last_change, last_report,
          last_body, change_body, verify_body) = row
         deadline = self.deadlines.for_role(role)
+        silent_at = self.silent_at(last_report, deadline)
         status = reported
-        if now > last_report + deadline:
-            status, last_change = SILENT, last_report + deadline
+        if now > silent_at:
+            status, last_change = SILENT, silent_at
         return NodeState(
             mac=mac, hostname=hostname, role=role, version=version, commit=commit,
             reported=reported, status=status, last_change=last_change,
-            last_report=last_report, deadline=deadline, last=json.loads(last_body),
+            last_report=last_report, deadline=deadline, silent_at=silent_at,
+            last=json.loads(last_body),
             change=json.loads(change_body),
             verify=None if verify_body is None else json.loads(verify_body))
 
@@ -449,7 +476,8 @@ class EventStore:
                                 "last_report FROM nodes ORDER BY mac").fetchall()
         out = []
         for mac, hostname, role, version, commit, reported, last_report in rows:
-            status = SILENT if now > last_report + self.deadlines.for_role(role) else reported
+            deadline = self.deadlines.for_role(role)
+            status = SILENT if now > self.silent_at(last_report, deadline) else reported
             out.append((mac, status, {"hostname": hostname, "role": role, "version": version,
                                       "commit": commit, "last_report": last_report}))
         return out
@@ -461,7 +489,8 @@ class EventStore:
             rows = conn.execute("SELECT role, reported, last_report FROM nodes").fetchall()
         counts: dict[str, int] = {}
         for role, reported, last_report in rows:
-            status = SILENT if now > last_report + self.deadlines.for_role(role) else reported
+            deadline = self.deadlines.for_role(role)
+            status = SILENT if now > self.silent_at(last_report, deadline) else reported
             counts[status] = counts.get(status, 0) + 1
         return counts
 

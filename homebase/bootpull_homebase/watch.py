@@ -51,6 +51,7 @@ class ChangeLog:
 
     def look(self) -> None:
         """Compare every node's status with the last look; log and mirror changes."""
+        self.store.touch_alive()
         now = self.store.clock()
         rows = self.store.statuses(now=now)
         current = {mac: status for mac, status, _ in rows}
