@@ -488,6 +488,9 @@ class Node:
                 if happening.kind == "drift" or happening.kind == "drift-cleared":
                     self.status.drift = list(happening.details.get("files_changed", []))
                     self._save_status("drift", happening.status, happening.message)
+                elif happening.kind in ("exited", "restarted"):
+                    self._save_status("run", happening.status, happening.message,
+                                      health=happening.kind)
                 if happening.kind == "unhealthy":
                     sup.stop()
                     self.supervisor = None
@@ -549,6 +552,9 @@ class Node:
                 self.console.error(f"could not spool an event: {exc}")
 
     def _report_error(self, err: BootpullError) -> None:
+        if getattr(err, "event_sent", False):
+            return
+        err.event_sent = True  # type: ignore[attr-defined]
         self._report(err.stage, "fail", err.what, {"why": err.why, "hint": err.hint,
                                                    "exit_code": err.exit_code})
         self._save_status(err.stage, "fail", err.what)
