@@ -280,7 +280,11 @@ def _image_python(ctx: Context) -> tuple[list[str], dict[str, str]]:
 def compile_bytecode(ctx: Context) -> None:
     """Precompile every module (Debian ships no .pyc): deterministic, hash-based pyc."""
     argv, env = _image_python(ctx)
-    _run([*argv, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+    # Only compileall writes bytecode: a .pyc the import system writes for a module the
+    # compiler itself has loaded marshals live objects, whose reference counts vary.
+    env = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
+    _run([*argv, "-m", "compileall", "-q", "-f", "-j", "0", "--invalidation-mode",
+          "unchecked-hash",
           "-s", str(ctx.root), "-p", "/",
           str(ctx.root / "usr" / "lib" / "python3.11"), str(ctx.root / SITE_PACKAGES)],
          what="compiling bytecode with the image's Python", env=env)

@@ -65,16 +65,22 @@ def payload(bzimage: bytes) -> tuple[str, bytes]:
 def extract_vmlinux(bzimage: bytes) -> bytes:
     """The uncompressed ELF kernel inside a bzImage."""
     kind, data = payload(bzimage)
-    if kind == "xz":
-        # The payload is followed by 4 bytes of size; xz stops at the stream end.
-        out = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data)
-    elif kind == "lzma":
-        out = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(data)
-    elif kind == "gzip":
-        out = gzip.GzipFile(fileobj=__import__("io").BytesIO(data)).read()
-    else:
-        out = subprocess.run(["zstd", "-dc"], input=data, capture_output=True,
-                             check=True).stdout
+    try:
+        if kind == "xz":
+            # The payload is followed by 4 bytes of size; xz stops at the stream end.
+            out = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data)
+        elif kind == "lzma":
+            out = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(data)
+        elif kind == "gzip":
+            out = gzip.decompress(data)
+        else:
+            out = subprocess.run(["zstd", "-dc"], input=data, capture_output=True,
+                                 check=True).stdout
+    except (lzma.LZMAError, OSError, EOFError, subprocess.CalledProcessError) as exc:
+        raise KernelError(f"the kernel payload does not decompress ({kind})",
+                          why=str(exc) or type(exc).__name__,
+                          hint="the vmlinuz file is damaged: download the package again") \
+            from None
     if not out.startswith(b"\x7fELF"):
         raise KernelError("the decompressed kernel is not an ELF file",
                           why=f"it starts with {out[:4].hex()}")
@@ -85,6 +91,14 @@ def elf_section(elf: bytes, wanted: str) -> bytes:
     """The bytes of one named section of a 64-bit little-endian ELF file."""
     if not elf.startswith(b"\x7fELF\x02\x01"):
         raise KernelError("not a 64-bit little-endian ELF file")
+    try:
+        return _elf_section(elf, wanted)
+    except (struct.error, ValueError, IndexError) as exc:
+        raise KernelError(f"damaged ELF file: cannot read its {wanted} section",
+                          why=str(exc)) from None
+
+
+def _elf_section(elf: bytes, wanted: str) -> bytes:
     shoff = struct.unpack_from("<Q", elf, 0x28)[0]
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
 

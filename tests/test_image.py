@@ -1,0 +1,273 @@
+"""The boot image builder: pure parts (cpio, kernel, trim, ISO config) and a real build.
+
+The real build is the session's one image (``lab_image_dir``, shared with the QEMU
+scenarios); the reproducibility test builds a second one and compares bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import lzma
+import stat
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bootpull.console import Console
+from bootpull_image import cpio, kernel, trim
+from bootpull_image.iso import boot_config
+from hypothesis import given
+from hypothesis import strategies as st
+
+# -- cpio ---------------------------------------------------------------------------------
+
+_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=12)
+_paths = st.lists(_names, min_size=1, max_size=3).map("/".join)
+_entries = st.dictionaries(
+    _paths,
+    st.tuples(st.sampled_from([stat.S_IFREG | 0o644, stat.S_IFREG | 0o755, stat.S_IFDIR | 0o755,
+                               stat.S_IFLNK | 0o777]), st.binary(max_size=300)),
+    max_size=12,
+)
+
+
+@given(_entries, st.integers(min_value=0, max_value=2**31))
+def test_cpio_roundtrip_and_order_independence(entries: dict[str, tuple[int, bytes]],
+                                               mtime: int) -> None:
+    items = [cpio.Entry(path, mode, b"" if stat.S_ISDIR(mode) else data)
+             for path, (mode, data) in entries.items()]
+    archive = cpio.encode(items, mtime)
+    assert cpio.encode(list(reversed(items)), mtime) == archive  # sorted: order-free
+    assert len(archive) % 4 == 0
+    assert cpio.decode(archive) == sorted(items, key=lambda e: e.path)
+
+
+def test_cpio_refuses_duplicates_and_bad_magic() -> None:
+    entry = cpio.Entry("a", stat.S_IFREG | 0o644, b"x")
+    with pytest.raises(ValueError, match="duplicate"):
+        cpio.encode([entry, entry], 0)
+    with pytest.raises(ValueError, match="bad cpio magic"):
+        cpio.decode(b"070702" + b"0" * 200)
+
+
+def test_cpio_walk_keeps_modes_and_links(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "tool").write_bytes(b"#!/bin/sh\n")
+    (tmp_path / "bin" / "tool").chmod(0o755)
+    (tmp_path / "bin" / "sh").symlink_to("tool")
+    got = {e.path: e for e in cpio.walk(tmp_path)}
+    assert stat.S_IMODE(got["bin/tool"].mode) == 0o755
+    assert stat.S_ISLNK(got["bin/sh"].mode) and got["bin/sh"].data == b"tool"
+    assert stat.S_ISDIR(got["bin"].mode)
+
+
+# -- the kernel ----------------------------------------------------------------------------
+
+FAKE_ELF = b"\x7fELF\x02\x01\x01" + b"\0" * 57 + b"kernel text" * 100
+
+
+def _bzimage(payload: bytes, *, setup_sects: int = 4, version: int = 0x20F) -> bytes:
+    head = bytearray((setup_sects + 1) * 512)
+    head[0x1F1] = setup_sects
+    head[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", head, 0x206, version)
+    struct.pack_into("<II", head, 0x248, 16, len(payload))
+    return bytes(head) + b"\0" * 16 + payload + b"\0\0\0\0"
+
+
+def test_extract_vmlinux_from_an_xz_bzimage() -> None:
+    image = _bzimage(lzma.compress(FAKE_ELF, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32))
+    assert kernel.payload(image)[0] == "xz"
+    assert kernel.extract_vmlinux(image) == FAKE_ELF
+
+
+def test_extract_vmlinux_refuses_what_is_not_a_kernel() -> None:
+    with pytest.raises(kernel.KernelError, match="not an x86 bzImage") as info:
+        kernel.extract_vmlinux(b"MZ" + b"\0" * 1000)
+    assert "linux-image" in info.value.hint
+    with pytest.raises(kernel.KernelError, match="too old"):
+        kernel.extract_vmlinux(_bzimage(b"\xfd7zXZ\x00", version=0x206))
+    with pytest.raises(kernel.KernelError, match="does not decompress"):
+        kernel.extract_vmlinux(_bzimage(b"\xfd7zXZ\x00garbage"))
+    not_elf = lzma.compress(b"plain text", format=lzma.FORMAT_XZ)
+    with pytest.raises(kernel.KernelError, match="not an ELF"):
+        kernel.extract_vmlinux(_bzimage(not_elf))
+
+
+@given(st.binary(max_size=2048))
+def test_hostile_kernel_bytes_raise_only_kernel_errors(data: bytes) -> None:
+    for candidate in (data, _bzimage(data)):
+        with contextlib.suppress(kernel.KernelError):
+            kernel.extract_vmlinux(candidate)
+    with contextlib.suppress(kernel.KernelError):
+        kernel.modinfo(b"\x7fELF\x02\x01" + data)
+
+
+def test_module_order_puts_dependencies_first() -> None:
+    deps = {"virtio_net": ["net_failover", "virtio", "virtio_ring"], "net_failover": ["failover"],
+            "failover": [], "virtio": [], "virtio_ring": [], "ext4": ["jbd2", "mbcache"],
+            "jbd2": [], "mbcache": []}
+    order = kernel.module_order(("virtio_net", "ext4"), deps)
+    assert set(order) == set(deps)
+    for name, needs in deps.items():
+        assert all(order.index(dep) < order.index(name) for dep in needs)
+
+
+def test_module_order_names_unknown_modules_and_cycles() -> None:
+    with pytest.raises(kernel.KernelError, match="'virtio_net' is not in the kernel package"):
+        kernel.module_order(("virtio_net",), {})
+    with pytest.raises(kernel.KernelError, match="cycle: a -> b -> a"):
+        kernel.module_order(("a",), {"a": ["b"], "b": ["a"]})
+
+
+def test_module_name() -> None:
+    assert kernel.module_name("kernel/drivers/net/virtio_net.ko") == "virtio_net"
+    assert kernel.module_name("crc32c-generic.ko.xz") == "crc32c_generic"
+
+
+# -- what is trimmed -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "dropped"), [
+    ("usr/lib/python3.11/test/test_os.py", True),
+    ("usr/lib/python3.11/tkinter/__init__.py", True),
+    ("usr/lib/python3.11/lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so", True),
+    ("usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so", False),
+    ("usr/lib/python3.11/encodings/cp1250.py", True),
+    ("usr/lib/python3.11/encodings/utf_8.py", False),
+    ("usr/lib/python3.11/encodings/idna.py", False),
+    ("usr/lib/python3.11/json/decoder.py", False),
+    ("usr/lib/python3/dist-packages/dulwich/tests/test_repo.py", True),
+    ("usr/lib/python3/dist-packages/scapy/layers/dhcp.py", False),
+    ("usr/lib/python3/dist-packages/scapy/layers/kerberos.py", True),
+    ("usr/lib/python3/dist-packages/scapy/contrib/bgp.py", True),
+    ("usr/lib/python3/dist-packages/bootpull/pipeline.py", False),
+    ("usr/lib/python3/dist-packages/dns/resolver.py", False),
+    ("usr/lib/python3/dist-packages/tuf-7.0.1.dist-info/METADATA", False),
+    ("usr/lib/python3/dist-packages/tuf-7.0.1.dist-info/RECORD", True),
+    ("usr/lib/python3/dist-packages/requests/README.md", True),
+    ("usr/share/doc/libc6/copyright", True),
+])
+def test_trim_rules(path: str, dropped: bool) -> None:
+    reason = trim.reason_to_drop(path)
+    assert (reason is not None) == dropped, reason
+    if dropped:
+        assert reason  # every removal says why (docs/image.md lists them)
+
+
+def test_iso_boot_config_follows_the_console() -> None:
+    cfg = boot_config("ttyS1,9600")
+    assert "SERIAL 1 9600" in cfg
+    assert "console=ttyS1,9600" in cfg and "bootpull.console=ttyS1,9600" in cfg
+    assert "rootfstype=ramfs" in cfg and "initrd=/boot/initrd.img" in cfg
+
+
+# -- a real build (the session's image) ----------------------------------------------------
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def initramfs(lab_image_dir: Path) -> dict[str, cpio.Entry]:
+    raw = subprocess.run(["lz4", "-dc", str(lab_image_dir / "initrd.img")], check=True,
+                         capture_output=True).stdout
+    return {entry.path: entry for entry in cpio.decode(raw)}
+
+
+@pytest.mark.slow
+def test_build_outputs(lab_image_dir: Path, initramfs: dict[str, cpio.Entry]) -> None:
+    assert (lab_image_dir / "vmlinuz").read_bytes()[0x202:0x206] == b"HdrS"
+    assert (lab_image_dir / "vmlinux").read_bytes()[:4] == b"\x7fELF"
+    # lz4 legacy frame: the format the kernel's initramfs unpacker reads
+    assert (lab_image_dir / "initrd.img").read_bytes()[:4] == bytes.fromhex("02214c18")
+    init = initramfs["init"]
+    assert stat.S_IMODE(init.mode) & 0o111 and init.data.startswith(b"#!/bin/sh")
+    assert initramfs["bin/sh"].data == b"busybox"
+    order = initramfs["lib/modules/load.list"].data.decode().split()
+    assert order.index("virtio_ring") < order.index("virtio_net")
+    assert "virtio_pci" in order and "ext4" in order
+    assert kernel.modinfo(initramfs["lib/modules/virtio_net.ko"].data)["name"] == "virtio_net"
+    # precompiled: the stdlib and the dependencies as bytecode, bootpull with its sources
+    assert "usr/lib/python3.11/json/decoder.pyc" in initramfs
+    assert "usr/lib/python3.11/json/decoder.py" not in initramfs
+    assert "usr/lib/python3/dist-packages/bootpull/pipeline.py" in initramfs
+    assert not any(p.startswith("usr/lib/python3.11/test/") for p in initramfs)
+    conf = initramfs["etc/bootpull/image.conf"].data.decode()
+    assert "NODE_COMMAND=run" in conf and "IMAGE_CONSOLE=ttyS0,115200" in conf
+
+
+@pytest.mark.slow
+def test_manifest_matches_the_image(lab_image_dir: Path, lab_manifest: dict[str, Any],
+                                    initramfs: dict[str, cpio.Entry]) -> None:
+    for name in ("vmlinuz", "vmlinux", "initrd.img"):
+        data = (lab_image_dir / name).read_bytes()
+        assert lab_manifest["outputs"][name] == {"size": len(data), "sha256": _sha(data)}
+    files = lab_manifest["files"]
+    regular = {p: e for p, e in initramfs.items() if stat.S_ISREG(e.mode)}
+    assert set(regular) <= set(files)
+    for path, entry in regular.items():
+        assert files[path]["size"] == len(entry.data), path
+        assert files[path]["sha256"] == _sha(entry.data), path
+    debian = lab_manifest["packages"]["debian"]
+    assert any(name.startswith("linux-image-") for name in debian)
+    assert debian["python3.11-minimal"].startswith("3.11")
+    python = lab_manifest["packages"]["python"]
+    for dep in ("dulwich", "dnspython", "scapy", "pyserial", "requests", "cryptography", "tuf",
+                "securesystemslib", "bootpull"):
+        assert python[dep], dep
+    assert lab_manifest["removed"]["by_reason"]
+    assert sum(p["size"] for p in lab_manifest["components"].values()) == \
+        sum(len(e.data) for e in regular.values())
+
+
+@pytest.mark.slow
+def test_trust_anchors_are_baked_in(lab_template: Any, lab_manifest: dict[str, Any],
+                                    initramfs: dict[str, cpio.Entry]) -> None:
+    trust = lab_template.trust.read_bytes()
+    assert initramfs["etc/bootpull/trust.json"].data == trust
+    assert lab_manifest["trust"] == {"path": "/etc/bootpull/trust.json", "sha256": _sha(trust)}
+    json.loads(trust)
+
+
+@pytest.mark.slow
+def test_size_budget(lab_manifest: dict[str, Any]) -> None:
+    """A regression guard on the compressed size (the benchmark reports the figure)."""
+    outputs = lab_manifest["outputs"]
+    total = outputs["vmlinuz"]["size"] + outputs["initrd.img"]["size"]
+    assert total <= 36 * 10**6, f"vmlinuz + initrd.img = {total / 1e6:.1f} MB"
+
+
+@pytest.mark.slow
+def test_two_builds_are_byte_identical(lab_image_dir: Path, lab_template: Any,
+                                       tmp_path: Path) -> None:
+    from bootpull_image.build import build_image
+    from bootpull_image.settings import BuildSettings
+
+    again = tmp_path / "again"
+    build_image(BuildSettings(out=again, trust=lab_template.trust,
+                              source_date_epoch=1700000000), Console())
+    for name in ("vmlinuz", "vmlinux", "initrd.img", "manifest.json"):
+        assert _sha((again / name).read_bytes()) == _sha((lab_image_dir / name).read_bytes()), \
+            name
+
+
+@pytest.mark.slow
+def test_iso_is_reproducible(lab_image_dir: Path, tmp_path: Path) -> None:
+    from bootpull_image import iso
+
+    digests = []
+    for n in (1, 2):
+        out = tmp_path / f"out{n}"
+        out.mkdir()
+        for name in ("vmlinuz", "initrd.img"):
+            (out / name).symlink_to(lab_image_dir / name)
+        made = iso.make(out, tmp_path / f"work{n}", "ttyS0,115200", 1700000000)
+        digests.append(_sha(made.read_bytes()))
+        assert made.read_bytes()[0x8001:0x8006] == b"CD001"
+    assert digests[0] == digests[1]
