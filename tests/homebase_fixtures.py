@@ -1,6 +1,6 @@
 """Fixtures for the home base tests: a real deploy repository and a real server.
 
-``deploy_repo`` is a git repository made with the git CLI (session-wide, read-only for
+``homebase_repo`` is a git repository made with the git CLI (session-wide, read-only for
 the tests); ``homebase`` is a real ``bootpull serve`` server (in a thread) on
 127.0.0.1 with a port of its own, over a fresh database, driven by a ``FakeClock``.
 """
@@ -50,7 +50,7 @@ DB1 = Mac.parse("52:54:00:00:00:03")
 
 
 @pytest.fixture(scope="session")
-def deploy_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def homebase_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A format-1 deploy repository: web (released 1.0, web-2 pinned to it) and db."""
     repo = tmp_path_factory.mktemp("deploy") / "site"
     repo.mkdir()
@@ -79,7 +79,7 @@ def deploy_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
+def homebase_clock() -> FakeClock:
     return FakeClock()
 
 
@@ -91,8 +91,10 @@ def settings_for(repo: Path, db: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def homebase(deploy_repo: Path, tmp_path: Path, clock: FakeClock) -> Iterator[Running]:
-    with Running(settings_for(deploy_repo, tmp_path / "events.db"), clock=clock) as running:
+def homebase(homebase_repo: Path, tmp_path: Path,
+             homebase_clock: FakeClock) -> Iterator[Running]:
+    settings = settings_for(homebase_repo, tmp_path / "events.db")
+    with Running(settings, clock=homebase_clock) as running:
         yield running
 
 

@@ -91,15 +91,15 @@ def test_oversized_body_gets_413(homebase: Running) -> None:
     assert post(homebase, event(WEB1)).status_code == 200
 
 
-def test_too_many_events_in_one_request_gets_413(deploy_repo: Path, tmp_path: Path) -> None:
-    with Running(settings_for(deploy_repo, tmp_path / "e.db", max_events=10)) as hb:
+def test_too_many_events_in_one_request_gets_413(homebase_repo: Path, tmp_path: Path) -> None:
+    with Running(settings_for(homebase_repo, tmp_path / "e.db", max_events=10)) as hb:
         answer = post(hb, [event(WEB1, message=str(i)) for i in range(11)])
         assert answer.status_code == 413
         assert "split" in answer.json()["error"]
 
 
-def test_a_flood_gets_429_with_retry_after(deploy_repo: Path, tmp_path: Path) -> None:
-    with Running(settings_for(deploy_repo, tmp_path / "e.db", rate=1.0, burst=5.0)) as hb:
+def test_a_flood_gets_429_with_retry_after(homebase_repo: Path, tmp_path: Path) -> None:
+    with Running(settings_for(homebase_repo, tmp_path / "e.db", rate=1.0, burst=5.0)) as hb:
         assert post(hb, [event(WEB1, message=str(i)) for i in range(5)]).status_code == 200
         answer = post(hb, event(WEB1, message="one too many"))
         assert answer.status_code == 429
@@ -142,10 +142,10 @@ def test_hypothesis_junk_is_refused_cleanly(homebase: Running, junk: Any) -> Non
 
 
 @pytest.mark.slow
-def test_burst_of_5000_events_from_concurrent_clients(deploy_repo: Path,
+def test_burst_of_5000_events_from_concurrent_clients(homebase_repo: Path,
                                                       tmp_path: Path) -> None:
     """None lost, every 2xx event stored exactly once; 429s are retried after Retry-After."""
-    settings_ = settings_for(deploy_repo, tmp_path / "burst.db", rate=400.0, burst=50.0)
+    settings_ = settings_for(homebase_repo, tmp_path / "burst.db", rate=400.0, burst=50.0)
     total, clients = 5000, 20
     acked: list[str] = []
     refused = [0]
@@ -186,9 +186,9 @@ def test_burst_of_5000_events_from_concurrent_clients(deploy_repo: Path,
     assert refused[0] > 0, "the burst never hit admission control; the test proves less"
 
 
-def test_nodes_and_history_api(homebase: Running, clock: FakeClock) -> None:
+def test_nodes_and_history_api(homebase: Running, homebase_clock: FakeClock) -> None:
     post(homebase, event(WEB1, message="booted", hostname="web-1"))
-    clock.advance(10)
+    homebase_clock.advance(10)
     post(homebase, event(WEB1, "fail", message="health check failed", hostname="web-1",
                          counters={"restarts": 2}))
     nodes = requests.get(homebase.url + "/api/v1/nodes", timeout=30).json()["nodes"]
@@ -206,24 +206,24 @@ def test_nodes_and_history_api(homebase: Running, clock: FakeClock) -> None:
 
 
 def test_healthz_reports_database_and_last_event_age(homebase: Running,
-                                                     clock: FakeClock) -> None:
+                                                     homebase_clock: FakeClock) -> None:
     first = requests.get(homebase.url + "/healthz", timeout=30)
     assert first.status_code == 200
     assert first.json()["database"] == "ok" and first.json()["last_event_age_seconds"] is None
     post(homebase, event(WEB1))
-    clock.advance(42)
+    homebase_clock.advance(42)
     body = requests.get(homebase.url + "/healthz", timeout=30).json()
     assert body["status"] == "ok" and body["last_event_age_seconds"] == 42
     assert body["nodes"] == {"OK": 1} and body["events_stale"] is False
-    clock.advance(300)  # no event from anyone for longer than the default deadline
+    homebase_clock.advance(300)  # no event from anyone for longer than the default deadline
     stale = requests.get(homebase.url + "/healthz", timeout=30)
     assert stale.status_code == 200
     assert stale.json()["status"] == "warn" and stale.json()["events_stale"] is True
     assert stale.json()["nodes"] == {"SILENT": 1}
 
 
-def test_healthz_fails_when_the_database_is_gone(deploy_repo: Path, tmp_path: Path) -> None:
-    with Running(settings_for(deploy_repo, tmp_path / "e.db")) as hb:
+def test_healthz_fails_when_the_database_is_gone(homebase_repo: Path, tmp_path: Path) -> None:
+    with Running(settings_for(homebase_repo, tmp_path / "e.db")) as hb:
         hb.homebase.store.close()  # what a vanished disk looks like from here
         for path in tmp_path.glob("e.db*"):
             path.unlink()

@@ -55,12 +55,12 @@ def test_conditional_headers() -> None:
 
 
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
-def test_serves_on_ipv6_loopback(deploy_repo: Path, tmp_path: Path) -> None:
+def test_serves_on_ipv6_loopback(homebase_repo: Path, tmp_path: Path) -> None:
     try:
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("::1 is not configured here")
-    with Running(settings_for(deploy_repo, tmp_path / "e.db", host="::1")) as hb:
+    with Running(settings_for(homebase_repo, tmp_path / "e.db", host="::1")) as hb:
         assert hb.url.startswith("http://[::1]:")
         assert requests.get(hb.url + "/healthz", timeout=30).json()["status"] == "ok"

@@ -33,10 +33,10 @@ def start_serve(repo: Path, db: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 @pytest.mark.slow
-def test_kill_9_during_a_burst_loses_no_acknowledged_event(deploy_repo: Path,
+def test_kill_9_during_a_burst_loses_no_acknowledged_event(homebase_repo: Path,
                                                            tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-    proc, url = start_serve(deploy_repo, db)
+    proc, url = start_serve(homebase_repo, db)
     acked: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -82,7 +82,7 @@ def test_kill_9_during_a_burst_loses_no_acknowledged_event(deploy_repo: Path,
     assert not missing, f"{len(missing)} acknowledged events were lost"
     assert len(stored) == len(set(stored))
 
-    proc, url = start_serve(deploy_repo, db)  # and it starts again on the same database
+    proc, url = start_serve(homebase_repo, db)  # and it starts again on the same database
     try:
         assert requests.post(f"{url}/api/v1/events", json=event(Mac.parse("02:00:00:00:00:99")),
                              timeout=30).status_code == 200

@@ -46,24 +46,24 @@ def stamp(entry: Any) -> float:
 
 
 @pytest.mark.parametrize("kind", ["rss", "atom"])
-def test_repeat_keeps_the_date_change_republishes(homebase: Running, clock: FakeClock,
+def test_repeat_keeps_the_date_change_republishes(homebase: Running, homebase_clock: FakeClock,
                                                   kind: str) -> None:
     post(homebase, event(WEB1, message="started", hostname="web-1"))
     first = entry_for(feed(homebase, f"web.{kind}"), WEB1)
     assert first.title == "OK web-1 web@1.0"
-    assert stamp(first) == clock.now
+    assert stamp(first) == homebase_clock.now
 
-    clock.advance(30)
+    homebase_clock.advance(30)
     post(homebase, event(WEB1, message="still fine", hostname="web-1"))
     again = entry_for(feed(homebase, f"web.{kind}"), WEB1)
     assert stamp(again) == stamp(first), "a report that changed nothing moved the date"
     assert again.summary == first.summary if kind == "rss" else again.content == first.content
 
-    clock.advance(30)
+    homebase_clock.advance(30)
     post(homebase, event(WEB1, "fail", message="disk full", hostname="web-1"))
     changed = entry_for(feed(homebase, f"web.{kind}"), WEB1)
     assert changed.title == "FAIL web-1 web@1.0"
-    assert stamp(changed) == clock.now
+    assert stamp(changed) == homebase_clock.now
     text = changed.content[0].value if kind == "atom" else changed.get("content", [
         {"value": changed.summary}])[0]["value"]
     assert "disk full" in text
@@ -91,35 +91,35 @@ def test_one_feed_per_role_and_all(homebase: Running) -> None:
     assert requests.get(homebase.url + "/feeds/all.rss", timeout=30).status_code == 404
 
 
-def test_silent_after_the_deadline_then_back(homebase: Running, clock: FakeClock) -> None:
+def test_silent_after_the_deadline_then_back(homebase: Running, homebase_clock: FakeClock) -> None:
     """web's deadline is 120 s (role.toml), db's 600 s (bootpull.toml)."""
     post(homebase, [event(WEB1, hostname="web-1"), event(DB1, role="db", hostname="db-1")])
-    t0 = clock.now
-    clock.advance(119)
+    t0 = homebase_clock.now
+    homebase_clock.advance(119)
     assert entry_for(feed(homebase, "web.atom"), WEB1).title.startswith("OK ")
-    clock.advance(2)
+    homebase_clock.advance(2)
     silent = entry_for(feed(homebase, "web.atom"), WEB1)
     assert silent.title == "SILENT web-1 web@1.0"
     assert stamp(silent) == t0 + 120
     assert entry_for(feed(homebase, "db.atom"), DB1).title.startswith("OK "), "db waits 600 s"
-    clock.advance(500)
+    homebase_clock.advance(500)
     assert entry_for(feed(homebase, "db.atom"), DB1).title.startswith("SILENT ")
     assert stamp(entry_for(feed(homebase, "all.atom"), DB1)) == t0 + 600
 
     post(homebase, event(WEB1, hostname="web-1", message="back"))
     back = entry_for(feed(homebase, "web.atom"), WEB1)
     assert back.title.startswith("OK ")
-    assert stamp(back) == clock.now, "coming back from SILENT is a change"
+    assert stamp(back) == homebase_clock.now, "coming back from SILENT is a change"
     history = requests.get(f"{homebase.url}/api/v1/nodes/{WEB1}", timeout=30).json()
     assert [t["status"] for t in history["transitions"]] == ["OK", "SILENT", "OK"]
 
 
-def test_conditional_get_is_cheap_and_correct(homebase: Running, clock: FakeClock) -> None:
+def test_conditional_get_is_cheap_and_correct(homebase: Running, homebase_clock: FakeClock) -> None:
     post(homebase, event(WEB1))
     url = homebase.url + "/feeds/web.atom"
     first = requests.get(url, timeout=30)
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
-    assert modified == formatdate(int(clock.now), usegmt=True)
+    assert modified == formatdate(int(homebase_clock.now), usegmt=True)
     renders = homebase.homebase.feeds.renders
     for _ in range(20):
         hit = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
@@ -127,10 +127,10 @@ def test_conditional_get_is_cheap_and_correct(homebase: Running, clock: FakeCloc
     assert homebase.homebase.feeds.renders == renders, "a 304 hit rendered the feed"
     assert requests.get(url, headers={"If-Modified-Since": modified},
                         timeout=30).status_code == 304
-    clock.advance(5)
+    homebase_clock.advance(5)
     post(homebase, event(WEB1, message="same status"))
     assert requests.get(url, headers={"If-None-Match": etag}, timeout=30).status_code == 304
-    clock.advance(5)
+    homebase_clock.advance(5)
     post(homebase, event(WEB1, "warn", message="slow"))
     changed = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
     assert changed.status_code == 200 and changed.headers["ETag"] != etag
@@ -138,11 +138,11 @@ def test_conditional_get_is_cheap_and_correct(homebase: Running, clock: FakeCloc
                         timeout=30).status_code == 200
 
 
-def test_silence_invalidates_the_cache(homebase: Running, clock: FakeClock) -> None:
+def test_silence_invalidates_the_cache(homebase: Running, homebase_clock: FakeClock) -> None:
     post(homebase, event(WEB1))
     url = homebase.url + "/feeds/web.rss"
     etag = requests.get(url, timeout=30).headers["ETag"]
-    clock.advance(121)
+    homebase_clock.advance(121)
     answer = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
     assert answer.status_code == 200 and b"SILENT" in answer.content
 

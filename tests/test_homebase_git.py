@@ -23,17 +23,17 @@ def _git_env() -> dict[str, str]:
             "HOME": os.environ.get("HOME", "/root")}
 
 
-def test_git_clone_gets_the_deploy_head(homebase: Running, deploy_repo: Path,
+def test_git_clone_gets_the_deploy_head(homebase: Running, homebase_repo: Path,
                                          tmp_path: Path) -> None:
     out = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", f"{homebase.url}/repo.git", str(out)], check=True,
                    env=_git_env(), timeout=120)
-    assert git(out, "rev-parse", "HEAD") == git(deploy_repo, "rev-parse", "HEAD")
+    assert git(out, "rev-parse", "HEAD") == git(homebase_repo, "rev-parse", "HEAD")
     assert (out / "roles" / "web" / "files" / "file0.txt").read_text() == "web payload v2\n"
     assert "role/web/1.0" in git(out, "tag")
 
 
-def test_protocol_v2_and_blob_filter(homebase: Running, deploy_repo: Path,
+def test_protocol_v2_and_blob_filter(homebase: Running, homebase_repo: Path,
                                      tmp_path: Path) -> None:
     out = tmp_path / "partial"
     proc = subprocess.run(
@@ -50,12 +50,12 @@ def test_protocol_v2_and_blob_filter(homebase: Running, deploy_repo: Path,
     assert sum(1 for line in missing.splitlines() if line.startswith("?")) >= 10
 
 
-def test_dulwich_fetch_filter_and_exact_blob_wants(homebase: Running, deploy_repo: Path,
+def test_dulwich_fetch_filter_and_exact_blob_wants(homebase: Running, homebase_repo: Path,
                                                    tmp_path: Path) -> None:
     """What the node does: commit and trees only (blob:none), then the blobs it needs."""
-    head = git(deploy_repo, "rev-parse", "HEAD").encode()
-    blob = git(deploy_repo, "rev-parse", "HEAD:roles/web/files/file1.txt").encode()
-    other = git(deploy_repo, "rev-parse", "HEAD:roles/db/files/file1.txt").encode()
+    head = git(homebase_repo, "rev-parse", "HEAD").encode()
+    blob = git(homebase_repo, "rev-parse", "HEAD:roles/web/files/file1.txt").encode()
+    other = git(homebase_repo, "rev-parse", "HEAD:roles/db/files/file1.txt").encode()
     target = Repo.init_bare(str(tmp_path / "node.git"), mkdir=True)
     client = HttpGitClient(homebase.url)
     result = client.fetch("/repo.git", target, determine_wants=lambda refs, depth=None: [head],
@@ -69,7 +69,7 @@ def test_dulwich_fetch_filter_and_exact_blob_wants(homebase: Running, deploy_rep
     assert other not in target.object_store
 
 
-def test_push_is_refused(homebase: Running, deploy_repo: Path, tmp_path: Path) -> None:
+def test_push_is_refused(homebase: Running, homebase_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", f"{homebase.url}/repo.git", str(out)], check=True,
                    env=_git_env(), timeout=120)
@@ -84,7 +84,7 @@ def test_push_is_refused(homebase: Running, deploy_repo: Path, tmp_path: Path) -
                           timeout=30)
     assert answer.status_code == 403
     assert "read-only" in answer.json()["error"]
-    assert git(deploy_repo, "log", "--format=%s", "-1") != "evil"
+    assert git(homebase_repo, "log", "--format=%s", "-1") != "evil"
 
 
 @pytest.mark.parametrize("path", ["/repo.git/../../etc/passwd", "/repo.git/objects/xx/nope"])
@@ -94,7 +94,7 @@ def test_no_way_out_of_the_repository(homebase: Running, path: str) -> None:
     assert b"root:" not in answer.content
 
 
-def test_the_node_fetcher_against_the_home_base(homebase: Running, deploy_repo: Path,
+def test_the_node_fetcher_against_the_home_base(homebase: Running, homebase_repo: Path,
                                                 tmp_path: Path) -> None:
     """The node's own transport (bootpull.fetch: v2, tree filters, exact blob wants)."""
     from bootpull.backoff import Counters
@@ -105,7 +105,7 @@ def test_the_node_fetcher_against_the_home_base(homebase: Running, deploy_repo: 
                        limits=FetchLimits(deadline=120.0), console=Console(),
                        counters=Counters())
     snap = remote.snapshot("main")
-    assert snap.commit == git(deploy_repo, "rev-parse", "HEAD")
+    assert snap.commit == git(homebase_repo, "rev-parse", "HEAD")
     files = snap.read_many(["roles/web/files/file0.txt", "roles/web/files/file3.txt"])
     assert files["roles/web/files/file0.txt"] == b"web payload v2\n"
     assert files["roles/web/files/file3.txt"] == b"web payload 3\n" * 50

@@ -26,11 +26,11 @@ def chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProces
         capture_output=True, text=True, timeout=180, check=False)
 
 
-def populate(hb: Running, clock: FakeClock) -> None:
+def populate(hb: Running, homebase_clock: FakeClock) -> None:
     quiet = Mac.parse("52:54:00:00:00:0a")
     requests.post(hb.url + "/api/v1/events", timeout=30, json=[
         event(quiet, hostname="web-quiet")]).raise_for_status()
-    clock.advance(200)  # web-quiet passes web's 120 s deadline
+    homebase_clock.advance(200)  # web-quiet passes web's 120 s deadline
     requests.post(hb.url + "/api/v1/events", timeout=30, json=[
         event(WEB1, hostname="web-1", counters={"retries": 3}),
         event(WEB2, "warn", hostname="web-2", message="slow health check",
@@ -42,9 +42,9 @@ def populate(hb: Running, clock: FakeClock) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (bash .ci/setup --test)")
-def test_status_page_in_headless_chromium(homebase: Running, clock: FakeClock,
+def test_status_page_in_headless_chromium(homebase: Running, homebase_clock: FakeClock,
                                           tmp_path: Path) -> None:
-    populate(homebase, clock)
+    populate(homebase, homebase_clock)
     url = homebase.url + "/"
     dom = chromium(url, tmp_path / "profile1", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -66,9 +66,9 @@ def test_status_page_in_headless_chromium(homebase: Running, clock: FakeClock,
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_status_page_html(homebase: Running, clock: FakeClock) -> None:
+def test_status_page_html(homebase: Running, homebase_clock: FakeClock) -> None:
     """The same page without a browser: every node, counters and links to history."""
-    populate(homebase, clock)
+    populate(homebase, homebase_clock)
     page = requests.get(homebase.url + "/", timeout=30)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     text = page.text

@@ -20,8 +20,8 @@ OLD_COMMIT = "b" * 40
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> EventStore:
-    return EventStore(tmp_path / "events.db", clock=clock,
+def store(tmp_path: Path, homebase_clock: FakeClock) -> EventStore:
+    return EventStore(tmp_path / "events.db", clock=homebase_clock,
                       deadlines=FixedDeadlines(100.0, {"db": 1000.0}))
 
 
@@ -51,33 +51,33 @@ def test_a_failing_batch_stores_nothing_and_spares_the_others(store: EventStore)
     assert not isinstance(again, StoreError) and again.accepted == 1
 
 
-def test_status_changes_and_repeats(store: EventStore, clock: FakeClock) -> None:
+def test_status_changes_and_repeats(store: EventStore, homebase_clock: FakeClock) -> None:
     store.append([event(WEB1, message="a")])
-    t0 = clock.now
-    clock.advance(10)
+    t0 = homebase_clock.now
+    homebase_clock.advance(10)
     store.append([event(WEB1, message="b")])
     node = store.node(WEB1)
     assert node is not None and node.status == "OK"
     assert node.last_change == t0 and node.last_report == t0 + 10
     assert node.change["message"] == "a" and node.last["message"] == "b"
-    clock.advance(10)
+    homebase_clock.advance(10)
     store.append([event(WEB1, "warn", message="c")])
     node = store.node(WEB1)
     assert node is not None and (node.status, node.last_change) == ("WARN", t0 + 20)
     assert [t.status for t in store.transitions_for(WEB1)] == ["WARN", "OK"]
 
 
-def test_silent_overlay_and_its_record(store: EventStore, clock: FakeClock) -> None:
+def test_silent_overlay_and_its_record(store: EventStore, homebase_clock: FakeClock) -> None:
     store.append([event(WEB1), event(DB1, role="db")])
-    t0 = clock.now
-    clock.advance(100)
+    t0 = homebase_clock.now
+    homebase_clock.advance(100)
     assert store.node(WEB1).status == "OK"  # type: ignore[union-attr]
-    clock.advance(1)
+    homebase_clock.advance(1)
     web = store.node(WEB1)
     assert web is not None and web.status == "SILENT" and web.last_change == t0 + 100
     assert store.node(DB1).status == "OK"  # type: ignore[union-attr]
     assert [t.status for t in store.transitions_for(WEB1)] == ["OK"]  # not written yet
-    clock.advance(50)
+    homebase_clock.advance(50)
     store.append([event(WEB1, message="back")])
     assert [(t.status, t.at) for t in store.transitions_for(WEB1)] == [
         ("OK", t0 + 151), ("SILENT", t0 + 100), ("OK", t0)]
@@ -140,10 +140,10 @@ def test_drift_reasons(store: EventStore) -> None:
     assert str(WEB1) not in {d.node.mac for d in find_drift(store.nodes(), intents)}
 
 
-def test_repo_view_reads_intent_and_deadlines(deploy_repo: Path) -> None:
-    view = RepoView(deploy_repo, default_deadline=77, role_deadlines={"db": 33, "x": 44})
-    head = git(deploy_repo, "rev-parse", "HEAD")
-    tagged = git(deploy_repo, "rev-parse", "role/web/1.0^{commit}")
+def test_repo_view_reads_intent_and_deadlines(homebase_repo: Path) -> None:
+    view = RepoView(homebase_repo, default_deadline=77, role_deadlines={"db": 33, "x": 44})
+    head = git(homebase_repo, "rev-parse", "HEAD")
+    tagged = git(homebase_repo, "rev-parse", "role/web/1.0^{commit}")
     assert view.intent_for(WEB1) == Intent("web", None, head, f"hosts/{WEB1}.toml")
     assert view.intent_for(WEB2) == Intent("web", "1.0", tagged, f"hosts/{WEB2}.toml")
     assert view.intent_for(Mac.parse("02:00:00:00:00:01")) == Intent(
@@ -151,12 +151,12 @@ def test_repo_view_reads_intent_and_deadlines(deploy_repo: Path) -> None:
     assert view.for_role("web") == 120  # role.toml
     assert view.for_role("db") == 33  # --silent-after-role
     assert view.for_role("other") == 600  # bootpull.toml
-    assert RepoView(deploy_repo / ".git", default_deadline=5).for_role("x") == 600
+    assert RepoView(homebase_repo / ".git", default_deadline=5).for_role("x") == 600
 
 
-def test_drift_api_and_page(homebase: Running, deploy_repo: Path) -> None:
-    head = git(deploy_repo, "rev-parse", "HEAD")
-    tagged = git(deploy_repo, "rev-parse", "role/web/1.0^{commit}")
+def test_drift_api_and_page(homebase: Running, homebase_repo: Path) -> None:
+    head = git(homebase_repo, "rev-parse", "HEAD")
+    tagged = git(homebase_repo, "rev-parse", "role/web/1.0^{commit}")
     requests.post(homebase.url + "/api/v1/events", timeout=30, json=[
         event(WEB1, version="head", commit=head, hostname="web-1"),
         event(WEB2, version="1.0", commit=tagged, hostname="web-2"),
@@ -170,9 +170,9 @@ def test_drift_api_and_page(homebase: Running, deploy_repo: Path) -> None:
     assert 'class="drift"' in page and "db-1" in page
 
 
-def test_repo_view_follows_the_deploy_branch(deploy_repo: Path, tmp_path: Path) -> None:
+def test_repo_view_follows_the_deploy_branch(homebase_repo: Path, tmp_path: Path) -> None:
     repo = tmp_path / "site"
-    git(tmp_path, "clone", "-q", str(deploy_repo), str(repo))
+    git(tmp_path, "clone", "-q", str(homebase_repo), str(repo))
     view = RepoView(repo, refresh=0)
     assert view.intent_for(WEB1).role == "web"  # type: ignore[union-attr]
     (repo / "hosts" / f"{WEB1}.toml").write_text('role = "db"\n')
@@ -188,27 +188,27 @@ def test_repo_view_follows_the_deploy_branch(deploy_repo: Path, tmp_path: Path) 
 
 
 def test_an_outage_of_the_home_base_does_not_make_nodes_silent(tmp_path: Path,
-                                                               clock: FakeClock) -> None:
+                                                               homebase_clock: FakeClock) -> None:
     deadlines = FixedDeadlines(100.0)
-    store = EventStore(tmp_path / "e.db", clock=clock, deadlines=deadlines)
+    store = EventStore(tmp_path / "e.db", clock=homebase_clock, deadlines=deadlines)
     assert store.down_at is None
     store.append([event(DB1, role="db")])  # reports at t0, silent from t0 + 100
-    t0 = clock.now
-    clock.advance(150)
+    t0 = homebase_clock.now
+    homebase_clock.advance(150)
     store.append([event(WEB1)])  # reports at t0 + 150; DB1 is silent by now
-    clock.advance(20)
+    homebase_clock.advance(20)
     store.touch_alive()  # the last sign of life: t0 + 170
     store.close()
 
-    clock.advance(500)  # down for 500 s; nobody could report
-    store = EventStore(tmp_path / "e.db", clock=clock, deadlines=deadlines)
-    started = clock.now
+    homebase_clock.advance(500)  # down for 500 s; nobody could report
+    store = EventStore(tmp_path / "e.db", clock=homebase_clock, deadlines=deadlines)
+    started = homebase_clock.now
     assert store.down_at == t0 + 170 and store.started_at == started
     web, db = store.node(WEB1), store.node(DB1)
     assert web is not None and web.status == "OK", "in time when the home base went down"
     assert web.silent_at == started + 100
     assert db is not None and (db.status, db.last_change) == ("SILENT", t0 + 100)
-    clock.advance(101)
+    homebase_clock.advance(101)
     web = store.node(WEB1)
     assert web is not None and (web.status, web.last_change) == ("SILENT", started + 100)
     store.close()
