@@ -146,8 +146,8 @@ def run(settings: Settings, console: Console) -> int:
     try:
         with node.stop_on_signals():
             node.discover()
-            node.update()
-            node._start_or_wait()
+            node.pull_and_install()
+            node.start_role_or_wait()
             if settings.oneshot:
                 return node.finish_oneshot()
             node.supervise_forever()
@@ -181,10 +181,10 @@ class Node:
     discovered_report_url: str | None = None  # discover
     discovered_hostname: str | None = None  # discover
     reporter: Reporter | None = None  # discover
-    pulled: PullResult | None = None  # update
-    stale: bool = False  # update: running on expired metadata (never report fresh)
-    deferred: BootpullError | None = None  # update/start_role: --oneshot exits with it
-    degraded: str | None = None  # update: "fetch" or "verify" while falling back
+    pulled: PullResult | None = None  # pull_and_install
+    stale: bool = False  # pull_and_install: running on expired metadata (never report fresh)
+    deferred: BootpullError | None = None  # pull_and_install/start_role: --oneshot exits with it
+    degraded: str | None = None  # pull_and_install: "fetch" or "verify" while falling back
     supervisor: Supervisor | None = None  # start_role
     stopping: bool = False
     counters: Counters = field(init=False)
@@ -270,7 +270,7 @@ class Node:
 
     # -- fetch, verify, install ---------------------------------------------------
 
-    def update(self) -> bool:
+    def pull_and_install(self) -> bool:
         """Fetch, verify and install what the repository says; True if ``current`` changed.
 
         A failure with an install on disk is reported and that install keeps running;
@@ -392,7 +392,7 @@ class Node:
 
     # -- run -----------------------------------------------------------------------
 
-    def _start_or_wait(self) -> None:
+    def start_role_or_wait(self) -> None:
         """Start the role; without --oneshot a failure leaves the node polling for a fix."""
         try:
             self.start_role()
@@ -496,7 +496,7 @@ class Node:
                     self.supervisor = None
                     err = RunError(happening.message, why=str(happening.details))
                     if self._give_up_on(sup.installed, err):
-                        self._start_or_wait()
+                        self.start_role_or_wait()
                     break
             if time.monotonic() >= next_poll:
                 before = self.state.current()
@@ -518,7 +518,7 @@ class Node:
                     if self.supervisor is not None:
                         self.supervisor.stop()
                         self.supervisor = None
-                    self._start_or_wait()
+                    self.start_role_or_wait()
             if self.reporter is not None and self.reporter.next_due() == 0.0:
                 self.reporter.flush()
             waits = [next_poll - time.monotonic(), 1.0]
