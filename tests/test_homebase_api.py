@@ -308,3 +308,15 @@ def test_failing_writes_answer_503_and_show_in_healthz(homebase: Running) -> Non
         db.close()
     assert post(homebase, event(WEB1)).status_code == 200
     assert requests.get(homebase.url + "/healthz", timeout=30).status_code == 200
+
+
+def test_an_unexpected_failure_answers_500(homebase: Running,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(homebase.homebase.store, "nodes", broken)
+    answer = requests.get(homebase.url + "/api/v1/nodes", timeout=30)
+    assert answer.status_code == 500
+    assert "OperationalError" in answer.json()["error"]
+    assert requests.get(homebase.url + "/healthz", timeout=30).status_code == 200

@@ -197,6 +197,21 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._responded = True
+        super().send_response(code, message)
+
+    def _internal_error(self, exc: Exception) -> None:
+        import traceback
+
+        sys.stderr.write(f"bootpull serve: {self.command} {self.path} failed:\n"
+                         f"{traceback.format_exc()}")
+        self.close_connection = True
+        if not getattr(self, "_responded", False):
+            with contextlib.suppress(OSError):
+                self._error(500, f"internal error: {type(exc).__name__}; the home base "
+                                 "logged the details")
+
     def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, _json_bytes(obj), "application/json", headers)
 
@@ -255,6 +270,7 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        self._responded = False
         url = urlsplit(self.path)
         path = url.path
         try:
@@ -285,8 +301,11 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(404, f"no such page: {path}; try / or /healthz")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as exc:  # noqa: BLE001 - answer 500 rather than drop the client
+            self._internal_error(exc)
 
     def do_POST(self) -> None:
+        self._responded = False
         url = urlsplit(self.path)
         try:
             if url.path.startswith("/repo.git/"):
@@ -298,6 +317,8 @@ class Handler(BaseHTTPRequestHandler):
                             f"nothing takes a POST at {url.path}; events go to /api/v1/events")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as exc:  # noqa: BLE001 - answer 500 rather than drop the client
+            self._internal_error(exc)
 
     def do_PUT(self) -> None:
         self._error(405, "the home base is read-only except POST /api/v1/events")
