@@ -67,6 +67,13 @@ def history_of(node: NodeState, recorded: list[Transition]) -> list[Transition]:
     return recorded
 
 
+def summary_of(node: NodeState) -> str:
+    """One plain line for readers that show only the RSS description."""
+    if node.status == SILENT:
+        return f"SILENT since {rfc3339(node.last_change)}: no report for {int(node.deadline)} s"
+    return f"{node.status} since {rfc3339(node.last_change)}: {node.change.get('message', '')}"
+
+
 def body_of(node: NodeState, history: list[Transition]) -> str:
     """The item body (HTML): what made the change, details, and the status history."""
     esc = html.escape
@@ -128,7 +135,7 @@ def render(kind: Kind, name: str, nodes: list[NodeState],
         if kind == "rss":
             entry.guid(node.mac, permalink=False)
             entry.pubDate(_dt(node.last_change))
-            entry.description(title)
+            entry.description(xml_safe(summary_of(node)))
         else:
             entry.id(f"urn:bootpull:node:{node.mac}")
     out: bytes = fg.rss_str(pretty=True) if kind == "rss" else fg.atom_str(pretty=True)
