@@ -78,6 +78,23 @@ def test_unchanged_version_reinstalls_nothing(tmp_path: Path) -> None:
     assert snapshot(state.root / "roles") == before
 
 
+def test_a_changed_install_of_the_same_version_is_replaced_by_a_fresh_copy(
+        tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    install(make_bundle("1.0"), state, env={}, console=console())
+    first = install(make_bundle("2.0"), state, env={}, console=console()).installed
+    (first.path / "run.sh").write_bytes(b"#!/bin/sh\necho tampered\n")
+    out = install(make_bundle("2.0"), state, env={}, console=console())
+    assert out.changed and out.repaired == ("run.sh",)
+    cur, lkg = state.current(), state.lkg()
+    assert cur is not None and cur.path != first.path and check_drift(cur) == []
+    assert (cur.path / "run.sh").read_bytes() == make_bundle("2.0").files[0].data
+    assert lkg is not None and lkg.version == "1.0"  # the LKG is still the other version
+    assert not first.path.exists()
+    again = install(make_bundle("2.0"), state, env={}, console=console())
+    assert not again.changed and again.installed.path == cur.path
+
+
 def test_new_version_keeps_previous_as_lkg_and_prunes_older(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "state")
     one = install(make_bundle("1.0"), state, env={}, console=console()).installed

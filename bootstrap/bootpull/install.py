@@ -22,7 +22,9 @@ The steps, each safe to interrupt with ``kill -9``:
 
 A crash leaves a ``.staging-*`` or ``.trash-*`` directory at most, which
 :func:`recover` removes on the next run; ``current`` always names a complete install.
-An unchanged version (same role, version, commit and file hashes) installs nothing.
+An unchanged version (same role, version, commit and file hashes) installs nothing —
+unless its files changed on disk (:func:`check_drift`): then a fresh copy of the same
+verified bundle is installed beside it and switched to the same way.
 """
 
 from __future__ import annotations
@@ -190,6 +192,7 @@ class InstallOutcome:
     installed: Installed
     changed: bool  # False when the same install was already current
     previous: Installed | None
+    repaired: tuple[str, ...] = ()  # files of the same install that had changed on disk
 
 
 def _write_tree(payload: Path, files: Sequence[BundleFile]) -> None:
@@ -299,12 +302,19 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
     state.ensure()
     ident = bundle_id(bundle)
     previous = state.current()
+    drifted: list[str] = []
     if previous is not None and previous.id == ident:
-        return InstallOutcome(previous, changed=False, previous=previous)
+        drifted = check_drift(previous)
+        if not drifted:
+            return InstallOutcome(previous, changed=False, previous=previous)
+        console.warn(f"{len(drifted)} installed file(s) of {role} {bundle.version} changed "
+                     f"on disk ({', '.join(drifted[:5])}): installing a fresh copy")
 
     role_dir = state.roles / role
     role_dir.mkdir(parents=True, exist_ok=True)
     final = role_dir / ident
+    if drifted:  # a fresh copy beside the changed one, then the same atomic switch
+        final = role_dir / f"{ident}.{time.time_ns()}"
     existing = state.load_install(final)
     if existing is None or existing.id != ident:
         staging = role_dir / f".staging-{ident}.{os.getpid()}"
@@ -337,13 +347,17 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
     if installed is None:
         raise InstallError(f"the install at {final} is incomplete after writing it",
                            hint="check the disk of the state directory")
+    lkg = state.lkg()
     if previous is not None and previous.id != ident:
         switch_link(state.lkg_link, state.link_target(previous))
-        _kill_point("lkg")
+    elif drifted and lkg is not None and previous is not None and lkg.path == previous.path:
+        switch_link(state.lkg_link, state.link_target(installed))
+    _kill_point("lkg")
     switch_link(state.current_link, state.link_target(installed))
     _kill_point("switched")
     prune(state)
-    return InstallOutcome(installed, changed=True, previous=previous)
+    return InstallOutcome(installed, changed=True, previous=previous,
+                          repaired=tuple(drifted))
 
 
 def revert_to_lkg(state: StateDir) -> Installed | None:

@@ -383,7 +383,11 @@ class Node:
             step.note("unchanged: nothing to do" if not outcome.changed
                       else f"{len(bundle.files)} files into {outcome.installed.path}")
         self._set_context(outcome.installed)
-        if outcome.changed:
+        if outcome.repaired:
+            self._report("drift", "warn", f"{len(outcome.repaired)} installed file(s) had "
+                         "changed on disk: reinstalled from the verified bundle",
+                         {"files_changed": list(outcome.repaired), "repaired": True})
+        elif outcome.changed:
             self._report("install", "ok", f"installed {bundle.role.name} {bundle.version}",
                          {"previous": outcome.previous.version if outcome.previous else None,
                           "files": len(bundle.files)})
