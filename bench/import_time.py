@@ -24,9 +24,11 @@ CASES = {
                        "    except SystemExit: pass",
     "discovery path (discover, dhcp_client, locate + the scapy layers + dns.resolver)":
         "import bootpull.discover, bootpull.dhcp_client, bootpull.locate\n"
-        "import scapy.layers.l2, scapy.layers.inet, scapy.arch.linux, scapy.packet\n"
+        "bootpull.dhcp_client.preload()\n"
         "import dns.resolver",
-    "the scapy layers bootpull uses (l2, inet, arch.linux)":
+    "the scapy layers as bootpull loads them (dhcp_client.preload: no route tables)":
+        "import bootpull.dhcp_client; bootpull.dhcp_client.preload()",
+    "the same scapy layers, plain import (reads the route tables)":
         "import scapy.layers.l2, scapy.layers.inet, scapy.arch.linux",
     "dns.resolver": "import dns.resolver",
     "scapy.all (never imported by bootpull)": "import scapy.all",

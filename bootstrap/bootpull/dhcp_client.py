@@ -76,6 +76,12 @@ class _Seen:
 def preload() -> None:
     """Import the scapy layers now (discover runs this in a thread while it waits for
     carrier, so the import overlaps the link coming up)."""
+    from scapy.config import conf
+
+    # Every frame names its interface and addresses, so scapy need not read the
+    # routing tables when it loads (about a fifth of its import time).
+    conf.route_autoload = False
+    conf.route6_autoload = False
     import scapy.layers.l2  # noqa: F401
     from scapy.arch.linux import L2Socket  # noqa: F401
     from scapy.layers.inet import IP  # noqa: F401
@@ -85,7 +91,7 @@ class _Link:
     """A packet socket on one interface: DHCP payloads in and out."""
 
     def __init__(self, iface: str, mac: Mac) -> None:
-        import scapy.layers.l2  # noqa: F401 - registers Ethernet before the socket asks
+        preload()  # registers Ethernet before the socket asks, without the route tables
         from scapy.arch.linux import L2Socket
 
         self.iface = iface
