@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 from bootpull import dhcp, dhcp_client, locate
@@ -220,3 +221,19 @@ def test_stop_event_ends_acquire_early() -> None:
                             console=Console(Lines()), counters=Counters(), settings=FAST,
                             link_factory=SilentLink, stop=stop)
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(("cmdline", "words"), [
+    ("bootpull.repo=ftp://h/r.git", "names a repository that is not a URL"),
+    ("bootpull.mac=not-a-mac", "bootpull.mac= is not a MAC address"),
+])
+def test_bad_kernel_command_line_fails_before_any_network(
+        tmp_path: Path, cmdline: str, words: str) -> None:
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    proc = subprocess.run([sys.executable, "-m", "bootpull", "node", "discover", "--json",
+                           "--interface", "no-such-if0", "--cmdline",
+                           str(tmp_path / "cmdline")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 10, proc.stderr
+    assert words in proc.stderr
+    assert "DISCOVER FAILED (exit 10)" in proc.stderr
