@@ -58,7 +58,8 @@ def test_status_reports_current_lkg_counters_and_spool(
     assert info["role"] == "web" and info["version"] == "2.0"
     assert info["commit"] == make_bundle("2.0").commit
     lkg = info["lkg"]
-    assert isinstance(lkg, dict) and lkg["version"] == "1.0"
+    assert isinstance(lkg, dict) and lkg["version"] == "1.0" == info["lkg_version"]
+    assert info["lkg_commit"] == make_bundle("1.0").commit
     assert info["counters"] == {"retries": 2, "restarts": 1, "fallbacks": 1}
     assert info["counters_by_reason"] == {"fallbacks:fetch": 1, "restarts:exit 1": 1,
                                           "retries:report": 2}

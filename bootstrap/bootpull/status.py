@@ -6,6 +6,7 @@ links, ``status.json`` and ``counters.json``. ``--json`` prints one object::
     {"format": 1, "state_dir": ..., "node": "52-54-00-12-34-56", "hostname": ...,
      "role": "web", "version": "1.2", "commit": "<40 hex>", "installed_at": ...,
      "path": ".../roles/web/<id>", "lkg": {"version": ..., "commit": ..., "path": ...} | null,
+     "lkg_version": "1.1", "lkg_commit": "<40 hex>",
      "health": "healthy", "stale": false, "drift": [],
      "last": {"stage": ..., "status": ..., "message": ..., "time": ...},
      "counters": {"retries": 0, "restarts": 0, "fallbacks": 0},
@@ -41,6 +42,7 @@ def collect(state: StateDir) -> dict[str, Any]:
     status = state.load_status()
     counters = state.load_counters()
     current = state.current()
+    lkg = state.lkg()
     return {
         "format": 1,
         "state_dir": str(state.root),
@@ -51,7 +53,9 @@ def collect(state: StateDir) -> dict[str, Any]:
         "commit": current.commit if current else "",
         "installed_at": current.record.installed_at if current else "",
         "path": str(current.path) if current else "",
-        "lkg": _install(state.lkg()),
+        "lkg": _install(lkg),
+        "lkg_version": lkg.version if lkg else "",
+        "lkg_commit": lkg.commit if lkg else "",
         "health": status.health,
         "stale": status.stale,
         "drift": status.drift,
