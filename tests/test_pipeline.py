@@ -111,6 +111,10 @@ def test_oneshot_installs_runs_the_role_then_a_second_run_reinstalls_nothing(
     run_event = next(e for e in sink.received if e["stage"] == "run")
     assert run_event["role"] == "marker" and run_event["version"] == version
     assert status["spooled_events"] == 0
+    records = [json.loads(line) for line in
+               (node.state / "console.jsonl").read_text().splitlines()]
+    assert any(r.get("kind") == "step" and r.get("status") == "finished"
+               and str(r.get("stage", "")).startswith("run marker") for r in records)
     installed_path = Path(str(status["path"]))
     inode = (installed_path / "run.sh").stat().st_ino
     received = len(sink.received)

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 DEFAULT_TRUST = Path("/etc/bootpull/trust.json")
 DEFAULT_POLL = 60.0
 EVENTS_PATH = "/api/v1/events"
+CONSOLE_LOG_MAX = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -195,9 +196,20 @@ class Node:
     def __post_init__(self) -> None:
         self.state = StateDir(self.settings.state_dir)
         self._lock_fd = self.state.lock()
+        self._open_console_log()
         recover(self.state, self.console)
         self.counters = self.state.load_counters()
         self.status = self.state.load_status()
+
+    def _open_console_log(self) -> None:
+        """Mirror the console's JSON records to ``<state>/console.jsonl`` (one old copy)."""
+        log = self.state.console_log
+        try:
+            if log.exists() and log.stat().st_size > CONSOLE_LOG_MAX:
+                log.replace(log.with_name(log.name + ".1"))
+            self.console.open_event_log(log)
+        except OSError as exc:
+            self.console.warn(f"no console log in the state directory: {exc}")
 
     # -- discover ------------------------------------------------------------------
 

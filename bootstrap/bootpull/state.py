@@ -12,6 +12,7 @@ Layout of ``<state>/`` (default ``/var/lib/bootpull``; ``--state-dir`` in tests)
                               ``<version>-<commit[:12]>-<content digest[:8]>``
     roles/<role>/.staging-*   an install being written; removed by recover()
     roles/<role>/.trash-*     an install being deleted; removed by recover()
+    console.jsonl             the console's records as JSON lines (.1: the one before)
     spool/<seq>.json          events not delivered yet, one fsynced file each, in order
     spool/seq                 the next spool sequence number
     cache/                    the git object cache of the fetch stage
@@ -256,6 +257,10 @@ class StateDir:
     @property
     def spool(self) -> Path:
         return self.root / "spool"
+
+    @property
+    def console_log(self) -> Path:
+        return self.root / "console.jsonl"
 
     @property
     def cache(self) -> Path:
