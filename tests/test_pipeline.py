@@ -445,3 +445,43 @@ def test_a_second_node_run_on_the_same_state_dir_is_refused(tmp_path: Path) -> N
         os.close(fd)
     fd = node_state.lock()  # free again once the holder closed it
     os.close(fd)
+
+
+def test_settings_from_the_command_line_and_the_kernel_command_line(tmp_path: Path) -> None:
+    import argparse
+
+    from bootpull.pipeline import DEFAULT_TRUST
+
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("quiet bootpull.poll=7 bootpull.trust=/etc/t.json "
+                       "bootpull.report=http://10.0.0.1/api/v1/events bootpull.log=debug "
+                       "bootpull.interface=eth1,eth2 bootpull.mac=52:54:00:00:00:01\n")
+    args = argparse.Namespace(cmdline=str(cmdline), mac=None, log=None, trust=None,
+                              state_dir="/var/lib/bootpull", repo=None, oneshot=False,
+                              interface=[], console=None)
+    s = Settings.from_args(args)
+    assert s.poll_interval == 7 and s.trust_file == Path("/etc/t.json")
+    assert s.report_url == "http://10.0.0.1/api/v1/events"
+    assert s.interfaces == ("eth1", "eth2") and s.mac == Mac.parse("52-54-00-00-00-01")
+    assert s.log_level.name == "DEBUG"
+    args.trust, args.mac = "/x/trust.json", "5254.0000.0002"
+    s = Settings.from_args(args)
+    assert s.trust_file == Path("/x/trust.json") and s.mac == Mac.parse("525400000002")
+    cmdline.write_text("quiet\n")
+    args.trust = None
+    assert Settings.from_args(args).trust_file == DEFAULT_TRUST == Path(
+        "/etc/bootpull/trust.json")
+
+
+@pytest.mark.parametrize("argv", [["--mac", "not-a-mac"], ["--log", "loud"]])
+def test_bad_arguments_are_usage_errors(tmp_path: Path, argv: list[str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from bootpull.cli import main
+
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("quiet\n")
+    code = main(["node", "run", "--oneshot", "--state-dir", str(tmp_path / "s"),
+                 "--cmdline", str(cmdline), "--repo", "http://127.0.0.1:9/r", *argv])
+    assert code == 2
+    assert "bootpull: error:" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # nothing touched
