@@ -23,6 +23,8 @@ from bootpull.report import (
     syslog_message,
 )
 from eventsink import EventSink
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 MAC = Mac.parse("52:54:00:12:34:56")
 
@@ -176,3 +178,41 @@ def test_parse_server() -> None:
     assert parse_server("127.0.0.1:5514") == ("127.0.0.1", 5514)
     assert parse_server("[::1]:5514") == ("::1", 5514)
     assert parse_server("::1") == ("::1", 514)
+
+
+# -- property: whatever the home base does, every event arrives once, in order ----------
+
+OPS = st.lists(st.sampled_from(["emit", "emit", "emit", "down", "up", "flush", "reboot"]),
+               min_size=1, max_size=25)
+
+
+@settings(max_examples=30)
+@given(ops=OPS)
+def test_property_every_event_arrives_once_in_order(ops: list[str]) -> None:
+    import tempfile
+
+    sink = EventSink()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            rep = reporter(Path(tmp), sink.url)
+            made: list[str] = []
+            for op in ops:
+                if op == "emit":
+                    made.append(f"event {len(made)}")
+                    rep.emit("run", "ok", made[-1])
+                elif op == "down":
+                    sink.status = 503
+                elif op == "up":
+                    sink.status = 200
+                elif op == "flush":
+                    rep.flush(force=True)
+                else:  # a reboot: a new reporter over the same spool
+                    rep.close()
+                    rep = reporter(Path(tmp), sink.url)
+            sink.status = 200
+            assert rep.flush(force=True)
+            assert [e["message"] for e in sink.received] == made
+            assert len(rep.spool) == 0
+            rep.close()
+    finally:
+        sink.stop()
