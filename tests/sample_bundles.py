@@ -77,3 +77,20 @@ def many_files_bundle(version: str, count: int = 120) -> Bundle:
     files["setup.sh"] = b"#!/bin/sh\necho staged > hook-done\n"
     files["link"] = (MODE_SYMLINK, b"data/0/file0.bin")
     return make_bundle(version, files=files, hooks=(("./setup.sh",),))
+
+
+def process_gone(pid: int, timeout: float = 10.0) -> bool:
+    """True once ``pid`` no longer runs (gone, or a zombie nobody has reaped yet)."""
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return True
+        if fields[0] in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False

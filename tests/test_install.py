@@ -14,7 +14,7 @@ from bootpull.install import bundle_id, check_drift, install, recover, revert_to
 from bootpull.state import StateDir
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sample_bundles import make_bundle
+from sample_bundles import make_bundle, process_gone
 
 
 class ListWriter:
@@ -333,3 +333,28 @@ def test_recover_removes_leftovers_and_repairs_a_broken_current(tmp_path: Path) 
     back = state.current()
     assert back is not None and back.version == "1.0"
     assert not (state.root / ".current.tmp-99").is_symlink()
+
+
+def test_a_hook_that_leaves_a_daemon_neither_hangs_nor_leaves_it(tmp_path: Path) -> None:
+    import time
+
+    hook = b"#!/bin/sh\nsleep 300 &\necho $! > daemon.pid\necho started\n"
+    bundle = make_bundle("1.0", files={"run.sh": b"#!/bin/sh\n", "setup.sh": hook},
+                         hooks=(("./setup.sh",),))
+    t0 = time.monotonic()
+    out = install(bundle, StateDir(tmp_path / "state"), env={"PATH": "/usr/bin:/bin"},
+                  console=console())
+    assert time.monotonic() - t0 < 30
+    assert process_gone(int((out.installed.path / "daemon.pid").read_text()))
+
+
+def test_a_hook_past_its_time_limit_is_killed(tmp_path: Path) -> None:
+    hook = b"#!/bin/sh\necho waiting\nexec sleep 300\n"
+    bundle = make_bundle("1.0", files={"run.sh": b"#!/bin/sh\n", "setup.sh": hook},
+                         hooks=(("./setup.sh",),))
+    state = StateDir(tmp_path / "state")
+    with pytest.raises(InstallError) as err:
+        install(bundle, state, env={"PATH": "/usr/bin:/bin"}, console=console(),
+                hook_timeout=0.5)
+    assert "longer than" in err.value.what and "waiting" in err.value.why
+    assert state.current() is None

@@ -15,7 +15,7 @@ from bootpull.install import install
 from bootpull.mac import Mac
 from bootpull.state import Installed, StateDir
 from bootpull.supervise import Happening, Identity, Policy, Supervisor, role_env
-from sample_bundles import HEALTH_FAIL, HEALTH_OK, RUN_SH, make_bundle
+from sample_bundles import HEALTH_FAIL, HEALTH_OK, RUN_SH, make_bundle, process_gone
 
 MAC = Mac.parse("52:54:00:12:34:56")
 IDENT = Identity(MAC, hostname="node-a", ip="10.0.0.5")
@@ -101,15 +101,7 @@ def test_stop_ends_the_role_and_its_children(tmp_path: Path) -> None:
         time.sleep(0.05)
     child = int(pidfile.read_text())
     sup.stop()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the role's child outlived stop()")
+    assert process_gone(child), "the role's child outlived stop()"
 
 
 def test_stop_ends_what_the_role_left_behind_after_it_exited(tmp_path: Path) -> None:
@@ -121,14 +113,7 @@ def test_stop_ends_what_the_role_left_behind_after_it_exited(tmp_path: Path) -> 
     daemon = int((inst.path / "daemon.pid").read_text())
     os.kill(daemon, 0)  # still there after its parent exited
     sup.stop()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(daemon, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    pytest.fail("the daemon the role left outlived stop()")
+    assert process_gone(daemon), "the daemon the role left outlived stop()"
 
 
 @pytest.mark.parametrize(("restart", "code", "restarts"), [
@@ -284,3 +269,13 @@ def test_health_ok_script_is_used(tmp_path: Path) -> None:
                      files={"run.sh": RUN_SH, "health.sh": HEALTH_OK})
     sup = supervisor(inst)
     assert sup.check_health() == (True, "")
+
+
+def test_a_health_check_that_leaves_a_process_does_not_hang(tmp_path: Path) -> None:
+    check = b"#!/bin/sh\nsleep 300 &\necho $! > health.pid\nexit 0\n"
+    inst = installed(tmp_path, health=HealthSpec(("./health.sh",), 1, 5),
+                     files={"run.sh": RUN_SH, "health.sh": check})
+    t0 = time.monotonic()
+    assert supervisor(inst).check_health() == (True, "")
+    assert time.monotonic() - t0 < 4
+    assert process_gone(int((inst.path / "health.pid").read_text()))

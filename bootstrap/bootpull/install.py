@@ -34,7 +34,6 @@ import hashlib
 import os
 import shutil
 import stat
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from bootpull.bundle import MODE_SYMLINK, Bundle, BundleFile
 from bootpull.console import Console
 from bootpull.errors import InstallError
 from bootpull.events import now_rfc3339
+from bootpull.processes import resolve_command, run_bounded
 from bootpull.state import (
     META_DIR,
     RECORD_NAME,
@@ -236,30 +236,23 @@ def _run_hooks(bundle: Bundle, staging: Path, env: Mapping[str, str],
         argv = [resolve_command(staging, hook[0]), *hook[1:]]
         console.info(f"install hook: {' '.join(hook)}")
         try:
-            proc = subprocess.run(argv, cwd=staging, env=dict(env), capture_output=True,
-                                  timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise InstallError(f"install hook {' '.join(hook)!r} ran longer than "
-                               f"{timeout:.0f}s",
-                               hint="make the hook finish faster, then publish again") from None
+            done = run_bounded(argv, cwd=staging, env=env, timeout=timeout)
         except OSError as exc:
             raise InstallError(f"install hook {' '.join(hook)!r} could not start",
                                why=str(exc),
-                               hint="check the hook's path (relative to the role "
-                               "directory) and its executable bit") from None
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()[-400:]
+                               hint="check the hook's path (relative to the role's files) "
+                               "and its executable bit") from None
+        if done.returncode is None:
+            raise InstallError(f"install hook {' '.join(hook)!r} ran longer than "
+                               f"{timeout:.0f}s", why=done.output.strip()[-400:],
+                               hint="make the hook finish faster, then publish again")
+        if done.returncode != 0:
             raise InstallError(f"install hook {' '.join(hook)!r} exited with "
-                               f"{proc.returncode}",
-                               why=tail or "it printed nothing",
+                               f"{done.returncode}",
+                               why=done.output.strip()[-400:] or "it printed nothing",
                                hint="fix the hook in role.toml [install] hooks, then publish")
-
-
-def resolve_command(install_dir: Path, program: str) -> str:
-    """argv[0] of a role command or hook: absolute as given, else in the install dir."""
-    if program.startswith("/"):
-        return program
-    return str(install_dir / program)
+        for line in done.output.strip().splitlines()[-5:]:
+            console.debug(f"  {line}")
 
 
 def _remove_tree(path: Path, role_dir: Path) -> None:

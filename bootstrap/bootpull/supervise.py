@@ -38,8 +38,9 @@ from typing import Any
 from bootpull.backoff import Backoff, Counters
 from bootpull.console import Console
 from bootpull.errors import RunError
-from bootpull.install import check_drift, resolve_command
+from bootpull.install import check_drift
 from bootpull.mac import Mac
+from bootpull.processes import resolve_command, run_bounded
 from bootpull.state import Installed
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -198,17 +199,16 @@ class Supervisor:
             return self.running() or self.exit_code == 0, "the role is not running"
         argv = [resolve_command(self.installed.path, spec.command[0]), *spec.command[1:]]
         try:
-            proc = subprocess.run(argv, cwd=self.installed.path, env=self.env,
-                                  capture_output=True, timeout=spec.timeout, check=False,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return False, f"the health check took longer than {spec.timeout:g}s"
+            done = run_bounded(argv, cwd=self.installed.path, env=self.env,
+                               timeout=spec.timeout)
         except OSError as exc:
             return False, f"the health check could not start: {exc.strerror or exc}"
-        if proc.returncode == 0:
+        if done.returncode is None:
+            return False, f"the health check took longer than {spec.timeout:g}s"
+        if done.returncode == 0:
             return True, ""
-        tail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()[-200:]
-        return False, f"the health check exited with {proc.returncode}" + (
+        tail = done.output.strip()[-200:]
+        return False, f"the health check exited with {done.returncode}" + (
             f": {tail}" if tail else "")
 
     def wait_started(self) -> None:
