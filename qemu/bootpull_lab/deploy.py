@@ -96,6 +96,10 @@ def image_is_current(image: Path, trust: Path, node_source: Path) -> tuple[bool,
     if baked != _sha256(trust):
         return False, "the image trusts other keys"
     files = manifest.get("files", {})
+    from bootpull_image import build
+
+    if files.get("init", {}).get("sha256") != _sha256(build.HERE / "init"):
+        return False, "the image's init changed"
     for source in sorted(node_source.rglob("*.py")):
         rel = NODE_SITE + source.relative_to(node_source).as_posix()
         if files.get(rel, {}).get("sha256") != _sha256(source):

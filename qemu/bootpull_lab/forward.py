@@ -4,7 +4,12 @@ QEMU's user network (with ``restrict=on``) runs this once per guest connection t
 10.0.2.100:8080 and wires the guest's bytes to its stdin and stdout. It connects to
 the loopback address only, so the guest can reach the home base and nothing else.
 
-    python -m bootpull_lab.forward PORT
+It says nothing on stdout or stderr: QEMU hands both to the guest's connection, so a
+message there would reach the guest as a garbled reply. When nothing listens on the
+port it just closes the connection (the guest sees the server as down); ``--log FILE``
+appends the reason there.
+
+    python -m bootpull_lab.forward [--log FILE] PORT
 """
 
 from __future__ import annotations
@@ -46,13 +51,18 @@ def pump(port: int, stdin_fd: int = 0, stdout_fd: int = 1) -> None:
 
 
 def main(argv: list[str]) -> int:
+    log = None
+    if len(argv) == 3 and argv[0] == "--log":
+        log, argv = argv[1], argv[2:]
     if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m bootpull_lab.forward PORT", file=sys.stderr)
+        print("usage: python -m bootpull_lab.forward [--log FILE] PORT", file=sys.stderr)
         return 2
     try:
         pump(int(argv[0]))
     except OSError as exc:
-        print(f"bootpull lab forward: 127.0.0.1:{argv[0]}: {exc}", file=sys.stderr)
+        if log is not None:
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(f"bootpull lab forward: 127.0.0.1:{argv[0]}: {exc}\n")
         return 1
     return 0
 
