@@ -1,8 +1,9 @@
 """The ``marker`` role the pipeline tests deploy: it proves that a role ran, and how.
 
 Its command writes its ``BOOTPULL_*`` environment and working directory to
-``$BOOTPULL_VAR_MARKER_DIR/marker-<version>``, appends the version to ``runs``, and
-stays up; its health check passes while ``health.sh`` says so.
+``$BOOTPULL_VAR_MARKER_DIR/marker-<version>``, appends the version to ``runs``, then
+creates ``up`` in its install directory and stays up (removing ``up`` on SIGTERM); its
+health check passes once ``up`` is there, so a passed check means all was written.
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ env | grep '^BOOTPULL_' | sort > "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERS
 pwd >> "$BOOTPULL_VAR_MARKER_DIR/marker-$BOOTPULL_VERSION"
 echo "$BOOTPULL_VERSION" >> "$BOOTPULL_VAR_MARKER_DIR/runs"
 echo $$ > "$BOOTPULL_VAR_MARKER_DIR/pid"
-exec sleep 600
+trap 'rm -f up; exit 0' TERM INT
+touch up
+sleep 600 &
+wait
 """
-HEALTHY = b"#!/bin/sh\nexit 0\n"
+# healthy once run.sh has written everything (``up`` lives only while it runs)
+HEALTHY = b"#!/bin/sh\n[ -e up ]\n"
 SICK = b"#!/bin/sh\necho 'port 80 is closed' >&2\nexit 1\n"
 
 

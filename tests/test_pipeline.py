@@ -408,7 +408,7 @@ def test_node_run_reverts_to_the_lkg_when_health_fails_later(
         wait_for(runs.exists, "the first version")
         good = runs.read_text().split()[0]
         repo.write("roles/marker/files/health.sh",
-                   b'#!/bin/sh\n[ ! -e "$BOOTPULL_VAR_MARKER_DIR/sick" ]\n', mode=0o755)
+                   b'#!/bin/sh\n[ -e up ] && [ ! -e "$BOOTPULL_VAR_MARKER_DIR/sick" ]\n', mode=0o755)
         repo.commit("health that can fail")
         second = f"head-{repo.publish()[:12]}"
         wait_for(lambda: second in runs.read_text(), "the second version")
@@ -485,3 +485,44 @@ def test_bad_arguments_are_usage_errors(tmp_path: Path, argv: list[str],
     assert code == 2
     assert "bootpull: error:" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()  # nothing touched
+
+
+@pytest.mark.slow
+def test_node_run_heartbeats_re_verify_the_installed_files(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    repo, server, _ = served
+    node = Node(tmp_path, repo, server.url)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("bootpull.heartbeat=0.3 bootpull.poll=30\n")
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(node_cmd(node, "--cmdline", str(cmdline)), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        def beats() -> list[dict[str, object]]:
+            return [e for e in sink.received if e["stage"] == "heartbeat"]
+
+        def wait_for(pred: object, what: str, timeout: float = 60.0) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if callable(pred) and pred():
+                    return
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.1)
+            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
+
+        wait_for(lambda: len(beats()) >= 2, "two heartbeats")
+        first = beats()[0]
+        assert first["status"] == "ok"
+        assert first["details"] == {"files_changed": [], "stale": False, "restarts": 0}
+        path = Path(str(collect(StateDir(node.state))["path"]))
+        (path / "run.sh").write_bytes(b"#!/bin/sh\necho tampered\n")
+        wait_for(lambda: beats()[-1]["status"] == "warn", "a drift heartbeat")
+        assert beats()[-1]["details"]["files_changed"] == ["run.sh"]  # type: ignore[index]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

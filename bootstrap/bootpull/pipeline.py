@@ -52,7 +52,7 @@ from bootpull.errors import (
     UsageError,
     VerifyError,
 )
-from bootpull.install import bundle_id, install, recover, revert_to_lkg
+from bootpull.install import bundle_id, check_drift, install, recover, revert_to_lkg
 from bootpull.mac import Mac, MacError
 from bootpull.report import ReportContext, Reporter, Spool, SyslogMirror
 from bootpull.state import Installed, NodeStatus, StateDir
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 #: Where the image keeps the trust anchors (``bootpull image build --trust`` puts them there).
 DEFAULT_TRUST = Path("/etc/bootpull/trust.json")
 DEFAULT_POLL = 60.0
+DEFAULT_HEARTBEAT = 60.0  # well inside the home base's default SILENT deadline (300 s)
 EVENTS_PATH = "/api/v1/events"
 CONSOLE_LOG_MAX = 4 * 2**20
 
@@ -85,6 +86,7 @@ class Settings:
     log_level: Level = Level.INFO
     report_url: str | None = None  # bootpull.report= on the kernel command line
     poll_interval: float = DEFAULT_POLL
+    heartbeat_interval: float = DEFAULT_HEARTBEAT
     discover_timeout: float = 30.0
     fetch_deadline: float = 300.0  # for one fetch, across its retries
     #: with an install on disk, a fetch gives up this soon and the install runs
@@ -105,11 +107,8 @@ class Settings:
             level = Level.parse(level_text)
         except ValueError as exc:
             raise UsageError(f"--log: {exc}") from None
-        poll_text = cmdline.last(params, "poll")
-        try:
-            poll = float(poll_text) if poll_text else DEFAULT_POLL
-        except ValueError:
-            raise UsageError(f"bootpull.poll={poll_text}: not a number of seconds") from None
+        poll = _seconds(params, "poll", DEFAULT_POLL)
+        heartbeat = _seconds(params, "heartbeat", DEFAULT_HEARTBEAT)
         trust = args.trust or cmdline.last(params, "trust")
         return cls(
             state_dir=Path(args.state_dir),
@@ -123,7 +122,16 @@ class Settings:
             log_level=level,
             report_url=cmdline.last(params, "report"),
             poll_interval=max(0.1, poll),
+            heartbeat_interval=max(0.1, heartbeat),
         )
+
+
+def _seconds(params: dict[str, list[str]], key: str, default: float) -> float:
+    text = cmdline.last(params, key)
+    try:
+        return float(text) if text else default
+    except ValueError:
+        raise UsageError(f"bootpull.{key}={text}: not a number of seconds") from None
 
 
 def command(args: argparse.Namespace) -> int:
@@ -495,6 +503,7 @@ class Node:
         poll_backoff = Backoff(base=1.0, cap=self.settings.poll_interval)
         poll_failures = 0
         next_poll = time.monotonic() + self.settings.poll_interval
+        next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
         while not self.stopping:
             sup = self.supervisor
             for happening in sup.tick() if sup is not None else []:
@@ -535,14 +544,46 @@ class Node:
                         self.supervisor.stop()
                         self.supervisor = None
                     self.start_role_or_wait()
+            if time.monotonic() >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
             if self.reporter is not None and self.reporter.next_due() == 0.0:
                 self.reporter.flush()
-            waits = [next_poll - time.monotonic(), 1.0]
+            waits = [next_poll - time.monotonic(), next_heartbeat - time.monotonic(), 1.0]
             if self.supervisor is not None:
                 waits.append(self.supervisor.next_due())
             if self.reporter is not None:
                 waits.append(self.reporter.next_due())
             self._sleep(max(0.01, min(waits)))
+
+    def _heartbeat(self) -> None:
+        """A periodic report: the role's state and a re-verification of its files.
+
+        ``details.files_changed`` lists the installed files whose bytes no longer match
+        the signed hashes (empty when all match), so the home base can show drift and
+        clear it; the status is ``fail`` on expired metadata or a role that stopped,
+        ``warn`` on drift or while the repository cannot be reached, else ``ok``.
+        """
+        current = self.state.current()
+        if current is None:
+            return
+        files = check_drift(current)
+        sup = self.supervisor
+        running = sup is not None and (sup.running() or sup.restarting)
+        details: dict[str, Any] = {"files_changed": files, "stale": self.stale,
+                                   "restarts": self.counters.restarts}
+        if self.stale:
+            status, message = "fail", "running on expired metadata: not fresh"
+        elif not running and not (sup is not None and sup.exit_code == 0):
+            status, message = "fail", f"{current.role} {current.version} is not running"
+        elif files:
+            status = "warn"
+            message = f"{len(files)} installed file(s) differ from the signed ones"
+        elif self.degraded:
+            status, message = "warn", f"running {current.version}; the repository fails"
+        else:
+            status, message = "ok", f"{current.role} {current.version} is running"
+        self._report("heartbeat", status, message, details)
 
     # -- reporting, status, signals -------------------------------------------------
 

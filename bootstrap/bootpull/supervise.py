@@ -165,6 +165,11 @@ class Supervisor:
         self.console.info(f"role {spec.name} {self.installed.version} started "
                           f"(pid {self.proc.pid})")
 
+    @property
+    def restarting(self) -> bool:
+        """Exited, with a restart scheduled."""
+        return self._restart_at is not None
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
