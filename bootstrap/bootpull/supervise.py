@@ -11,7 +11,8 @@
   ``Policy.stable_after`` seconds resets the backoff.
 - ``[health]``: the command runs every ``interval`` seconds with a ``timeout``. The
   role is *started* once a check passes within ``tries × interval`` seconds of its
-  start (checked every ``Policy.first_check_spacing`` seconds meanwhile), or, without a
+  start (checked again after 50 ms, then twice as long each time up to
+  ``Policy.first_check_spacing`` seconds), or, without a
   health check, once it is still up after ``Policy.start_grace`` or has exited 0.
   Later, ``Policy.tries`` failures in a row, or that many crashes in a row before the
   role ever ran stably, make it
@@ -230,8 +231,10 @@ class Supervisor:
             self.healthy = True
             return
         # A role may take a while to come up: its first check may pass any time within
-        # ``tries`` intervals, checked every first_check_spacing (at most) meanwhile.
-        spacing = min(spec.interval, self.policy.first_check_spacing)
+        # ``tries`` intervals; checked 50 ms after a failed check, then twice as long
+        # each time, up to first_check_spacing (a quick role is seen up quickly).
+        longest = min(spec.interval, self.policy.first_check_spacing)
+        spacing = min(0.05, longest)
         window = min(spec.interval * self.policy.tries, self.policy.start_timeout)
         deadline = self._clock() + window
         checks = 0
@@ -252,6 +255,7 @@ class Supervisor:
             if self._clock() + spacing > deadline:
                 break
             self._sleep(spacing)
+            spacing = min(spacing * 2, longest)
         raise RunError(f"role {self.role_name} {self.installed.version} did not pass its "
                        f"health check within {window:g}s ({checks} checks)", why=why,
                        hint="fix the role or its [health] command and publish a new "
