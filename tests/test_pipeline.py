@@ -408,7 +408,8 @@ def test_node_run_reverts_to_the_lkg_when_health_fails_later(
         wait_for(runs.exists, "the first version")
         good = runs.read_text().split()[0]
         repo.write("roles/marker/files/health.sh",
-                   b'#!/bin/sh\n[ -e up ] && [ ! -e "$BOOTPULL_VAR_MARKER_DIR/sick" ]\n', mode=0o755)
+                   b'#!/bin/sh\n[ -e up ] && [ ! -e "$BOOTPULL_VAR_MARKER_DIR/sick" ]\n',
+                   mode=0o755)
         repo.commit("health that can fail")
         second = f"head-{repo.publish()[:12]}"
         wait_for(lambda: second in runs.read_text(), "the second version")
