@@ -35,7 +35,9 @@ def test_any_mac_notation_is_normalized() -> None:
     ({"status": "great"}, "status"), ({"time": "yesterday"}, "time"),
     ({"time": "2026-01-01T00:00:00"}, "zone"), ({"counters": {"retries": -1}}, "retries"),
     ({"counters": {"oops": 1}}, "oops"), ({"role": 5}, "role"), ({"details": []}, "details"),
-    ({"message": "x" * 5000}, "message"), ({"commit": "xyz"}, "commit"), ({"color": 1}, "color"),
+    ({"message": "x" * 5000}, "message"),
+    ({"version": "\ud800"}, "surrogate"), ({"details": {"k": "\udfff"}}, "details"),
+    ({"commit": "xyz"}, "commit"), ({"color": 1}, "color"),
 ])
 def test_bad_fields_are_named(change: dict[str, Any], word: str) -> None:
     with pytest.raises(EventError, match=word):

@@ -102,6 +102,8 @@ def validate_event(obj: object) -> dict[str, Any]:
             raise EventError(f"{name}: {len(value)} characters is over the limit of {limit}")
         if "\x00" in value:
             raise EventError(f"{name}: must not contain NUL characters")
+        if not _encodable(value):
+            raise EventError(f"{name}: holds a lone UTF-16 surrogate; send valid Unicode text")
         out[name] = value
     if not _COMMIT.match(out["commit"]):
         raise EventError("commit: must be a full hex git object id, or empty")
@@ -128,7 +130,18 @@ def validate_event(obj: object) -> dict[str, Any]:
     details = obj.get("details", {})
     if not isinstance(details, dict):
         raise EventError("details: must be an object")
+    if not _encodable(json.dumps(details, ensure_ascii=False)):
+        raise EventError("details: holds a lone UTF-16 surrogate; send valid Unicode text")
     if len(json.dumps(details)) > MAX_DETAILS_BYTES:
         raise EventError(f"details: larger than {MAX_DETAILS_BYTES} bytes as JSON")
     out["details"] = details
     return out
+
+
+def _encodable(text: str) -> bool:
+    """False for text holding lone surrogates ("\\ud800"): JSON allows them, UTF-8 cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -345,7 +345,8 @@ class Handler(BaseHTTPRequestHandler):
             # Lone surrogates ("\ud800") parse but cannot be stored or shown.
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeError:
-            self._error(400, "the body is not valid UTF-8 JSON text")
+            self._error(400, "the body is not valid UTF-8 JSON text, or holds a lone UTF-16 "
+                             "surrogate such as \\ud800")
             return
         except RecursionError:
             self._error(400, "the JSON is nested too deeply")
