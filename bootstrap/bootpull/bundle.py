@@ -64,6 +64,7 @@ class RoleSpec:
     restart: Restart = "on-failure"
     hooks: tuple[tuple[str, ...], ...] = ()
     health: HealthSpec | None = None
+    silent_after: float | None = None  # [report] silent_after: the home base's deadline
 
 
 @dataclass(frozen=True)
@@ -113,5 +114,6 @@ class RepoSettings:
     name: str | None = None  # names the admin's key directory; the node ignores it
     branch: str = "main"  # the deploy branch
     report_url: str | None = None  # [report] url
+    silent_after: float | None = None  # [report] silent_after: the home base's deadline
     log_level: str | None = None  # the default for every node
     limits: Limits = field(default_factory=Limits)

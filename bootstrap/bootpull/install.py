@@ -272,7 +272,10 @@ def content_digest(bundle: Bundle) -> str:
     import json
     from dataclasses import asdict
 
-    doc = {"role": asdict(bundle.role), "assignment": asdict(bundle.assignment),
+    role = asdict(bundle.role)
+    if role.get("silent_after") is None:  # ids of installs made before the key existed stay
+        role.pop("silent_after", None)
+    doc = {"role": role, "assignment": asdict(bundle.assignment),
            "version": bundle.version, "commit": bundle.commit,
            "role_toml": hashlib.sha256(bundle.role_toml).hexdigest(),
            "files": [asdict(f) for f in file_records(bundle.files)]}

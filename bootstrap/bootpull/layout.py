@@ -327,14 +327,16 @@ def parse_settings(data: bytes, path: str = SETTINGS_FILE
                   'name a git branch, as in branch = "main"')
     log_level = _log_level(check, doc, ("log_level",))
     report_url = None
+    silent_after = None
     report = check.table(doc, "report")
     if report is not None:
-        check.unknown(report, ("url",), ("report",))
+        check.unknown(report, ("url", "silent_after"), ("report",))
         report_url = check.string(report, ("report", "url"),
                                   example='"http://base.example:8080/api/v1/events"')
         if report_url is not None and not re.match(r"^https?://[^\s/]+", report_url):
             check.add(("report", "url"), f"{report_url!r} is not an http:// or https:// URL",
                       'write it as url = "http://base.example:8080/api/v1/events"')
+        silent_after = _silent_after(check, report)
     limits = Limits()
     table = check.table(doc, "limits")
     if table is not None:
@@ -346,7 +348,17 @@ def parse_settings(data: bytes, path: str = SETTINGS_FILE
     if check.problems:
         return None, check.problems
     return RepoSettings(format=FORMAT, name=name, branch=branch, report_url=report_url,
-                        log_level=log_level, limits=limits), []
+                        log_level=log_level, limits=limits, silent_after=silent_after), []
+
+
+def _silent_after(check: _Checker, report: dict[str, Any]) -> float | None:
+    """``[report] silent_after``: seconds without a report before the home base says SILENT."""
+    value = check.number(report, ("report", "silent_after"))
+    if value is not None and value == float("inf"):
+        check.add(("report", "silent_after"), "'report.silent_after' must be a finite number "
+                  "of seconds", "write it as silent_after = 600")
+        return None
+    return None if value is None else float(value)
 
 
 def _log_level(check: _Checker, table: dict[str, Any], keys: tuple[str, ...]) -> str | None:
@@ -441,7 +453,7 @@ def host_path_problem(path: str) -> Problem | None:
 
 # -- roles/<role>/role.toml ------------------------------------------------------
 
-_ROLE_KEYS = ("format", "description", "run", "install", "health")
+_ROLE_KEYS = ("format", "description", "run", "install", "health", "report")
 
 
 def parse_role(data: bytes, name: str, path: str | None = None
@@ -507,10 +519,15 @@ def parse_role(data: bytes, name: str, path: str | None = None
         if health_command is not None:
             health = HealthSpec(health_command, float(interval or 30.0),
                                 float(timeout or 10.0))
+    silent_after = None
+    report = check.table(doc, "report")
+    if report is not None:
+        check.unknown(report, ("silent_after",), ("report",))
+        silent_after = _silent_after(check, report)
     if check.problems or command is None or description is None:
         return None, check.problems
     return RoleSpec(name=name, description=description, command=command, restart=restart,
-                    hooks=tuple(hooks), health=health), []
+                    hooks=tuple(hooks), health=health, silent_after=silent_after), []
 
 
 # -- strict loaders (the node) ---------------------------------------------------

@@ -156,6 +156,8 @@ class InstallRecord:
             health=None if health is None else HealthSpec(
                 command=tuple(str(a) for a in health["command"]),
                 interval=float(health["interval"]), timeout=float(health["timeout"])),
+            silent_after=None if role.get("silent_after") is None
+            else float(role["silent_after"]),
         )
         a = obj["assignment"]
         assignment = Assignment(
