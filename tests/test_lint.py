@@ -279,9 +279,10 @@ def test_uppercase_role_names_the_installer_refuses(tmp_path: Path) -> None:
         replace(path, 'role = "sensor"', 'role = "Sensor"')(root)
     code, out, _ = lint(root)
     assert code == 1
-    assert out == ("roles/Sensor/role.toml: the node installs roles named in lowercase only, "
-                   "and 'Sensor' is not — rename the role's directory (git mv roles/Sensor "
-                   "roles/sensor)\n")
+    why = "'Sensor' is not a valid role name: role names are lowercase only (as in 'sensor')"
+    assert out == (f"{SENSOR_HOST}:2: {why} — name a directory under roles/\n"
+                   f"hosts/default.toml:10: {why} — name a directory under roles/\n"
+                   f"roles/Sensor/role.toml:1: {why} — rename the role's directory\n")
 
 
 def test_lint_from_a_subdirectory_lints_the_whole_repository(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass, field
 
-from bootpull import install, layout, state
+from bootpull import install, layout
 from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, BundleFile, TreeEntry
 from bootpull.errors import NotAssignedError
 from bootpull.mac import Mac
@@ -196,7 +196,7 @@ def node_gets(case: Case, mac: Mac) -> str:
     default = tree.read(layout.DEFAULT_HOST_FILE) if host is None else None
     assignment = layout.select(mac, host, default)
     role = assignment.role
-    assert state.ROLE_NAME.match(role), role
+    assert layout.ROLE_NAME.match(role), role
     source = tree
     if assignment.version is not None:
         source = case.releases[layout.release_tag(role, assignment.version)]

@@ -43,11 +43,11 @@ from bootpull.bundle import MODE_SYMLINK, Bundle, BundleFile
 from bootpull.console import Console
 from bootpull.errors import InstallError
 from bootpull.events import now_rfc3339
+from bootpull.layout import check_role_name
 from bootpull.processes import resolve_command, run_bounded
 from bootpull.state import (
     META_DIR,
     RECORD_NAME,
-    ROLE_NAME,
     FileRecord,
     Installed,
     InstallRecord,
@@ -291,9 +291,8 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
             hook_timeout: float = HOOK_TIMEOUT) -> InstallOutcome:
     """Install ``bundle`` and make it ``current``; the previous ``current`` becomes ``lkg``."""
     role = bundle.role.name
-    if not ROLE_NAME.match(role):
-        raise _hostile(role, "the role name is not [a-z0-9][a-z0-9._-]*",
-                       "rename the role directory")
+    if why := check_role_name(role):
+        raise _hostile(role, why, "rename the role directory")
     check_files(bundle.files)
     state.ensure()
     ident = bundle_id(bundle)

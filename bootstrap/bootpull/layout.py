@@ -43,7 +43,11 @@ HOSTS_DIR = "hosts"
 DEFAULT_HOST_FILE = "hosts/default.toml"
 ROLES_DIR = "roles"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # roles: a directory and a tag part
+#: The one role-name rule (a directory, a tag part and an install directory on the node):
+#: lowercase letters, digits, '.', '_' and '-', at most 63, starting with a letter or
+#: digit, no "..". The installer, lint and 'repo role new' all use :func:`check_role_name`.
+ROLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # the repository's name
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")  # one tag path component
 _VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # BOOTPULL_VAR_<NAME>
 _HOSTNAME = re.compile(
@@ -105,9 +109,19 @@ def raise_first(problems: list[Problem]) -> None:
 
 def check_role_name(name: str) -> str | None:
     """Why ``name`` is not a valid role name, or None when it is."""
+    if ROLE_NAME.match(name) and ".." not in name:
+        return None
+    if ROLE_NAME.match(name.lower()) and ".." not in name:
+        return (f"{name!r} is not a valid role name: role names are lowercase only "
+                f"(as in {name.lower()!r})")
+    return (f"{name!r} is not a valid role name: use lowercase letters, digits, '.', '_' "
+            "and '-' (at most 63, starting with a letter or digit)")
+
+
+def check_repo_name(name: str) -> str | None:
+    """Why ``name`` is not a valid repository name (``bootpull.toml`` ``name``), or None."""
     if not _NAME.match(name) or ".." in name:
-        return (f"{name!r} is not a valid role name: use letters, digits, '.', '_' and '-' "
-                "(at most 63, starting with a letter or digit)")
+        return f"{name!r} is not a valid repository name"
     return None
 
 
@@ -318,8 +332,8 @@ def parse_settings(data: bytes, path: str = SETTINGS_FILE
         return None, check.problems
     check.unknown(doc, _SETTINGS_KEYS, ())
     name = check.string(doc, ("name",))
-    if name is not None and check_role_name(name) is not None:
-        check.add(("name",), f"{name!r} is not a valid repository name",
+    if name is not None and (why := check_repo_name(name)):
+        check.add(("name",), why,
                   "use letters, digits, '.', '_' and '-'")
     branch = check.string(doc, ("branch",), example='"main"') or "main"
     if not _BRANCH.match(branch) or ".." in branch or branch.endswith((".lock", "/")):

@@ -53,7 +53,6 @@ DEFAULT_STATE_DIR = Path("/var/lib/bootpull")
 META_DIR = ".bootpull"
 RECORD_NAME = "record.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]")
-ROLE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 # -- atomic writes -------------------------------------------------------------------

@@ -60,7 +60,7 @@ def init(directory: Path, *, keys_override: str | None = None, name: str | None 
                          hint="run 'bootpull repo lint' and fix them, then init again")
     repo_name = name or (settings.name if settings and settings.name else None) \
         or directory.resolve().name
-    if layout.check_role_name(repo_name):
+    if layout.check_repo_name(repo_name):
         raise UsageError(f"{repo_name!r} is not a valid repository name",
                          hint="give --name with letters, digits, '.', '_' and '-'")
     metadata = directory / METADATA_DIR

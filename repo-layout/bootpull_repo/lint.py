@@ -181,14 +181,10 @@ def _role_files(tree: TreeReader, role: str) -> tuple[list[BundleFile], dict[str
 
 def check_role(tree: TreeReader, role: str, limits: Limits) -> list[Problem]:
     """What keeps ``roles/<role>/`` from installing and starting on a node."""
-    from bootpull import install, state
+    from bootpull import install
 
     path = layout.role_file(role)
     problems: list[Problem] = []
-    if not state.ROLE_NAME.match(role) and layout.check_role_name(role) is None:
-        problems.append(Problem(path, 0, f"the node installs roles named in lowercase only, "
-                                f"and {role!r} is not", "rename the role's directory "
-                                f"(git mv roles/{role} roles/{role.lower()})"))
     role_toml = tree.read(path)
     files, modes = _role_files(tree, role)
     size = sum(len(f.data) for f in files) + len(role_toml or b"")

@@ -57,13 +57,8 @@ done
 
 def check_name(name: str) -> None:
     """Refuse a name the format or the node's installer would refuse."""
-    from bootpull import state
-
     if why := layout.check_role_name(name):
         raise UsageError(why, hint="pick another name, as in 'web' or 'edge-proxy'")
-    if not state.ROLE_NAME.match(name):
-        raise UsageError(f"{name!r} is not a valid role name: the node installs roles named "
-                         "in lowercase only", hint=f"use {name.lower()!r}")
 
 
 def new_role(ctx: RepoContext, name: str) -> list[str]:
