@@ -235,12 +235,27 @@ def highest_versions(git: Git, directory: Path) -> dict[str, int]:
 
 
 def validate(ctx: RepoContext, head: str) -> None:
-    """Refuse to sign a repository with format problems: lint first, never after."""
+    """Refuse to sign what ``bootpull repo lint --rev HEAD`` refuses: lint first, never after.
+
+    Every check of :func:`bootpull_repo.lint.lint_tree` (the format, and what the node's
+    installer and supervisor would refuse: a missing or non-executable command, files
+    the installer rejects, a broken pinned release), with the same tags and releases.
+    """
+    from bootpull.bundle import TreeReader
     from bootpull.localgit import LocalRemote
 
+    from bootpull_repo.lint import lint_tree
+
     remote = LocalRemote(ctx.root)
+
+    def release(tag: str) -> TreeReader | None:
+        try:
+            return remote.snapshot(f"refs/tags/{tag}")
+        except BootpullError:
+            return None
+
     try:
-        report = layout.validate_tree(remote.snapshot(head), tags=remote.tags())
+        report = lint_tree(remote.snapshot(head), tags=remote.tags(), release=release)
     finally:
         remote.close()
     if not report.ok:
