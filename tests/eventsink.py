@@ -23,7 +23,7 @@ class EventSink:
     400 for (one bad event must not block the others).
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.received: list[dict[str, Any]] = []
         self.requests = 0
         self.status = 200
@@ -52,9 +52,9 @@ class EventSink:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/api/v1/events"
+        self.url = f"http://{host}:{self.port}/api/v1/events"
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()

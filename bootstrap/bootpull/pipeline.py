@@ -200,6 +200,7 @@ class Node:
     status: NodeStatus = field(init=False)
     _lock_fd: int = field(init=False)
     _banners: set[str] = field(default_factory=set)
+    _names: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # discover
 
     def __post_init__(self) -> None:
         self.state = StateDir(self.settings.state_dir)
@@ -248,6 +249,7 @@ class Node:
                 self._sleep(backoff.delay(attempt))
                 attempt += 1
         self.identity = Identity(found.mac, hostname=found.hostname or "", ip=found.ip)
+        self._use_lease_dns(found)
         self.discovered_hostname = found.hostname
         self.discovered_report_url = found.report_url or None
         self.repo_url = s.repo_url or found.repo_url
@@ -255,6 +257,15 @@ class Node:
         self._report("discover", "ok", f"repository {self.repo_url} via "
                      f"{found.repo_url_source} on {found.interface}",
                      {"discovery": found.to_json()})
+
+    def _use_lease_dns(self, found: Discovery) -> None:
+        """Host names in the repository and report URLs: ask the lease's DNS servers."""
+        from bootpull.resolver import lease_names
+
+        if found.dns_servers:  # discover runs once per node run
+            self._names.enter_context(lease_names(found.dns_servers))
+            self.console.info(f"host names resolve through the lease's DNS servers "
+                              f"{', '.join(found.dns_servers)}", stage="discover")
 
     def _discover_once(self) -> Discovery:
         from bootpull.discover import discover
@@ -688,6 +699,7 @@ class Node:
             with contextlib.suppress(OSError):
                 self.reporter.flush(force=True)
             self.reporter.close()
+        self._names.close()
         with contextlib.suppress(OSError):
             self.state.save_counters(self.counters)
         os.close(self._lock_fd)
