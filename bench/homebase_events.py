@@ -23,21 +23,11 @@ from typing import Any
 
 from bootpull.events import make_event
 from bootpull.mac import Mac
+from homebase_bench import make_repo
 
 EVENTS = 5000
 CLIENTS = 8
 BATCH = 50
-
-
-def make_repo(root: Path) -> Path:
-    repo = root / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / "bootpull.toml").write_text("format = 1\n")
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=b", "-c", "user.email=b@b",
-                    "commit", "-q", "-m", "init"], check=True)
-    return repo
 
 
 def run_clients(port: int, work: list[list[tuple[str, str, bytes]]]) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -25,21 +24,11 @@ from bootpull.events import make_event
 from bootpull.mac import Mac
 from bootpull_homebase.feeds import HISTORY, render
 from bootpull_homebase.server import Running, Settings
+from homebase_bench import make_repo
 
 NODES = 1000
 ROUNDS = 5
 HITS = 500
-
-
-def make_repo(root: Path) -> Path:
-    repo = root / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / "bootpull.toml").write_text("format = 1\n")
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=b", "-c", "user.email=b@b",
-                    "commit", "-q", "-m", "init"], check=True)
-    return repo
 
 
 def best(fn: object, rounds: int = ROUNDS) -> float:

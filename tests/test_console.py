@@ -8,17 +8,7 @@ from pathlib import Path
 import pytest
 from bootpull.console import Console, Level, parse_console_spec
 from bootpull.errors import FetchError
-
-
-class ListWriter:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def close(self) -> None:
-        pass
+from fakes import CapturingWriter
 
 
 class FakeClock:
@@ -30,7 +20,7 @@ class FakeClock:
 
 
 def test_step_prints_started_and_finished_with_timing(tmp_path: Path) -> None:
-    out, clock = ListWriter(), FakeClock()
+    out, clock = CapturingWriter(), FakeClock()
     console = Console(out, clock=clock, json_log=tmp_path / "events.jsonl")
     with console.step("learn") as step:
         clock.now += 1.5
@@ -45,7 +35,7 @@ def test_step_prints_started_and_finished_with_timing(tmp_path: Path) -> None:
 
 
 def test_failed_step_says_why_and_reraises() -> None:
-    out, clock = ListWriter(), FakeClock()
+    out, clock = CapturingWriter(), FakeClock()
     console = Console(out, clock=clock)
     seen: list[dict[str, object]] = []
     console.subscribe(seen.append)
@@ -57,7 +47,7 @@ def test_failed_step_says_why_and_reraises() -> None:
 
 
 def test_banner_has_what_why_and_do() -> None:
-    out = ListWriter()
+    out = CapturingWriter()
     Console(out).banner(FetchError(
         "node 52-54-00-12-34-56 is not assigned", why="no host file and no default.toml",
         hint="run 'bootpull repo assign 52:54:00:12:34:56 ROLE' and publish"))
@@ -70,7 +60,7 @@ def test_banner_has_what_why_and_do() -> None:
 
 
 def test_level_filters_human_lines_but_not_records() -> None:
-    out = ListWriter()
+    out = CapturingWriter()
     console = Console(out, level=Level.WARN)
     seen: list[dict[str, object]] = []
     console.subscribe(seen.append)

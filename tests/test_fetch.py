@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import time
@@ -15,6 +14,7 @@ from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK
 from bootpull.console import Console
 from bootpull.errors import FetchError
 from bootpull.fetch import FetchLimits, GitRemote
+from fakes import CapturingWriter, capturing_console
 from gitserver import GitHttpServer, commit_files, git, make_bare_repo, push
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,16 +23,6 @@ ROLES = 5
 ROLE_FILE = 200_000
 FAST = FetchLimits(deadline=60, backoff=Backoff(base=0.05, cap=0.2), max_attempts=4)
 
-
-class _Lines:
-    def __init__(self) -> None:
-        self.text = io.StringIO()
-
-    def write(self, text: str) -> None:
-        self.text.write(text)
-
-    def close(self) -> None:
-        pass
 
 
 def role_files(roles: int = ROLES, size: int = ROLE_FILE) -> dict[str, bytes]:
@@ -72,7 +62,8 @@ def remote_factory(tmp_path: Path) -> Iterator[Callable[..., GitRemote]]:
     def make(url: str, *, limits: FetchLimits = FAST, cache: Path | None = None,
              counters: Counters | None = None, console: Console | None = None) -> GitRemote:
         remote = GitRemote(url, cache or tmp_path / "cache", limits=limits,
-                           console=console or Console(_Lines()), counters=counters or Counters())
+                           console=console or capturing_console(),
+                           counters=counters or Counters())
         made.append(remote)
         return remote
 
@@ -350,7 +341,7 @@ def test_nothing_is_ever_checked_out(server, tmp_path, remote_factory) -> None:
 @pytest.fixture(scope="module")
 def cached_snapshot(server, tmp_path_factory):
     remote = GitRemote(server.url, tmp_path_factory.mktemp("hyp") / "cache", limits=FAST,
-                       console=Console(_Lines()), counters=Counters())
+                       console=Console(CapturingWriter()), counters=Counters())
     snap = remote.snapshot("main")
     snap.list("")  # every tree cached: the examples below need no network
     yield snap
@@ -370,12 +361,12 @@ def test_a_full_cache_starts_afresh(server, tmp_path, remote_factory) -> None:
     first = remote_factory(server.url, cache=cache)
     first.snapshot("main").read("roles/r1/files/a.bin")
     first.close()
-    lines = _Lines()
+    lines = CapturingWriter()
     small = FetchLimits(deadline=60, max_cache_bytes=50_000)
     second = remote_factory(server.url, cache=cache, limits=small, console=Console(lines))
     assert second.snapshot("main").read("roles/r1/files/a.bin") is not None
     assert second.bytes_received > ROLE_FILE // 2  # fetched once more
-    assert "starting it afresh" in lines.text.getvalue()
+    assert "starting it afresh" in lines.text
 
 
 def test_a_timestamp_re_sign_costs_a_reboot_under_4_kb(tmp_path, git_http_server,

@@ -6,7 +6,6 @@ switched on only for the requests that need them.
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
@@ -18,20 +17,11 @@ from bootpull.backoff import Backoff, Counters
 from bootpull.console import Console
 from bootpull.errors import FetchError, VerifyError
 from bootpull.fetch import FetchLimits, GitRemote
+from fakes import CapturingWriter
 from gitserver import GitHttpServer, make_bare_repo
 
 FILE = 100_000
 
-
-class _Lines:
-    def __init__(self) -> None:
-        self.text = io.StringIO()
-
-    def write(self, text: str) -> None:
-        self.text.write(text)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +47,13 @@ class Client:
 
     def __init__(self, url: str, cache: Path, limits: FetchLimits) -> None:
         self.counters = Counters()
-        self.lines = _Lines()
+        self.lines = CapturingWriter()
         self.remote = GitRemote(url, cache, limits=limits, console=Console(self.lines),
                                 counters=self.counters)
 
     @property
     def console(self) -> str:
-        return self.lines.text.getvalue()
+        return self.lines.text
 
 
 @pytest.fixture

@@ -12,24 +12,14 @@ from bootpull.console import Console
 from bootpull.errors import InstallError
 from bootpull.install import bundle_id, check_drift, install, recover, revert_to_lkg
 from bootpull.state import StateDir
+from fakes import CapturingWriter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sample_bundles import make_bundle, process_gone
 
 
-class ListWriter:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def close(self) -> None:
-        pass
-
-
 def console() -> Console:
-    return Console(ListWriter())
+    return Console(CapturingWriter())
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:

@@ -13,37 +13,16 @@ lint's git-facing part is tested in test_lint.py.
 
 from __future__ import annotations
 
-import builtins
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bootpull import install, layout
-from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, BundleFile, TreeEntry
+from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, BundleFile
 from bootpull.errors import NotAssignedError
 from bootpull.mac import Mac
 from bootpull_repo.lint import lint_tree
+from fakes import DictTree
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-
-
-@dataclass
-class DictTree:
-    """A TreeReader over a dict: path → (git mode, bytes)."""
-
-    files: dict[str, tuple[int, bytes]] = field(default_factory=dict)
-    commit: str = "0" * 40
-
-    def read(self, path: str) -> bytes | None:
-        found = self.files.get(path)
-        return None if found is None else found[1]
-
-    def list(self, prefix: str) -> builtins.list[TreeEntry]:
-        prefix = prefix.strip("/")
-        return [TreeEntry(p, m, "") for p, (m, _) in sorted(self.files.items())
-                if p.startswith(prefix + "/")]
-
-    def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
-        return {p: self.files[p][1] for p in paths if p in self.files}
-
 
 # -- generators -----------------------------------------------------------------------
 # Each choice is usually right and now and then wrong, so that a fair share of the

@@ -9,12 +9,15 @@ marker file in ``BOOTPULL_VAR_MARKER_DIR`` and stays up; its health check passes
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from bootpull.status import collect
 from bootpull.supervise import Policy
 from bootpull.trust import load_floor, save_floor
 from eventsink import EventSink
+from fakes import CapturingWriter
 from gitserver import GitHttpServer
 from marker_role import ROLE, SICK, add_marker_role
 from sample_bundles import process_gone
@@ -36,16 +40,6 @@ from signed_repo import MAC_NEW, SignedRepo
 FAST = Policy(tries=2, start_grace=0.2, first_check_spacing=0.2,
               backoff=Backoff(base=0.05, cap=0.1), stop_timeout=5.0)
 
-
-class Lines:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def close(self) -> None:
-        pass
 
 
 class Node:
@@ -66,7 +60,7 @@ class Node:
         return Settings(**base)  # type: ignore[arg-type]
 
     def run(self, **kw: object) -> tuple[int, str]:
-        out = Lines()
+        out = CapturingWriter()
         code = run(self.settings(**kw), Console(out))
         return code, out.text
 
@@ -299,6 +293,37 @@ def test_origin_events_url() -> None:
 # -- the real command, as a process ------------------------------------------------------
 
 
+@contextlib.contextmanager
+def running_node(node: Node, tmp_path: Path, cmdline: str, timeout: float = 120.0
+                 ) -> Iterator[tuple[subprocess.Popen[bytes], Path, Callable[..., None]]]:
+    """``bootpull node run`` as a subprocess with kernel command line ``cmdline``: yields
+    the process, its log and ``wait_for(pred, what)``; killed at the end if still up."""
+    cmd_file = tmp_path / "cmdline"
+    cmd_file.write_text(cmdline)
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(node_cmd(node, "--cmdline", str(cmd_file)), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        yield proc, log, functools.partial(wait_while_running, proc, log, timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def wait_while_running(proc: subprocess.Popen[bytes], log: Path, pred: Callable[[], object],
+                       what: str, timeout: float = 120.0) -> None:
+    """Wait until ``pred()`` is true; fail (with the node's log) if the node exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
+
+
 def node_cmd(node: Node, *extra: str) -> list[str]:
     return [sys.executable, "-m", "bootpull", "node", "run", "--repo", node.url, "--mac",
             node.mac.colons, "--trust", str(node.trust), "--state-dir", str(node.state),
@@ -333,22 +358,7 @@ def test_node_run_polls_picks_up_its_role_and_upgrades_without_a_reboot(
     repo, server, markers = served
     stranger = Mac.parse("52:54:00:de:ad:02")
     node = Node(tmp_path, repo, server.url, mac=stranger)
-    cmdline = tmp_path / "cmdline"
-    cmdline.write_text("quiet bootpull.poll=0.5\n")
-    log = tmp_path / "node.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(node_cmd(node, "--cmdline", str(cmdline)), stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        def wait_for(pred: object, what: str, timeout: float = 120.0) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if callable(pred) and pred():
-                    return
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.2)
-            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
-
+    with running_node(node, tmp_path, "quiet bootpull.poll=0.5\n") as (proc, log, wait_for):
         wait_for(lambda: "bootpull repo assign 52:54:00:de:ad:02 ROLE" in log.read_text(),
                  "the not-assigned banner")
         text = (repo.root / f"hosts/{MAC_NEW.canonical}.toml").read_text()
@@ -376,10 +386,6 @@ def test_node_run_polls_picks_up_its_role_and_upgrades_without_a_reboot(
         assert info["counters"]["retries"] >= 1  # the fetches tried while it was down
         assert "Connection refused" in log.read_text()
         assert info["health"] == "stopped"
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -388,22 +394,7 @@ def test_node_run_reverts_to_the_lkg_when_health_fails_later(
         tmp_path: Path) -> None:
     repo, server, markers = served
     node = Node(tmp_path, repo, server.url)
-    cmdline = tmp_path / "cmdline"
-    cmdline.write_text("bootpull.poll=0.5\n")
-    log = tmp_path / "node.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(node_cmd(node, "--cmdline", str(cmdline)), stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        def wait_for(pred: object, what: str, timeout: float = 120.0) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if callable(pred) and pred():
-                    return
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.2)
-            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
-
+    with running_node(node, tmp_path, "bootpull.poll=0.5\n") as (proc, log, wait_for):
         runs = markers / "runs"
         wait_for(runs.exists, "the first version")
         good = runs.read_text().split()[0]
@@ -425,10 +416,6 @@ def test_node_run_reverts_to_the_lkg_when_health_fails_later(
         assert proc.wait(timeout=60) == 0, log.read_text()
         reverted = [e for e in sink.received if e["stage"] == "run" and e["status"] == "fail"]
         assert reverted and reverted[-1]["details"]["fallback"] == good
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def test_a_second_node_run_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
@@ -437,7 +424,7 @@ def test_a_second_node_run_on_the_same_state_dir_is_refused(tmp_path: Path) -> N
     node_state = Dir(tmp_path / "state")
     fd = node_state.lock()
     try:
-        out = Lines()
+        out = CapturingWriter()
         settings = Settings(state_dir=node_state.root, repo_url="http://127.0.0.1:9/r",
                             mac=MAC_NEW, trust_file=tmp_path / "none", oneshot=True)
         assert run(settings, Console(out)) == 2
@@ -494,24 +481,11 @@ def test_node_run_heartbeats_re_verify_the_installed_files(
         tmp_path: Path) -> None:
     repo, server, _ = served
     node = Node(tmp_path, repo, server.url)
-    cmdline = tmp_path / "cmdline"
-    cmdline.write_text("bootpull.heartbeat=0.3 bootpull.poll=30\n")
-    log = tmp_path / "node.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(node_cmd(node, "--cmdline", str(cmdline)), stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
+    with running_node(node, tmp_path, "bootpull.heartbeat=0.3 bootpull.poll=30\n",
+                      timeout=60.0) as (proc, log, wait_for):
         def beats() -> list[dict[str, object]]:
             return [e for e in sink.received if e["stage"] == "heartbeat"]
 
-        def wait_for(pred: object, what: str, timeout: float = 60.0) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if callable(pred) and pred():
-                    return
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.1)
-            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()}")
 
         wait_for(lambda: len(beats()) >= 2, "two heartbeats")
         first = beats()[0]
@@ -523,7 +497,3 @@ def test_node_run_heartbeats_re_verify_the_installed_files(
         assert beats()[-1]["details"]["files_changed"] == ["run.sh"]  # type: ignore[index]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)

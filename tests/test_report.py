@@ -23,21 +23,12 @@ from bootpull.report import (
     syslog_message,
 )
 from eventsink import EventSink
+from fakes import CapturingWriter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 MAC = Mac.parse("52:54:00:12:34:56")
 
-
-class Quiet:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def close(self) -> None:
-        pass
 
 
 def free_port() -> int:
@@ -50,7 +41,7 @@ def reporter(tmp_path: Path, url: str | None, counters: Counters | None = None,
              **kwargs: Any) -> Reporter:
     return Reporter(spool=Spool(tmp_path / "spool"), context=ReportContext(
         MAC, hostname="node-a", role="web", version="1.0", commit="a" * 40),
-        console=Console(Quiet()), counters=counters or Counters(), url=url, timeout=5,
+        console=Console(CapturingWriter()), counters=counters or Counters(), url=url, timeout=5,
         backoff=Backoff(base=0.01, cap=0.02), **kwargs)
 
 
@@ -165,7 +156,7 @@ def test_events_are_mirrored_to_the_given_syslog_server(tmp_path: Path) -> None:
         listener.settimeout(10)
         port = listener.getsockname()[1]
         rep = reporter(tmp_path, None,
-                       syslog=SyslogMirror([f"127.0.0.1:{port}"], Console(Quiet())))
+                       syslog=SyslogMirror([f"127.0.0.1:{port}"], Console(CapturingWriter())))
         rep.emit("run", "warn", "role restarted")
         data, _ = listener.recvfrom(65536)
     m = RFC5424.match(data)

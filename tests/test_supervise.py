@@ -15,6 +15,7 @@ from bootpull.install import install
 from bootpull.mac import Mac
 from bootpull.state import Installed, StateDir
 from bootpull.supervise import Happening, Identity, Policy, Supervisor, role_env
+from fakes import CapturingWriter
 from sample_bundles import HEALTH_FAIL, HEALTH_OK, RUN_SH, make_bundle, process_gone
 
 MAC = Mac.parse("52:54:00:12:34:56")
@@ -23,27 +24,17 @@ FAST = Policy(tries=3, start_grace=0.3, first_check_spacing=0.1,
               backoff=Backoff(base=0.01, cap=0.05), stable_after=30.0, stop_timeout=5.0)
 
 
-class ListWriter:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def close(self) -> None:
-        pass
-
 
 def installed(tmp_path: Path, **kwargs: object) -> Installed:
     state = StateDir(tmp_path / "state")
     return install(make_bundle("1.0", **kwargs), state, env={},  # type: ignore[arg-type]
-                   console=Console(ListWriter())).installed
+                   console=Console(CapturingWriter())).installed
 
 
 def supervisor(inst: Installed, counters: Counters | None = None,
                policy: Policy = FAST) -> Supervisor:
     return Supervisor(inst, role_env(inst, IDENT, {"PATH": "/usr/bin:/bin"}),
-                      console=Console(ListWriter()), counters=counters or Counters(),
+                      console=Console(CapturingWriter()), counters=counters or Counters(),
                       policy=policy)
 
 
