@@ -28,13 +28,26 @@ def lab_template(tmp_path_factory: pytest.TempPathFactory) -> LabRepo:
 
 
 @pytest.fixture(scope="session")
-def lab_image_dir(tmp_path_factory: pytest.TempPathFactory, lab_template: LabRepo) -> Path:
+def node_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A snapshot of bootstrap/bootpull: every build in the session packs the same code,
+    even while someone edits the checkout."""
+    import bootpull
+
+    dest = tmp_path_factory.mktemp("node-source") / "bootpull"
+    shutil.copytree(Path(bootpull.__file__).parent, dest,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def lab_image_dir(tmp_path_factory: pytest.TempPathFactory, lab_template: LabRepo,
+                  node_source: Path) -> Path:
     from bootpull_image.build import build_image
     from bootpull_image.settings import BuildSettings
 
     out = tmp_path_factory.mktemp("lab-image")
-    build_image(BuildSettings(out=out, trust=lab_template.trust, source_date_epoch=1700000000),
-                Console())
+    build_image(BuildSettings(out=out, trust=lab_template.trust, source_date_epoch=1700000000,
+                              node_source=node_source), Console())
     return out
 
 

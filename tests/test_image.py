@@ -245,13 +245,17 @@ def test_size_budget(lab_manifest: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 def test_two_builds_are_byte_identical(lab_image_dir: Path, lab_template: Any,
-                                       tmp_path: Path) -> None:
+                                       node_source: Path, tmp_path: Path) -> None:
     from bootpull_image.build import build_image
     from bootpull_image.settings import BuildSettings
 
     again = tmp_path / "again"
-    build_image(BuildSettings(out=again, trust=lab_template.trust,
-                              source_date_epoch=1700000000), Console())
+    build_image(BuildSettings(out=again, trust=lab_template.trust, source_date_epoch=1700000000,
+                              node_source=node_source), Console())
+    first = json.loads((lab_image_dir / "manifest.json").read_text())["files"]
+    second = json.loads((again / "manifest.json").read_text())["files"]
+    differ = sorted(p for p in set(first) | set(second) if first.get(p) != second.get(p))
+    assert not differ, f"{len(differ)} files differ, e.g. {differ[:10]}"
     for name in ("vmlinuz", "vmlinux", "initrd.img", "manifest.json"):
         assert _sha((again / name).read_bytes()) == _sha((lab_image_dir / name).read_bytes()), \
             name
@@ -271,3 +275,37 @@ def test_iso_is_reproducible(lab_image_dir: Path, tmp_path: Path) -> None:
         digests.append(_sha(made.read_bytes()))
         assert made.read_bytes()[0x8001:0x8006] == b"CD001"
     assert digests[0] == digests[1]
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_iso_boots_to_the_init(lab_image_dir: Path, tmp_path: Path) -> None:
+    """BIOS → isolinux → vmlinuz + initrd.img from the CD, console on the serial port."""
+    import os
+    import time
+
+    from bootpull_image import iso
+    from bootpull_lab.accel import choose
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("vmlinuz", "vmlinux", "initrd.img"):
+        (out / name).symlink_to(lab_image_dir / name)
+    image = iso.make(out, tmp_path / "work", "ttyS0,115200", 1700000000)
+    argv = ["qemu-system-x86_64", "-M", "pc", "-accel", choose(out / "vmlinux"), "-m", "256",
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+            "-cdrom", str(image), "-boot", "d"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    seen = b""
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and b"bootpull image" not in seen:
+            seen += proc.stdout.read() or b""
+            time.sleep(0.5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert b"bootpull image" in seen, seen[-2000:].decode(errors="replace")
