@@ -189,7 +189,7 @@ class Vm:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._qmp_path = qmp
         self._t0 = time.monotonic()
-        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._read, name=f"{self.name}-serial",
                                         daemon=True)
@@ -212,11 +212,20 @@ class Vm:
         with self._cond:
             self._cond.notify_all()
 
+    def send(self, text: str) -> None:
+        """Type ``text`` on the serial console (the rescue shell reads it)."""
+        if self._proc is None or self._proc.stdin is None:
+            raise LabError(f"{self.name} is not running")
+        self._proc.stdin.write(text.encode())
+        self._proc.stdin.flush()
+
     def kill(self) -> None:
         """Stop QEMU at once (the power cord)."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait(timeout=30)
+        if self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
         if self._reader is not None:
             self._reader.join(timeout=10)
 
