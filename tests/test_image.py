@@ -189,7 +189,10 @@ def test_build_outputs(lab_image_dir: Path, initramfs: dict[str, cpio.Entry]) ->
     init = initramfs["init"]
     assert stat.S_IMODE(init.mode) & 0o111 and init.data.startswith(b"#!/bin/sh")
     assert initramfs["bin/sh"].data == b"busybox"
-    order = initramfs["lib/modules/load.list"].data.decode().split()
+    listed = [line.split() for line in initramfs["lib/modules/load.list"].data.decode()
+              .splitlines()]
+    order = [module for _group, module in listed]
+    assert ["net", "virtio_net"] in listed and ["disk", "ext4"] in listed
     assert order.index("virtio_ring") < order.index("virtio_net")
     assert "virtio_pci" in order and "ext4" in order
     assert kernel.modinfo(initramfs["lib/modules/virtio_net.ko"].data)["name"] == "virtio_net"

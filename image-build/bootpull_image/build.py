@@ -108,12 +108,16 @@ def install_kernel(ctx: Context) -> None:
     for name, path in files.items():
         info = kernel.modinfo(path.read_bytes())
         depends[name] = [d.replace("-", "_") for d in info.get("depends", "").split(",") if d]
-    ctx.modules = kernel.module_order(kernel.WANTED_MODULES, depends)
+    net = kernel.module_order(kernel.NET_MODULES, depends)
+    disk = [m for m in kernel.module_order(kernel.DISK_MODULES, depends) if m not in net]
+    ctx.modules = net + disk
     dest = ctx.root / "lib" / "modules"
     dest.mkdir(parents=True)
     for name in ctx.modules:
         shutil.copyfile(files[name], dest / f"{name}.ko")
-    (dest / "load.list").write_text("".join(f"{name}\n" for name in ctx.modules))
+    # "<group> <module>" in load order: the init loads "disk" only for a state disk
+    (dest / "load.list").write_text("".join(f"net {name}\n" for name in net) +
+                                    "".join(f"disk {name}\n" for name in disk))
 
 
 def install_busybox(ctx: Context) -> None:

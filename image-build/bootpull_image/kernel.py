@@ -28,11 +28,13 @@ class KernelError(BootpullError):
 
 # The modules the node needs, beyond what Debian's kernel has built in (af_packet,
 # unix sockets, the 8250 serial port, devtmpfs and ramfs are built in):
-# virtio_pci (the transport) + virtio_net for the lab's NICs, e1000/e1000e for QEMU's
-# default NIC model and many real boards' Intel NICs, virtio_blk + ext4 (+ the crc32c
-# it asks the crypto API for at mount time) for the optional state disk.
-WANTED_MODULES = ("virtio_pci", "virtio_net", "e1000", "e1000e", "virtio_blk",
-                  "crc32c_generic", "ext4")
+# The NIC modules, always loaded: virtio_pci (the transport) + virtio_net for the lab's
+# NICs, e1000/e1000e for QEMU's default NIC model and many real boards' Intel NICs.
+NET_MODULES = ("virtio_pci", "virtio_net", "e1000", "e1000e")
+# The state disk's modules, loaded only with bootpull.state=: virtio_blk + ext4 (+ the
+# crc32c it asks the crypto API for at mount time).
+DISK_MODULES = ("virtio_blk", "crc32c_generic", "ext4")
+WANTED_MODULES = NET_MODULES + DISK_MODULES
 
 _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"\xfd7zXZ\x00", "xz"),
