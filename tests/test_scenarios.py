@@ -88,7 +88,8 @@ def _edit_and_publish(repo: LabRepo, path: str, text: str, message: str) -> str:
 
 
 def test_happy_path(lab_image_dir: Path, lab_homebase: HomeBase, tmp_path: Path) -> None:
-    with node(lab_image_dir, tmp_path, [_nic(WEB_MAC, lab_homebase)]) as vm:
+    # at the memory floor the image must meet: 192 MB
+    with node(lab_image_dir, tmp_path, [_nic(WEB_MAC, lab_homebase)], memory=192) as vm:
         vm.wait_for(RUNNING.format(role="web"), BOOT_TIMEOUT)
         console = vm.console
         # every stage shows on the console with its timing
