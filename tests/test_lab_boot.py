@@ -7,10 +7,15 @@ number), which is the init's business: a banner and a retry after a backoff, or,
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from bootpull.mac import Mac
+from bootpull_lab.deploy import LabRepo
 from bootpull_lab.vm import Nic, UserNet, Vm
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
@@ -38,3 +43,26 @@ def test_init_rescue_shell_on_the_console(lab_image_dir: Path, tmp_path: Path) -
         vm.wait_for(r"rescue-42 52:54:00:12:34:56", 60)
         vm.send("exit\n")
         vm.wait_for(r"starting: bootpull node run \(attempt 2\)", 120)
+
+
+def test_demo_boots_the_web_node_and_prints_its_status(lab_template: LabRepo,
+                                                       lab_image_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """``bootpull lab demo`` end to end, reusing the session's repository and image."""
+    work = tmp_path / "lab"
+    work.mkdir()
+    shutil.copytree(lab_template.root, work / "repo", symlinks=True)
+    shutil.copytree(lab_template.keys, work / "repo-keys")
+    shutil.copyfile(lab_template.trust, work / "trust.json")
+    shutil.copytree(lab_image_dir, work / "image")
+    proc = subprocess.run([sys.executable, "-m", "bootpull", "lab", "demo", "--workdir",
+                           str(work), "--timeout", "240"], capture_output=True, text=True,
+                          timeout=420)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "node | [init" in out and "[finished] run web" in out  # the console, streamed
+    assert "/feeds/all.atom" in out and "/feeds/web.rss" in out and "status page:" in out
+    status = json.loads(out[out.index("node status (52-54-00-12-34-56):") :].split("\n", 1)[1]
+                        .rsplit("=" * 72, 1)[0])
+    assert status["role"] == "web" and status["status"] == "OK"
+    assert (work / "node-52-54-00-12-34-56.log").is_file()
