@@ -12,6 +12,6 @@ settings.register_profile(
 settings.load_profile("bootpull")
 
 # Fixture plugins for real servers (network namespaces + dnsmasq, git smart HTTP, ...).
-# Each engineer adds the module that holds their session-scoped fixtures here.
+# Each area adds the module that holds its session-scoped fixtures here.
 pytest_plugins: list[str] = ["gitserver", "homebase_fixtures", "signed_repo", "netfixtures",
                              "example_fixtures", "eventsink", "lab_fixtures"]
