@@ -352,6 +352,39 @@ def test_node_run_oneshot_command_and_status_json(
     assert (markers / "runs").read_text().split() == [info["version"]] * 2
 
 
+def test_node_run_oneshot_survives_a_damaged_git_cache(
+        served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
+    """A power loss while the object cache was written left its packs and indexes cut
+    short: the next boot discards them, says so, counts it, and fetches again."""
+    from bootpull.fetch import cache_problems
+
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    first = subprocess.run(node_cmd(node, "--oneshot"), capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr
+    cache = StateDir(node.state).cache
+    damaged = sorted((cache / "objects/pack").glob("pack-*.idx"))
+    assert damaged
+    for idx in damaged:  # every index cut short, every pack cut in half
+        with idx.open("r+b") as f:
+            f.truncate(idx.stat().st_size // 3)
+        pack = idx.with_suffix(".pack")
+        with pack.open("r+b") as f:
+            f.truncate(pack.stat().st_size // 2)
+    again = subprocess.run(node_cmd(node, "--oneshot"), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert "object cache is damaged" in again.stderr
+    assert cache_problems(cache) == []
+    info = node.status
+    assert info["commit"] == repo.git("rev-parse", "HEAD")
+    counters = info["counters"]
+    assert isinstance(counters, dict) and counters["fallbacks"] >= 1, counters
+    assert (markers / "runs").read_text().split() == [info["version"]] * 2
+
+
 @pytest.mark.slow
 def test_node_run_polls_picks_up_its_role_and_upgrades_without_a_reboot(
         served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
