@@ -352,6 +352,38 @@ def test_node_run_oneshot_command_and_status_json(
     assert (markers / "runs").read_text().split() == [info["version"]] * 2
 
 
+def test_node_run_judges_expiry_no_earlier_than_the_image_build_time(
+        served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
+    """The box's clock is behind (no RTC, a dead battery): the metadata looks fresh by
+    it, but the image (``bootpull.build_time=``, the file the image builder writes) was
+    built after the metadata expired, so the node refuses it as expired."""
+    from datetime import UTC, datetime, timedelta
+
+    from bootpull_image.build import build_time
+
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    stamp = tmp_path / "build-time"
+    cmd = tmp_path / "cmdline"
+    cmd.write_text(f"quiet bootpull.build_time={stamp}\n")
+    later = datetime.now(UTC) + timedelta(days=45)  # past every expiry of the repository
+    stamp.write_text(build_time(int(later.timestamp())) + "\n")
+    refused = subprocess.run(node_cmd(node, "--oneshot", "--cmdline", str(cmd)),
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 12, refused.stderr
+    assert "the signed metadata has expired" in refused.stderr, refused.stderr
+    judged = datetime.fromtimestamp(int(later.timestamp()), UTC).isoformat()
+    assert f"judged at {judged}" in refused.stderr  # the build time, not the clock
+    assert "Traceback" not in refused.stderr
+    assert not (markers / "runs").exists()  # nothing was installed or run
+    # the same node, with an image built before the metadata expired, takes it
+    stamp.write_text(build_time(int((datetime.now(UTC) - timedelta(days=1)).timestamp())))
+    taken = subprocess.run(node_cmd(node, "--oneshot", "--cmdline", str(cmd)),
+                           capture_output=True, text=True, timeout=300)
+    assert taken.returncode == 0, taken.stderr
+    assert (markers / "runs").exists()
+
+
 def test_node_run_oneshot_survives_a_damaged_git_cache(
         served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
     """A power loss while the object cache was written left its packs and indexes cut
@@ -492,6 +524,9 @@ def test_settings_from_the_command_line_and_the_kernel_command_line(tmp_path: Pa
     args.trust = None
     assert Settings.from_args(args).trust_file == DEFAULT_TRUST == Path(
         "/etc/bootpull/trust.json")
+    assert Settings.from_args(args).build_time_file == Path("/etc/bootpull/build-time")
+    cmdline.write_text("quiet bootpull.build_time=/tmp/bt\n")
+    assert Settings.from_args(args).build_time_file == Path("/tmp/bt")
 
 
 @pytest.mark.parametrize("argv", [["--mac", "not-a-mac"], ["--log", "loud"]])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 KNOWN_KEYS = frozenset({
     "repo", "interface", "log", "console", "mac", "rescue", "report", "trust", "state",
-    "dhcp_delay",
+    "dhcp_delay", "build_time",
 })
 
 

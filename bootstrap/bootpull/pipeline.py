@@ -57,6 +57,7 @@ from bootpull.mac import Mac, MacError
 from bootpull.report import ReportContext, Reporter, Spool, SyslogMirror
 from bootpull.state import Installed, NodeStatus, StateDir
 from bootpull.supervise import Identity, Policy, Supervisor, contract_env, role_env
+from bootpull.trust import BUILD_TIME_FILE
 
 if TYPE_CHECKING:
     from bootpull.bundle import Bundle
@@ -93,6 +94,9 @@ class Settings:
     #: (the repository is retried in the background)
     fetch_deadline_with_lkg: float = 30.0
     policy: Policy = field(default_factory=Policy)
+    #: the image's build time (RFC 3339 or epoch seconds), the floor of the clock that
+    #: metadata expiry is judged by; ``bootpull.build_time=PATH`` moves it (tests)
+    build_time_file: Path = BUILD_TIME_FILE
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -110,6 +114,7 @@ class Settings:
         poll = _seconds(params, "poll", DEFAULT_POLL)
         heartbeat = _seconds(params, "heartbeat", DEFAULT_HEARTBEAT)
         trust = args.trust or cmdline.last(params, "trust")
+        build_time_file = cmdline.last(params, "build_time")
         return cls(
             state_dir=Path(args.state_dir),
             repo_url=args.repo,
@@ -123,6 +128,7 @@ class Settings:
             report_url=cmdline.last(params, "report"),
             poll_interval=max(0.1, poll),
             heartbeat_interval=max(0.1, heartbeat),
+            build_time_file=Path(build_time_file) if build_time_file else BUILD_TIME_FILE,
         )
 
 
@@ -355,6 +361,7 @@ class Node:
     def _pull(self) -> PullResult:
         from bootpull.fetch import FetchLimits, GitRemote
         from bootpull.pull import pull
+        from bootpull.trust import image_build_time
 
         assert self.identity is not None
         try:
@@ -375,7 +382,8 @@ class Node:
         try:
             return pull(remote, self.identity.mac, trust_root=trust,
                         state_dir=self.state.root, console=self.console,
-                        counters=self.counters)
+                        counters=self.counters,
+                        build_time=image_build_time(self.settings.build_time_file))
         finally:
             remote.close()
 

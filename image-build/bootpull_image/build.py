@@ -31,6 +31,7 @@ from bootpull.errors import BootpullError
 from bootpull_image import cpio, debs, iso, kernel, trim
 from bootpull_image.settings import (
     BASE_PACKAGES,
+    BUILD_TIME_PATH,
     IMAGE_CONF_PATH,
     SITE_PACKAGES,
     TRUST_PATH,
@@ -235,6 +236,13 @@ def link_libraries(ctx: Context) -> None:
         "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
 
 
+def build_time(epoch: int) -> str:
+    """``SOURCE_DATE_EPOCH`` as RFC 3339 UTC: what /etc/bootpull/build-time holds."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def configure(ctx: Context) -> None:
     """Write the init, the image settings, the trust anchors and the few /etc files."""
     root = ctx.root
@@ -259,6 +267,7 @@ def configure(ctx: Context) -> None:
         "TRUST": "/" + TRUST_PATH,
     }
     (root / IMAGE_CONF_PATH).write_text("".join(f"{k}={v}\n" for k, v in conf.items()))
+    (root / BUILD_TIME_PATH).write_text(build_time(ctx.settings.source_date_epoch) + "\n")
     if ctx.settings.trust is not None:
         data = ctx.settings.trust.read_bytes()
         try:
@@ -398,6 +407,8 @@ def write_manifest(ctx: Context) -> None:
                      "python": ctx.python_packages},
         "trust": ({"path": "/" + TRUST_PATH, "sha256": _sha256(trust.read_bytes())}
                   if trust.exists() else None),
+        "build_time": {"path": "/" + BUILD_TIME_PATH,
+                       "time": build_time(ctx.settings.source_date_epoch)},
         "components": dict(sorted(summary.items())),
         "files": files,
         "removed": {"bytes": ctx.removed_bytes,

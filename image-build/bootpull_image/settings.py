@@ -36,13 +36,43 @@ def default_cache() -> Path:
     return Path(__file__).resolve().parents[2] / "cache"
 
 
-def default_epoch() -> int:
-    """``SOURCE_DATE_EPOCH`` if set, else 0: every timestamp in the image."""
-    text = os.environ.get("SOURCE_DATE_EPOCH", "0")
+CHECKOUT = Path(__file__).resolve().parents[2]
+#: the image's build time (RFC 3339 UTC), the floor of the node's clock for expiry
+BUILD_TIME_PATH = "etc/bootpull/build-time"
+
+
+def default_epoch(env: dict[str, str] | None = None, checkout: Path = CHECKOUT,
+                  sources: Path | None = None) -> int:
+    """Every timestamp in the image, and its build time: ``SOURCE_DATE_EPOCH`` if set;
+    else the committer time of the checkout's HEAD (``git log -1 --format=%ct``); else
+    (not a git checkout, or no git) the newest mtime of the node sources
+    (``bootstrap/bootpull``). The same sources give the same image, and the build time
+    is never 1970 (it is the nodes' clock floor)."""
+    import subprocess
+
+    text = (os.environ if env is None else env).get("SOURCE_DATE_EPOCH", "").strip()
+    if text:
+        try:
+            return int(text)
+        except ValueError:
+            pass
     try:
-        return int(text)
-    except ValueError:
-        return 0
+        proc = subprocess.run(["git", "-C", str(checkout), "log", "-1", "--format=%ct"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        if proc.returncode == 0 and proc.stdout.strip().isdigit():
+            return int(proc.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    where = sources if sources is not None else checkout / "bootstrap" / "bootpull"
+    newest = 0.0
+    for path in where.rglob("*"):
+        if "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        try:
+            newest = max(newest, path.stat().st_mtime)
+        except OSError:
+            continue
+    return int(newest)
 
 
 @dataclass(frozen=True)
