@@ -151,6 +151,15 @@ def test_module_name() -> None:
     ("usr/lib/python3/dist-packages/tuf-7.0.1.dist-info/RECORD", True),
     ("usr/lib/python3/dist-packages/requests/README.md", True),
     ("usr/share/doc/libc6/copyright", True),
+    ("usr/lib/python3.11/unittest/mock.py", True),
+    ("usr/lib/python3.11/xml/dom/minidom.py", True),
+    ("usr/lib/python3.11/xml/etree/ElementTree.py", False),
+    ("usr/lib/python3/dist-packages/cffi/api.py", True),
+    ("usr/lib/python3/dist-packages/_cffi_backend.cpython-311-x86_64-linux-gnu.so", False),
+    ("usr/lib/python3/dist-packages/cffi-2.1.1.dist-info/METADATA", False),
+    ("usr/lib/python3/dist-packages/dulwich/_diff_tree.cpython-311-x86_64-linux-gnu.so",
+     True),
+    ("usr/lib/python3/dist-packages/dulwich/_pack.cpython-311-x86_64-linux-gnu.so", False),
 ])
 def test_trim_rules(path: str, dropped: bool) -> None:
     reason = trim.reason_to_drop(path)

@@ -33,6 +33,43 @@ STDLIB_UNUSED: dict[str, str] = {
     "msilib": "Windows installer files",
     "__phello__": "frozen-module demo",
     "config-3.11-x86_64-linux-gnu": "C build configuration for extension builds",
+    "unittest": "test framework (the node runs no tests)",
+    "doctest.py": "test framework",
+    "pdb.py": "interactive debugger (no one at the console to drive it)",
+    "bdb.py": "debugger framework (used by pdb only)",
+    "cProfile.py": "profilers",
+    "profile.py": "profilers",
+    "pstats.py": "profilers",
+    "pickletools.py": "pickle disassembler",
+    "_pyio.py": "pure-Python io (the C io module is built in)",
+    "imaplib.py": "mail and news protocols the node never speaks",
+    "poplib.py": "mail and news protocols the node never speaks",
+    "smtplib.py": "mail and news protocols the node never speaks",
+    "smtpd.py": "mail and news protocols the node never speaks",
+    "nntplib.py": "mail and news protocols the node never speaks",
+    "ftplib.py": "FTP and telnet (the node speaks HTTP(S) only)",
+    "telnetlib.py": "FTP and telnet (the node speaks HTTP(S) only)",
+    "aifc.py": "audio file formats",
+    "sunau.py": "audio file formats",
+    "wave.py": "audio file formats",
+    "sndhdr.py": "audio file formats",
+    "imghdr.py": "image file formats",
+    "mailcap.py": "desktop MIME handlers",
+    "cgitb.py": "CGI tracebacks (no CGI)",
+    "xdrlib.py": "Sun XDR encoding",
+    "tabnanny.py": "developer tools (source checkers, module finders, zipapp builder)",
+    "pyclbr.py": "developer tools (source checkers, module finders, zipapp builder)",
+    "modulefinder.py": "developer tools (source checkers, module finders, zipapp builder)",
+    "zipapp.py": "developer tools (source checkers, module finders, zipapp builder)",
+    "xml/dom*": "XML DOM and SAX (the node reads JSON, TOML and git objects; no XML)",
+    "xml/sax*": "XML DOM and SAX (the node reads JSON, TOML and git objects; no XML)",
+    "asyncio/windows_*": "Windows support",
+    "asyncio/proactor_events.py": "Windows support (the proactor event loop)",
+    "webbrowser.py": "no browser on the node",
+    "asyncore.py": "deprecated socket frameworks (asyncio stays)",
+    "asynchat.py": "deprecated socket frameworks (asyncio stays)",
+    "cmd.py": "interactive command interpreters (used by pdb only)",
+    "lib-dynload/_lsprof*": "profilers",
     "lib-dynload/_test*": "C test modules",
     "lib-dynload/_xx*": "C test modules",
     "lib-dynload/xxlimited*": "C test modules",
@@ -70,6 +107,22 @@ SCAPY_LAYERS_DROPPED = (
     "gssapi", "netflow", "x509", "bluetooth", "bluetooth4LE", "dot11", "dot15d4", "zigbee",
     "sixlowpan", "lorawan", "http", "radius", "ipsec", "isakmp", "msnrpc", "mspac",
 )
+#: scapy layers that ``scapy.layers.dhcp`` and the node's other imports never load:
+#: protocols the node never speaks, and DNS/LLMNR (the node resolves with dnspython)
+SCAPY_LAYERS_UNLOADED = (
+    "can", "clns", "dhcp6", "dns", "eap", "gprs", "hsrp", "igmp", "ir", "l2tp", "llmnr",
+    "lltd", "mgcp", "mobileip", "ms_nrtp", "netbios", "ntp", "pflog", "ppi", "ppp", "pptp",
+    "quic", "rip", "rtp", "sctp", "skinny", "snmp", "ssh", "tftp", "tpm", "tuntap", "usb",
+    "vrrp", "vxlan",
+)
+SCAPY_UNLOADED_REASON = ("scapy layers the node never loads (it imports scapy.layers.dhcp "
+                         "and what that pulls in, and resolves names with dnspython)")
+#: dulwich modules for git features the node's fetch (dulwich.client, repo, objects)
+#: never reaches: history rewriting, mail patches, stashes, notes, signatures, bitmaps
+DULWICH_UNUSED = (
+    "rebase", "am", "mbox", "range_diff", "rerere", "filter_branch", "fastexport", "stash",
+    "notes", "diffstat", "annotate", "mailmap", "bitmap", "gc", "maintenance", "signature",
+)
 SCAPY_LAYERS_REASON = ("scapy layers for protocols the node never speaks (SMB, Kerberos, "
                        "LDAP, NTLM, DCE/RPC, 802.11, Bluetooth, HTTP, NetFlow, ...)")
 
@@ -98,6 +151,18 @@ SITE_UNUSED: dict[str, str] = {
     "scapy/layers/windows": "Windows protocol layers",
     "scapy/layers/windows/*": "Windows protocol layers",
     **{f"scapy/layers/{name}.py": SCAPY_LAYERS_REASON for name in SCAPY_LAYERS_DROPPED},
+    **{f"scapy/layers/{name}.py": SCAPY_UNLOADED_REASON for name in SCAPY_LAYERS_UNLOADED},
+    "scapy/cbor": "scapy's CBOR codec (no layer the node loads uses it)",
+    "scapy/cbor/*": "scapy's CBOR codec (no layer the node loads uses it)",
+    "scapy/cborpacket.py": "scapy's CBOR codec (no layer the node loads uses it)",
+    "scapy/arch/libpcap.py": "libpcap, WinPcap and Solaris support (the node uses Linux "
+    "packet sockets)",
+    "scapy/libs/winpcapy.py": "libpcap, WinPcap and Solaris support",
+    "scapy/arch/solaris.py": "libpcap, WinPcap and Solaris support",
+    "scapy/modules/voip.py": "scapy's VoIP tools",
+    **{f"dulwich/{name}.py": "dulwich features the node's fetch never reaches (history "
+       "rewriting, mail patches, stashes, notes, signatures, bitmaps, gc)"
+       for name in DULWICH_UNUSED},
     "*/test_data/*": "test data",
     "*/test_data": "test data",
     "scapy/arch/windows/*": "Windows support",
@@ -106,6 +171,47 @@ SITE_UNUSED: dict[str, str] = {
     "dulwich/cli.py": "dulwich's command-line tool",
     "pycparser/*": "cffi's C parser, needed only to build cffi modules, never at run time",
     "pycparser": "cffi's C parser, needed only at build time",
+    "cffi/*": "cffi's Python side builds FFI modules; at run time cryptography needs "
+    "only the _cffi_backend extension, which stays",
+    "cffi": "cffi's Python side, needed only to build FFI modules",
+    "scapy/modules/ticketer.py": "scapy's Kerberos/LDAP/fingerprinting tools (their "
+    "layers are dropped too)",
+    "scapy/modules/ldaphero.py": "scapy's Kerberos/LDAP/fingerprinting tools",
+    "scapy/modules/p0f.py": "scapy's Kerberos/LDAP/fingerprinting tools",
+    "scapy/modules/p0fv2.py": "scapy's Kerberos/LDAP/fingerprinting tools",
+    "scapy/modules/nmap.py": "scapy's Kerberos/LDAP/fingerprinting tools",
+    "scapy/libs/rfc3961.py": "Kerberos cryptography (the Kerberos layers are dropped)",
+    "dulwich/_diff_tree.*.so": "dulwich's C accelerator for tree diffs (the node never "
+    "diffs trees; dulwich falls back to its Python code)",
+    "dulwich/web.py": "dulwich's git servers (the node is a client only)",
+    "dulwich/lfs_server.py": "dulwich's git servers (the node is a client only)",
+    "dulwich/aiohttp/*": "dulwich's git servers (the node is a client only)",
+    "dulwich/aiohttp": "dulwich's git servers (the node is a client only)",
+    "dulwich/cloud/*": "dulwich's cloud object stores",
+    "dulwich/cloud": "dulwich's cloud object stores",
+    "serial/tools/miniterm.py": "pyserial's terminal program",
+    "charset_normalizer/*.so": "charset_normalizer's compiled copies of md.py and cd.py "
+    "(the same code ships as bytecode and runs when the extensions are absent)",
+    "dns/dnssecalgs": "dnspython's DNSSEC, zones and async resolver (the node sends "
+    "plain queries with dns.resolver)",
+    "dns/dnssecalgs/*": "dnspython's DNSSEC, zones and async resolver",
+    **{f"dns/{name}.py": "dnspython's DNSSEC, zones and async resolver"
+       for name in ("dnssec", "zone", "zonefile", "btree", "btreezone", "versioned",
+                    "asyncresolver", "_asyncio_backend", "_trio_backend", "win32util")},
+    "urllib3/contrib/emscripten": "urllib3's browser (Emscripten), pyOpenSSL and SOCKS "
+    "back ends",
+    "urllib3/contrib/emscripten/*": "urllib3's browser (Emscripten), pyOpenSSL and SOCKS "
+    "back ends",
+    "urllib3/contrib/pyopenssl.py": "urllib3's browser (Emscripten), pyOpenSSL and SOCKS "
+    "back ends",
+    "urllib3/contrib/socks.py": "urllib3's browser (Emscripten), pyOpenSSL and SOCKS "
+    "back ends",
+    "serial/serialwin32.py": "pyserial's Windows, Java and .NET back ends",
+    "serial/win32.py": "pyserial's Windows, Java and .NET back ends",
+    "serial/serialjava.py": "pyserial's Windows, Java and .NET back ends",
+    "serial/serialcli.py": "pyserial's Windows, Java and .NET back ends",
+    "serial/tools/list_ports_windows.py": "pyserial's Windows, Java and .NET back ends",
+    "serial/tools/list_ports_osx.py": "pyserial's macOS port lister",
 }
 
 #: per-file: docs and licence texts go; the manifest keeps each package's version
