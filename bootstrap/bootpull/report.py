@@ -44,7 +44,7 @@ from bootpull.mac import Mac
 from bootpull.state import fsync_dir, read_json, write_atomic
 
 if TYPE_CHECKING:
-    import requests
+    import urllib3
 
 SYSLOG_PORT = 514
 SYSLOG_FACILITY = 3  # daemon
@@ -205,7 +205,7 @@ class Reporter:
     timeout: float = 10.0
     backoff: Backoff = field(default_factory=lambda: Backoff(base=2.0, cap=300.0))
     clock: Callable[[], float] = time.monotonic
-    session: requests.Session | None = None
+    pool: urllib3.PoolManager | None = None
     _attempt: int = 0
     _next_try: float = 0.0
 
@@ -276,17 +276,21 @@ class Reporter:
         self.spool.reject(paths)
 
     def _post(self, events: list[dict[str, Any]]) -> tuple[str, float | None]:
-        import requests
+        # urllib3, not requests: tuf and dulwich load urllib3 anyway, and requests'
+        # extra imports (charset_normalizer, idna, cookies) cost over a second at boot
+        import urllib3
 
-        if self.session is None:
-            self.session = requests.Session()
+        if self.pool is None:
+            self.pool = urllib3.PoolManager(retries=False)  # retries are ours, counted
         assert self.url is not None
         try:
-            resp = self.session.post(self.url, json=events, timeout=self.timeout,
-                                     allow_redirects=False)
-        except requests.RequestException as exc:
+            resp = self.pool.request(
+                "POST", self.url, body=json.dumps(events).encode(),
+                headers={"Content-Type": "application/json"}, redirect=False,
+                timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             return f"{type(exc).__name__}", None
-        if 200 <= resp.status_code < 300:
+        if 200 <= resp.status < 300:
             return "ok", None
         retry_after: float | None = None
         header = resp.headers.get("Retry-After")
@@ -300,11 +304,11 @@ class Reporter:
                     when = parsedate_to_datetime(header)
                     retry_after = min(3600.0, max(
                         0.0, (when - datetime.now(UTC)).total_seconds()))
-        if resp.status_code in REFUSED:
+        if resp.status in REFUSED:
             return "rejected", None
-        return f"HTTP {resp.status_code}", retry_after
+        return f"HTTP {resp.status}", retry_after
 
     def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
-            self.session = None
+        if self.pool is not None:
+            self.pool.clear()
+            self.pool = None

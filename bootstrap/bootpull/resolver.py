@@ -3,12 +3,12 @@
 Discovery can hand the node a URL with a host name in it (a DNS SRV target, the
 well-known ``bootpull.<domain>``, or a name in option 43 or on the command line), but
 it does not write ``/etc/resolv.conf``: inside the image there is no system resolver
-configuration at all, so ``http.client`` and ``requests`` could not resolve that name.
+configuration at all, so ``http.client`` and urllib3 could not resolve that name.
 
 When ``node run`` configured an interface from a lease, it installs a
 :class:`LeaseResolver` for the rest of the run (:func:`lease_names`): a small hook in
 front of :func:`socket.getaddrinfo`, the one call every HTTP client of the node (fetch's
-``http.client``, report's ``requests``/urllib3) goes through. For a host name it asks
+``http.client``, report's urllib3) goes through. For a host name it asks
 the lease's DNS servers (option 6) for A records with dnspython, answers cached for
 their TTL; IP literals and ``localhost`` go straight to the system call. A name the
 lease's DNS servers do not know (NXDOMAIN, no A record) falls back to the system

@@ -190,8 +190,6 @@ SITE_UNUSED: dict[str, str] = {
     "dulwich/cloud/*": "dulwich's cloud object stores",
     "dulwich/cloud": "dulwich's cloud object stores",
     "serial/tools/miniterm.py": "pyserial's terminal program",
-    "charset_normalizer/*.so": "charset_normalizer's compiled copies of md.py and cd.py "
-    "(the same code ships as bytecode and runs when the extensions are absent)",
     "dns/dnssecalgs": "dnspython's DNSSEC, zones and async resolver (the node sends "
     "plain queries with dns.resolver)",
     "dns/dnssecalgs/*": "dnspython's DNSSEC, zones and async resolver",
