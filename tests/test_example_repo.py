@@ -32,7 +32,8 @@ from bootpull_repo.example import DEMO_MAC, ROLES, SENSOR_MAC, example_dir
 from signed_repo import SignedRepo
 
 BUSYBOX_APPLETS = ("sh", "date", "sleep", "awk", "wc", "mkdir", "mv", "tail", "cat", "grep",
-                   "env", "sort", "kill")
+                   "env", "sort", "kill", "wget",
+                   "timeout")
 
 
 def role_spec(role: str) -> dict[str, object]:
