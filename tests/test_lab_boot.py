@@ -45,6 +45,34 @@ def test_init_rescue_shell_on_the_console(lab_image_dir: Path, tmp_path: Path) -
         vm.wait_for(r"starting: bootpull node run \(attempt 2\)", 120)
 
 
+def test_a_damaged_squashfs_is_a_broken_image_banner_and_a_shell(lab_image_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """The compiled code's squashfs cut short: the init says the image is broken (not a
+    node failure to retry), and the console still has a shell."""
+    from bootpull_image import cpio
+
+    raw = subprocess.run(["lz4", "-dc", str(lab_image_dir / "initrd.img")], check=True,
+                         capture_output=True).stdout
+    entries = []
+    for entry in cpio.decode(raw):
+        if entry.path == "lib/bootpull/binaries.sqfs":
+            entry = cpio.Entry(entry.path, entry.mode, entry.data[:4096])
+        entries.append(entry)
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "vmlinux").symlink_to(lab_image_dir / "vmlinux")
+    (image / "initrd.cpio").write_bytes(cpio.encode(entries, 1700000000))
+    subprocess.run(["lz4", "-l", "-1", "-q", str(image / "initrd.cpio"),
+                    str(image / "initrd.img")], check=True)
+    with Vm(image, [Nic(MAC, UserNet())], log=tmp_path / "node.log") as vm:
+        vm.wait_for(r"BOOTPULL: THE IMAGE IS BROKEN", BOOT)
+        vm.wait_for(r"what: /lib/bootpull/binaries.sqfs would not mount", 30)
+        vm.wait_for(r"do:   rebuild the image", 30)
+        vm.send("echo shell-$((6 * 7))\n")
+        vm.wait_for(r"shell-42", 60)
+        assert "starting: bootpull node run" not in vm.console
+
+
 def test_demo_boots_the_web_node_and_prints_its_status(lab_template: LabRepo,
                                                        lab_image_dir: Path,
                                                        tmp_path: Path) -> None:

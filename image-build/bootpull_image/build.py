@@ -41,8 +41,17 @@ from bootpull_image.settings import (
 
 HERE = Path(__file__).resolve().parent
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
+#: kernel modules in the initramfs (the ones that mount the squashfs) and the rest
+EARLY_MODULES = "lib/modules"
+USR_MODULES = "usr/lib/modules"
+#: the squashfs of the image's compiled code, where the init mounts it, and how it is
+#: compressed (128 KiB blocks: a page fault decompresses at most one block)
+BINARIES_IMAGE = "lib/bootpull/binaries.sqfs"
+BINARIES_DIR = "lib/bootpull/binaries"
+SQUASHFS_OPTIONS = ("-comp", "zstd", "-Xcompression-level", "19", "-b", "128K")
 LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 PYTHON = "usr/bin/python3.11"
+STDLIB_DYNLOAD = "usr/lib/python3.11/lib-dynload/"
 
 #: what the build imports inside the image's own Python to prove nothing needed was
 #: trimmed: the node agent and the parts of each dependency the node uses
@@ -57,7 +66,7 @@ SMOKE_IMPORTS = (
     "dns.resolver", "dns.rdtypes.IN.SRV", "dns.rdtypes.ANY.TXT",
     "dulwich.client", "dulwich.repo", "dulwich.porcelain", "dulwich.object_store",
     "tuf.ngclient", "securesystemslib.signer", "cryptography.hazmat.primitives.asymmetric.ed25519",
-    "requests", "urllib3", "serial",
+    "urllib3", "certifi", "serial",
 )
 
 
@@ -109,16 +118,24 @@ def install_kernel(ctx: Context) -> None:
     for name, path in files.items():
         info = kernel.modinfo(path.read_bytes())
         depends[name] = [d.replace("-", "_") for d in info.get("depends", "").split(",") if d]
-    net = kernel.module_order(kernel.NET_MODULES, depends)
-    disk = [m for m in kernel.module_order(kernel.DISK_MODULES, depends) if m not in net]
-    ctx.modules = net + disk
-    dest = ctx.root / "lib" / "modules"
-    dest.mkdir(parents=True)
+    first = kernel.module_order(kernel.EARLY_MODULES, depends)
+    net = [m for m in kernel.module_order(kernel.NET_MODULES, depends) if m not in first]
+    disk = [m for m in kernel.module_order(kernel.DISK_MODULES, depends)
+            if m not in first and m not in net]
+    ctx.modules = first + net + disk
+    # loop and squashfs stay in /lib/modules: they mount the squashfs of compiled code
+    # that the other modules end up in (see pack_binaries)
+    early = ctx.root / EARLY_MODULES
+    later = ctx.root / USR_MODULES
+    early.mkdir(parents=True)
+    later.mkdir(parents=True)
     for name in ctx.modules:
-        shutil.copyfile(files[name], dest / f"{name}.ko")
-    # "<group> <module>" in load order: the init loads "disk" only for a state disk
-    (dest / "load.list").write_text("".join(f"net {name}\n" for name in net) +
-                                    "".join(f"disk {name}\n" for name in disk))
+        shutil.copyfile(files[name], (early if name in first else later) / f"{name}.ko")
+    # "<group> <module>" in load order: the init loads "early" first, then "net", and
+    # "disk" only for a state disk
+    (early / "load.list").write_text("".join(f"early {name}\n" for name in first) +
+                                     "".join(f"net {name}\n" for name in net) +
+                                     "".join(f"disk {name}\n" for name in disk))
 
 
 def install_busybox(ctx: Context) -> None:
@@ -127,6 +144,14 @@ def install_busybox(ctx: Context) -> None:
     shutil.copyfile(ctx.work / "unpacked" / "bin" / "busybox", ctx.root / "bin" / "busybox")
     (ctx.root / "bin" / "busybox").chmod(0o755)
     (ctx.root / "bin" / "sh").symlink_to("busybox")
+    # every applet as a link in /bin, made here rather than by 'busybox --install' at
+    # boot: /usr is a read-only squashfs, and the links cost nothing in the image
+    applets = _run([str(ctx.root / "bin" / "busybox"), "--list"],
+                   what="listing busybox's applets").stdout.split()
+    for applet in sorted(set(applets)):
+        link = ctx.root / "bin" / applet
+        if "/" not in applet and not link.exists() and not link.is_symlink():
+            link.symlink_to("busybox")
 
 
 def install_python(ctx: Context) -> None:
@@ -165,7 +190,10 @@ def install_node(ctx: Context) -> None:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     ctx.python_packages["bootpull"] = __version__
     wrapper = ctx.root / "usr" / "bin" / "bootpull"
-    wrapper.write_text("#!/bin/sh\nexec /usr/bin/python3.11 -m bootpull \"$@\"\n")
+    # a Python script, not 'sh -c python3 -m bootpull': no shell, and no runpy (whose
+    # imports cost a quarter of a second at boot under TCG)
+    wrapper.write_text("#!/usr/bin/python3.11\n\"\"\"bootpull's command line.\"\"\"\nimport sys\n\n"
+                       "from bootpull.cli import main\n\nsys.exit(main())\n")
     wrapper.chmod(0o755)
 
 
@@ -201,6 +229,13 @@ def trim_tree(ctx: Context) -> None:
                 path.unlink()
 
 
+def _needed(elf: Path) -> list[str]:
+    """The library names an ELF file lists as DT_NEEDED."""
+    out = _run(["readelf", "-dW", str(elf)], what=f"reading {elf.name}'s dependencies").stdout
+    return [line.rsplit("[", 1)[-1].rstrip("]") for line in out.splitlines()
+            if "(NEEDED)" in line]
+
+
 def link_libraries(ctx: Context) -> None:
     """Copy exactly the shared libraries the ELF files in the image need (DT_NEEDED)."""
     src = ctx.work / "unpacked"
@@ -212,11 +247,7 @@ def link_libraries(ctx: Context) -> None:
     seen: set[str] = set()
     while wanted:
         elf = wanted.pop()
-        out = _run(["readelf", "-dW", str(elf)], what=f"reading {elf.name}'s dependencies").stdout
-        for line in out.splitlines():
-            if "(NEEDED)" not in line:
-                continue
-            name = line.rsplit("[", 1)[-1].rstrip("]")
+        for name in _needed(elf):
             if name in seen or name not in available:
                 continue  # wheels bundle their own libraries next to them (RPATH)
             seen.add(name)
@@ -344,6 +375,53 @@ def strip_binaries(ctx: Context) -> None:
             ctx.removed_bytes += before - so.stat().st_size
 
 
+def _is_elf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def pack_binaries(ctx: Context) -> None:
+    """Move compiled code Python does not start with into a squashfs, leaving links."""
+    # The split follows how each file is read, and how often. What every Python start
+    # runs (the interpreter, its loader and libraries, the standard extension modules)
+    # and the several hundred small .pyc files Python reads whole stay in the lz4
+    # initramfs, which the kernel unpacks fastest. The other compiled code (the
+    # dependencies' extensions, OpenSSL, the kernel modules: over half of the image)
+    # is mapped, often only in part, or not used on a given machine: in a squashfs only
+    # the blocks touched are decompressed, and zstd packs them a third smaller.
+    root = ctx.root
+    tree = ctx.work / "binaries"
+    startup = {PYTHON, LOADER, *(f"{d}/{name}" for name in _needed(root / PYTHON)
+                                 for d in LIB_DIRS if (root / d / name).exists())}
+    moved = 0
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if (path.is_symlink() or not path.is_file() or rel in startup
+                or rel.startswith(("bin/", "init", EARLY_MODULES + "/", STDLIB_DYNLOAD))
+                or not _is_elf(path)):
+            continue
+        dest = tree / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(dest)
+        path.symlink_to(f"/{BINARIES_DIR}/{rel}")
+        moved += 1
+    if not moved:
+        return
+    if shutil.which("mksquashfs") is None:
+        raise BuildError("mksquashfs is not installed",
+                         why="the image keeps its compiled code in a squashfs",
+                         hint="apt install squashfs-tools")
+    (root / BINARIES_DIR).mkdir(parents=True)  # the mount point
+    epoch = str(ctx.settings.source_date_epoch)
+    # -all-root and the fixed times make it depend on the tree alone (mksquashfs refuses
+    # SOURCE_DATE_EPOCH beside -mkfs-time); it sorts directories itself and keeps its
+    # output order with several threads
+    _run(["mksquashfs", str(tree), str(root / BINARIES_IMAGE), "-noappend", "-quiet",
+          "-no-progress", "-all-root", "-no-xattrs", "-mkfs-time", epoch, "-all-time", epoch,
+          *SQUASHFS_OPTIONS], what="packing the compiled code as a squashfs",
+         env={k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"})
+
+
 def write_initramfs(ctx: Context) -> None:
     """Pack the tree as a sorted newc cpio and compress it with lz4 (legacy format)."""
     archive = cpio.encode(cpio.walk(ctx.root), ctx.settings.source_date_epoch)
@@ -361,7 +439,7 @@ def _component(rel: str) -> str:
         return f"python:{top}"
     if rel.startswith("usr/lib/python3.11/"):
         return "python:stdlib"
-    if rel.startswith("lib/modules/"):
+    if rel.startswith((EARLY_MODULES + "/", USR_MODULES + "/")):
         return "kernel-modules"
     if rel.startswith(LIB_DIRS):
         return "shared-libraries"
@@ -383,7 +461,12 @@ def write_manifest(ctx: Context) -> None:
             outputs[name] = {"size": len(data), "sha256": _sha256(data)}
     files: dict[str, dict[str, Any]] = {}
     summary: dict[str, dict[str, int]] = {}
-    for entry in cpio.walk(ctx.root):
+    packed = ctx.work / "binaries"
+    entries = list(cpio.walk(ctx.root))
+    if packed.is_dir():  # what the squashfs holds, listed where the node sees it
+        entries += [cpio.Entry(f"{BINARIES_DIR}/{e.path}", e.mode, e.data)
+                    for e in cpio.walk(packed)]
+    for entry in sorted(entries, key=lambda e: e.path):
         if not stat.S_ISREG(entry.mode) and not stat.S_ISLNK(entry.mode):
             continue
         record: dict[str, Any] = {"size": len(entry.data), "sha256": _sha256(entry.data),
@@ -391,9 +474,15 @@ def write_manifest(ctx: Context) -> None:
         if stat.S_ISLNK(entry.mode):
             record = {"link": entry.data.decode()}
         files[entry.path] = record
-        part = summary.setdefault(_component(entry.path), {"files": 0, "size": 0})
+        if entry.path == BINARIES_IMAGE:
+            record["holds"] = BINARIES_DIR + "/"  # its files are listed under that path
+            continue
+        if "size" not in record:
+            continue  # a link: the file it names is counted where it is
+        part = summary.setdefault(_component(entry.path.removeprefix(BINARIES_DIR + "/")),
+                                  {"files": 0, "size": 0})
         part["files"] += 1
-        part["size"] += len(entry.data) if "size" in record else 0
+        part["size"] += len(entry.data)
     trust = ctx.root / TRUST_PATH
     manifest = {
         "format": 1,
@@ -410,6 +499,8 @@ def write_manifest(ctx: Context) -> None:
         "build_time": {"path": "/" + BUILD_TIME_PATH,
                        "time": build_time(ctx.settings.source_date_epoch)},
         "components": dict(sorted(summary.items())),
+        "binaries": {"path": "/" + BINARIES_IMAGE, "mounted_at": "/" + BINARIES_DIR,
+                     "filesystem": "squashfs", "options": list(SQUASHFS_OPTIONS)},
         "files": files,
         "removed": {"bytes": ctx.removed_bytes,
                     "by_reason": {reason: sorted(paths)
@@ -440,6 +531,7 @@ STEPS: tuple[Callable[[Context], None], ...] = (
     compile_bytecode,
     drop_sources,
     smoke_test,
+    pack_binaries,
     write_initramfs,
     make_iso,
     write_manifest,

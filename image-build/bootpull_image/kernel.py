@@ -30,11 +30,14 @@ class KernelError(BootpullError):
 # unix sockets, the 8250 serial port, devtmpfs and ramfs are built in):
 # The NIC modules, always loaded: virtio_pci (the transport) + virtio_net for the lab's
 # NICs, e1000/e1000e for QEMU's default NIC model and many real boards' Intel NICs.
+# The image's compiled code (other modules included) is a squashfs inside the
+# initramfs: the loop device and squashfs come first, from the initramfs itself.
+EARLY_MODULES = ("loop", "squashfs")
 NET_MODULES = ("virtio_pci", "virtio_net", "e1000", "e1000e")
 # The state disk's modules, loaded only with bootpull.state=: virtio_blk + ext4 (+ the
 # crc32c it asks the crypto API for at mount time).
 DISK_MODULES = ("virtio_blk", "crc32c_generic", "ext4")
-WANTED_MODULES = NET_MODULES + DISK_MODULES
+WANTED_MODULES = EARLY_MODULES + NET_MODULES + DISK_MODULES
 
 _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"\xfd7zXZ\x00", "xz"),
