@@ -218,6 +218,15 @@ def test_build_outputs(lab_image_dir: Path, initramfs: dict[str, cpio.Entry]) ->
     assert initramfs["lib/bootpull/binaries.sqfs"].data[:4] == b"hsqs"
     # precompiled: the stdlib and the dependencies as bytecode, bootpull with its sources
     assert "usr/lib/python3.11/json/decoder.pyc" in initramfs
+    # compiled without column tables (-X no_debug_ranges): line numbers only
+    import marshal
+
+    code = marshal.loads(initramfs["usr/lib/python3.11/json/decoder.pyc"].data[16:])
+    positions = [p for c in [code, *(k for k in code.co_consts if hasattr(k, "co_positions"))]
+                 for p in c.co_positions()]
+    assert any(line for line, *_ in positions)
+    assert all(col is None for _l, _e, col, _ec in positions)
+    assert b"Emptied" in initramfs["usr/lib/python3/dist-packages/scapy/libs/bluetoothids.pyc"].data
     assert "usr/lib/python3.11/json/decoder.py" not in initramfs
     assert "usr/lib/python3/dist-packages/bootpull/pipeline.py" in initramfs
     assert not any(p.startswith("usr/lib/python3.11/test/") for p in initramfs)
