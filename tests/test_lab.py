@@ -92,6 +92,15 @@ def test_qemu_command_line_user_net(tmp_path: Path) -> None:
     assert "rootfstype=ramfs" in append and "bootpull.state=/dev/vda" in append
     assert "bootpull.poll=5" in append and "bootpull.console=ttyS0,115200" in append
     assert f"file={tmp_path / 'disk.img'},if=virtio,format=raw" in text
+    # TCG: every feature it emulates, and no mitigations against speculation it lacks
+    assert argv[argv.index("-cpu") + 1] == "max" and "mitigations=off" in append.split()
+
+
+def test_qemu_command_line_kvm_keeps_the_kernel_defaults(tmp_path: Path) -> None:
+    vm = Vm(_image(tmp_path), [Nic(MAC)], log=tmp_path / "log", accelerator="kvm")
+    argv = vm.argv(tmp_path / "qmp.sock")
+    assert argv[argv.index("-cpu") + 1] == "host"
+    assert "mitigations=off" not in argv[argv.index("-append") + 1]
 
 
 def test_qemu_command_line_tap_and_bzimage(tmp_path: Path) -> None:

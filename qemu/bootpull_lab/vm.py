@@ -6,7 +6,7 @@
         vm.reboot()
 
 - The kernel boots through PVH (``vmlinux``), falling back to ``vmlinuz``. Under TCG
-  (no speculative execution) the kernel runs with ``mitigations=off``.
+  (no speculative execution) the kernel runs with ``mitigations=off``, on ``-cpu max``.
 - The serial console is captured line by line to ``log`` (each line prefixed with the
   seconds since QEMU started, which is what the boot benchmarks read) and kept in
   memory for :meth:`Vm.wait_for`; ``echo`` streams it to a terminal as well.
@@ -157,8 +157,12 @@ class Vm:
         if accel_name == "kvm":
             argv += ["-cpu", "host"]
         else:
-            # TCG executes nothing speculatively, so the kernel's Spectre/Meltdown
-            # mitigations guard against nothing here and cost a second of boot
+            # Every feature TCG emulates: glibc and Python then take their SSE4/AVX2
+            # paths, which TCG runs on the host's vector unit; about 1.5 s of boot
+            # (docs/benchmarks.md). TCG executes nothing speculatively, so the
+            # kernel's Spectre/Meltdown mitigations guard against nothing here and cost
+            # another second.
+            argv += ["-cpu", "max"]
             extra.insert(0, "mitigations=off")
         if self.state_disk is not None:
             argv += ["-drive", f"file={self.state_disk},if=virtio,format=raw"]
