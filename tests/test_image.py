@@ -207,6 +207,11 @@ def test_build_outputs(lab_image_dir: Path, initramfs: dict[str, cpio.Entry]) ->
     assert "virtio_pci" in order and "ext4" in order
     # the two that mount the squashfs are in the initramfs; the rest are links into it
     assert kernel.modinfo(initramfs["lib/modules/squashfs.ko"].data)["name"] == "squashfs"
+    ids = [line.split(" ") for line in initramfs["lib/modules/aliases"].data.decode().splitlines()]
+    assert ["virtio_pci", "pci:v00001AF4d*sv*sd*bc*sc*i*"] in ids
+    assert ["virtio_net", "virtio:d00000001v*"] in ids
+    assert ["e1000", "pci:v00008086d0000100Esv*sd*bc*sc*i*"] in ids  # QEMU's default NIC
+    assert {driver for driver, _ in ids} == set(kernel.NET_MODULES)
     assert initramfs["usr/lib/modules/virtio_net.ko"].data == \
         b"/lib/bootpull/binaries/usr/lib/modules/virtio_net.ko"
     # what every Python start runs is unpacked; the rest of the compiled code is packed
@@ -357,4 +362,6 @@ def test_iso_boots_to_the_init(lab_image_dir: Path, tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert b"modules loaded: " in seen, seen[-2000:].decode(errors="replace")
+    # no NIC at all: no driver matches, so the init falls back to loading every one
+    assert b"no NIC matched a driver's ids: loading every NIC driver" in seen
     assert b"IMAGE IS BROKEN" not in seen

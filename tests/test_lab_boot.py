@@ -31,8 +31,22 @@ def test_init_shows_a_banner_and_retries(lab_image_dir: Path, tmp_path: Path) ->
         vm.wait_for(r"what: usage error", 30)
         vm.wait_for(r"retrying in \d+ s \(boot with bootpull.rescue=1 for a shell\)", 30)
         vm.wait_for(r"starting: bootpull node run \(attempt 2\)", 120)
-        assert "modules loaded: 10" in vm.console  # no state disk: no disk modules
+        # virtio NIC, no state disk: no Intel NIC drivers, no disk modules
+        assert "modules loaded: 8" in vm.console
+        assert "module e1000e: not loaded (no device it drives on this machine)" in vm.console
         assert "bootpull.poll=soon" in vm.console  # the node's own banner said why
+
+
+def test_init_loads_the_driver_of_the_nic_the_machine_has(lab_image_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """An Intel e1000 NIC: its driver is loaded by its PCI id, virtio's is not."""
+    with Vm(lab_image_dir, [Nic(MAC, UserNet(), model="e1000")], log=tmp_path / "node.log",
+            cmdline=["bootpull.poll=soon"]) as vm:
+        vm.wait_for(r"nic eth0 52:54:00:12:34:56", BOOT)
+        console = vm.console
+    assert "module virtio_net: not loaded (no device it drives on this machine)" in console
+    assert "module e1000: not loaded" not in console
+    assert "no NIC matched" not in console
 
 
 def test_init_rescue_shell_on_the_console(lab_image_dir: Path, tmp_path: Path) -> None:

@@ -133,6 +133,17 @@ def modinfo(ko: bytes) -> dict[str, str]:
     return fields
 
 
+def aliases(ko: bytes) -> list[str]:
+    """Every ``alias=`` of a module: the device ids (``pci:v00008086d0000100Esv*...``,
+    ``virtio:d00000001v*``) it drives, as shell-style patterns."""
+    found = []
+    for item in elf_section(ko, ".modinfo").split(b"\0"):
+        key, sep, value = item.decode(errors="replace").partition("=")
+        if sep and key == "alias":
+            found.append(value)
+    return found
+
+
 def module_order(wanted: tuple[str, ...], depends: Mapping[str, list[str]]) -> list[str]:
     """The wanted modules and everything they need, each after its dependencies.
 
