@@ -18,7 +18,6 @@ Files:
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from collections.abc import Iterable
@@ -232,6 +231,8 @@ class _Checker:
         allowed = list(allowed)
         for key in table:
             if key not in allowed:
+                import difflib  # only for a mistake: not on every boot's import path
+
                 close = difflib.get_close_matches(key, allowed, n=1)
                 fix = (f"did you mean '{close[0]}'?" if close
                        else f"remove it; allowed here: {', '.join(allowed)}")
