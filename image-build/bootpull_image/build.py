@@ -145,7 +145,7 @@ def install_kernel(ctx: Context) -> None:
 
 
 def install_busybox(ctx: Context) -> None:
-    """busybox-static as /bin/busybox; the init installs its applet links at boot."""
+    """busybox-static as /bin/busybox, with a link in /bin for each of its applets."""
     (ctx.root / "bin").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ctx.work / "unpacked" / "bin" / "busybox", ctx.root / "bin" / "busybox")
     (ctx.root / "bin" / "busybox").chmod(0o755)
