@@ -136,12 +136,14 @@ def install_kernel(ctx: Context) -> None:
     (early / "load.list").write_text("".join(f"early {name}\n" for name in first) +
                                      "".join(f"net {name}\n" for name in net) +
                                      "".join(f"disk {name}\n" for name in disk))
-    # "<driver> <pattern>": the NIC drivers' device ids; the init loads a driver only
-    # when a device on the machine matches one (coldplug, as udev would)
-    ids = [f"{name} {alias}\n" for name in kernel.NET_MODULES
-           for alias in kernel.aliases(files[name].read_bytes())
-           if alias.startswith(("pci:", "virtio:")) and " " not in alias]
-    (early / "aliases").write_text("".join(ids))
+    # ids/<driver>: the NIC drivers' device ids, one regular expression a line; the
+    # init loads a driver only when a device's modalias matches one (coldplug, as udev
+    # would), with one 'grep -f' a driver
+    (early / "ids").mkdir()
+    for name in kernel.NET_MODULES:
+        patterns = [kernel.alias_regex(alias) for alias in kernel.aliases(files[name].read_bytes())
+                    if alias.startswith(("pci:", "virtio:"))]
+        (early / "ids" / name).write_text("".join(f"{p}\n" for p in patterns if p))
 
 
 def install_busybox(ctx: Context) -> None:

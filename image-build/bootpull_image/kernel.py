@@ -144,6 +144,18 @@ def aliases(ko: bytes) -> list[str]:
     return found
 
 
+def alias_regex(alias: str) -> str | None:
+    """A module alias (a shell pattern: ``*`` and ``?``) as an anchored basic regular
+    expression for ``grep -f``; None for one with a character class or an escape."""
+    if "[" in alias or "\\" in alias:
+        return None
+    out = []
+    for ch in alias:
+        out.append(".*" if ch == "*" else "." if ch == "?" else
+                   "\\" + ch if ch in ".^$" else ch)
+    return "^" + "".join(out) + "$"
+
+
 def module_order(wanted: tuple[str, ...], depends: Mapping[str, list[str]]) -> list[str]:
     """The wanted modules and everything they need, each after its dependencies.
 
