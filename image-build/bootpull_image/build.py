@@ -42,8 +42,8 @@ from bootpull_image.settings import (
 HERE = Path(__file__).resolve().parent
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
 #: kernel modules in the initramfs (the ones that mount the squashfs) and the rest
-EARLY_MODULES = "lib/modules"
-USR_MODULES = "usr/lib/modules"
+EARLY_MODULES_DIR = "lib/modules"
+USR_MODULES_DIR = "usr/lib/modules"
 #: the squashfs of the image's compiled code, where the init mounts it, and how it is
 #: compressed (128 KiB blocks: a page fault decompresses at most one block)
 BINARIES_IMAGE = "lib/bootpull/binaries.sqfs"
@@ -125,8 +125,8 @@ def install_kernel(ctx: Context) -> None:
     ctx.modules = first + net + disk
     # loop and squashfs stay in /lib/modules: they mount the squashfs of compiled code
     # that the other modules end up in (see pack_binaries)
-    early = ctx.root / EARLY_MODULES
-    later = ctx.root / USR_MODULES
+    early = ctx.root / EARLY_MODULES_DIR
+    later = ctx.root / USR_MODULES_DIR
     early.mkdir(parents=True)
     later.mkdir(parents=True)
     for name in ctx.modules:
@@ -401,9 +401,13 @@ def pack_binaries(ctx: Context) -> None:
     # runs (the interpreter, its loader and libraries, the standard extension modules)
     # and the several hundred small .pyc files Python reads whole stay in the lz4
     # initramfs, which the kernel unpacks fastest. The other compiled code (the
-    # dependencies' extensions, OpenSSL, the kernel modules: over half of the image)
+    # dependencies' extensions, OpenSSL, the kernel modules: 44 % of the image)
     # is mapped, often only in part, or not used on a given machine: in a squashfs only
     # the blocks touched are decompressed, and zstd packs them a third smaller.
+    if shutil.which("mksquashfs") is None:
+        raise BuildError("mksquashfs is not installed",
+                         why="the image keeps its compiled code in a squashfs",
+                         hint="apt install squashfs-tools")
     root = ctx.root
     tree = ctx.work / "binaries"
     startup = {PYTHON, LOADER, *(f"{d}/{name}" for name in _needed(root / PYTHON)
@@ -412,7 +416,8 @@ def pack_binaries(ctx: Context) -> None:
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if (path.is_symlink() or not path.is_file() or rel in startup
-                or rel.startswith(("bin/", "init", EARLY_MODULES + "/", STDLIB_DYNLOAD))
+                or rel == "init"
+                or rel.startswith(("bin/", EARLY_MODULES_DIR + "/", STDLIB_DYNLOAD))
                 or not _is_elf(path)):
             continue
         dest = tree / rel
@@ -422,10 +427,6 @@ def pack_binaries(ctx: Context) -> None:
         moved += 1
     if not moved:
         return
-    if shutil.which("mksquashfs") is None:
-        raise BuildError("mksquashfs is not installed",
-                         why="the image keeps its compiled code in a squashfs",
-                         hint="apt install squashfs-tools")
     (root / BINARIES_DIR).mkdir(parents=True)  # the mount point
     epoch = str(ctx.settings.source_date_epoch)
     # -all-root and the fixed times make it depend on the tree alone (mksquashfs refuses
@@ -454,7 +455,7 @@ def _component(rel: str) -> str:
         return f"python:{top}"
     if rel.startswith("usr/lib/python3.11/"):
         return "python:stdlib"
-    if rel.startswith((EARLY_MODULES + "/", USR_MODULES + "/")):
+    if rel.startswith((EARLY_MODULES_DIR + "/", USR_MODULES_DIR + "/")):
         return "kernel-modules"
     if rel.startswith(LIB_DIRS):
         return "shared-libraries"
