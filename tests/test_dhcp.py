@@ -219,6 +219,65 @@ def test_rfc3397_example_compression() -> None:
     assert dhcp.decode_domain_list(raw) == ("eng.apple.com", "marketing.apple.com")
 
 
+def _tlv_stream(options: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(bytes([c, len(v)]) + v for c, v in options)
+
+
+@pytest.mark.parametrize("where", ["options", "file", "sname"])
+@pytest.mark.parametrize("short", [1, 2, 7])
+def test_an_option_that_overruns_its_area_by_any_amount_is_refused(where: str, short: int) -> None:
+    """The last option of an area claims ``short`` bytes more than the area still holds."""
+    size = {"options": 40, "file": 128, "sname": 64}[where]
+    have = 3
+    area = bytes(size - 2 - have) + bytes([15, have + short]) + b"abc"  # PADs, then the option
+    assert len(area) == size
+    if where == "options":
+        raw = make_reply(bytes([53, 1, dhcp.ACK]) + area, with_basics=False)
+    else:
+        raw = make_reply([(52, b"\x01" if where == "file" else b"\x02")],
+                         **{where: area})  # type: ignore[arg-type]
+    with pytest.raises(dhcp.MalformedDhcp,
+                       match=f"option 15 .*says {have + short} bytes but only {have} remain"):
+        dhcp.parse_reply(raw)
+
+
+@pytest.mark.parametrize("short", [1, 2, 30])
+def test_a_sub_option_that_overruns_option_43_by_any_amount_is_left_out(short: int) -> None:
+    value = _sub(2, b"http://home/") + bytes([1, 10 + short]) + b"http://x/a"
+    got = lease([(43, value)])
+    assert f"says {10 + short} bytes but only 10 remain" in got.problems[43], got.problems
+
+
+_OPTION = st.tuples(st.integers(1, 254).filter(lambda c: c not in (52,)), st.binary(max_size=40))
+
+
+@given(st.lists(_OPTION, max_size=10), st.lists(_OPTION, max_size=3),
+       st.lists(_OPTION, max_size=1))
+def test_options_read_back_exactly_from_every_area(in_options: list[tuple[int, bytes]],
+                                                   in_file: list[tuple[int, bytes]],
+                                                   in_sname: list[tuple[int, bytes]]) -> None:
+    """What parse_reply returns is what was sent: each code's values, concatenated in
+    RFC 2131's order (options, file, sname), and nothing else."""
+    file, sname = _tlv_stream(in_file) + b"\xff", _tlv_stream(in_sname) + b"\xff"
+    if len(file) > 128 or len(sname) > 64:
+        return
+    raw = make_reply([*in_options, (52, b"\x03")], with_basics=False, file=file, sname=sname)
+    got = dhcp.parse_reply(raw)
+    expect: dict[int, bytes] = {}
+    for code, value in [*in_options, *in_file, *in_sname]:
+        expect[code] = expect.get(code, b"") + value
+    assert got.options == expect
+    assert got.overloaded == {"file", "sname"}
+
+
+@given(st.lists(st.tuples(st.integers(1, 254), st.binary(max_size=30)), max_size=8))
+def test_sub_options_read_back_exactly(subs: list[tuple[int, bytes]]) -> None:
+    expect: dict[int, bytes] = {}
+    for code, value in subs:
+        expect[code] = expect.get(code, b"") + value
+    assert dhcp.decode_suboptions(_tlv_stream(subs)) == expect
+
+
 @given(st.binary(max_size=600))
 def test_any_bytes_parse_or_fail_with_reason(data: bytes) -> None:
     try:
