@@ -12,6 +12,7 @@ import pytest
 import requests
 from bootpull.mac import Mac
 from bootpull_homebase.server import Running
+from bootpull_homebase.store import rfc3339
 from homebase_fixtures import DB1, WEB1, WEB2, FakeClock, event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,6 +50,7 @@ def stamp(entry: Any) -> float:
 def test_repeat_keeps_the_date_change_republishes(homebase: Running, homebase_clock: FakeClock,
                                                   kind: str) -> None:
     post(homebase, event(WEB1, message="started", hostname="web-1"))
+    started_at = rfc3339(homebase_clock.now)
     first = entry_for(feed(homebase, f"web.{kind}"), WEB1)
     assert first.title == "OK web-1 web@1.0"
     assert stamp(first) == homebase_clock.now
@@ -61,14 +63,42 @@ def test_repeat_keeps_the_date_change_republishes(homebase: Running, homebase_cl
 
     homebase_clock.advance(30)
     post(homebase, event(WEB1, "fail", message="disk full", hostname="web-1"))
+    changed_at = rfc3339(homebase_clock.now)
     changed = entry_for(feed(homebase, f"web.{kind}"), WEB1)
     assert changed.title == "FAIL web-1 web@1.0"
     assert stamp(changed) == homebase_clock.now
     text = changed.content[0].value if kind == "atom" else changed.get("content", [
         {"value": changed.summary}])[0]["value"]
     assert "disk full" in text
-    assert "FAIL" in text and "OK" in text  # the recent status history
+    history = [f"<li>{changed_at} FAIL</li>", f"<li>{started_at} OK</li>"]
+    assert "<ul>" + "".join(history) + "</ul>" in text, "the recent status history, newest first"
 
+
+
+@pytest.mark.parametrize("kind", ["rss", "atom"])
+def test_a_repeat_keeps_the_date_when_another_node_re_renders_the_feed(
+        homebase: Running, homebase_clock: FakeClock, kind: str) -> None:
+    """The feed cache hides a moved date from one-node tests: another node's change makes
+    the role's feed render again, and the repeating node's item must keep its date."""
+    post(homebase, event(WEB1, message="started", hostname="web-1"))
+    t0 = homebase_clock.now
+    first = entry_for(feed(homebase, f"web.{kind}"), WEB1)
+    homebase_clock.advance(30)
+    post(homebase, event(WEB1, message="still fine", hostname="web-1"))
+    homebase_clock.advance(30)
+    post(homebase, event(WEB2, "fail", message="broken", hostname="web-2"))
+    parsed = feed(homebase, f"web.{kind}")
+    again, other = entry_for(parsed, WEB1), entry_for(parsed, WEB2)
+    assert stamp(again) == t0, "a report that changed nothing moved the date"
+    assert stamp(other) == homebase_clock.now
+    assert again.title == first.title
+    assert (again.summary == first.summary) if kind == "rss" else (
+        again.content == first.content)
+    homebase_clock.advance(121)  # web's deadline is 120 s after web-1's last report
+    parsed = feed(homebase, f"web.{kind}")
+    silent = entry_for(parsed, WEB1)
+    assert silent.title == "SILENT web-1 web@1.0"
+    assert stamp(silent) == t0 + 30 + 120, "SILENT is dated by the deadline it missed"
 
 def test_guids_are_the_mac(homebase: Running) -> None:
     post(homebase, [event(WEB1), event(WEB2)])

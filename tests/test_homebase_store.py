@@ -140,6 +140,24 @@ def test_drift_reasons(store: EventStore) -> None:
     assert str(WEB1) not in {d.node.mac for d in find_drift(store.nodes(), intents)}
 
 
+
+@pytest.mark.parametrize("word", ["fail", "FAILED", "mismatch", "changed"])
+def test_a_failed_re_verification_is_drift_until_one_passes(store: EventStore,
+                                                            word: str) -> None:
+    """``details.verify`` alone (no ``files_changed``) says the installed files are bad."""
+    intents = FixedIntents({str(WEB1): Intent("web", None, HEAD_COMMIT, "hosts/web1.toml")})
+    store.append([event(WEB1, version="head-aaaaaaa", commit=HEAD_COMMIT)])
+    assert find_drift(store.nodes(), intents) == []
+    store.append([event(WEB1, "warn", version="head-aaaaaaa", commit=HEAD_COMMIT,
+                        details={"verify": word})])
+    store.append([event(WEB1, version="head-aaaaaaa", commit=HEAD_COMMIT,
+                        message="heartbeat")])
+    drift = {d.node.mac: d.reasons for d in find_drift(store.nodes(), intents)}
+    assert drift == {str(WEB1): (f"re-verification of the installed files: {word}",)}
+    store.append([event(WEB1, version="head-aaaaaaa", commit=HEAD_COMMIT,
+                        details={"verify": "ok"})])
+    assert find_drift(store.nodes(), intents) == []
+
 def test_repo_view_reads_intent_and_deadlines(homebase_repo: Path) -> None:
     view = RepoView(homebase_repo, default_deadline=77, role_deadlines={"db": 33, "x": 44})
     head = git(homebase_repo, "rev-parse", "HEAD")
