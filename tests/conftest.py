@@ -14,4 +14,5 @@ settings.load_profile("bootpull")
 # Fixture plugins for real servers (network namespaces + dnsmasq, git smart HTTP, ...).
 # Each area adds the module that holds its session-scoped fixtures here.
 pytest_plugins: list[str] = ["gitserver", "homebase_fixtures", "signed_repo", "netfixtures",
-                             "example_fixtures", "eventsink", "lab_fixtures"]
+                             "example_fixtures", "eventsink", "lab_fixtures", "ci_skips",
+                             "pytester"]
