@@ -107,6 +107,58 @@ def test_hostile_kernel_bytes_raise_only_kernel_errors(data: bytes) -> None:
         kernel.modinfo(b"\x7fELF\x02\x01" + data)
 
 
+
+@given(st.binary(max_size=2048), st.integers(1, 30))
+def test_any_kernel_inside_a_bzimage_comes_out_whole(body: bytes, setup_sects: int) -> None:
+    """The robustness test above, paired: what extract_vmlinux returns is the ELF inside."""
+    elf = FAKE_ELF[:64] + body
+    image = _bzimage(lzma.compress(elf, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32),
+                     setup_sects=setup_sects)
+    assert kernel.extract_vmlinux(image) == elf
+
+
+def _elf_with_sections(sections: dict[str, bytes]) -> bytes:
+    """A minimal 64-bit little-endian ELF: the given sections, then .shstrtab."""
+    names = [*sections, ".shstrtab"]
+    shstrtab = b"\0" + b"".join(n.encode() + b"\0" for n in names)
+    blobs = [*sections.values(), shstrtab]
+    body, offsets, at = b"", [], 64
+    for blob in blobs:
+        offsets.append(at + len(body))
+        body += blob
+    shoff = 64 + len(body)
+    head = bytearray(64)
+    head[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", head, 0x28, shoff)
+    struct.pack_into("<HHH", head, 0x3A, 64, len(blobs) + 1, len(blobs))
+    table = bytes(64)  # section 0 is empty
+    name_at = 1
+    for name, blob, offset in zip(names, blobs, offsets, strict=True):
+        entry = bytearray(64)
+        struct.pack_into("<I", entry, 0, name_at)
+        struct.pack_into("<QQ", entry, 0x18, offset, len(blob))
+        table += bytes(entry)
+        name_at += len(name) + 1
+    return bytes(head) + body + table
+
+
+_FIELD = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="="),
+                 min_size=1, max_size=12)
+
+
+@given(st.dictionaries(_FIELD, _FIELD.filter(lambda v: "\0" not in v), max_size=8),
+       st.lists(_FIELD, max_size=4))
+def test_modinfo_and_aliases_read_back_what_the_module_carries(
+        fields: dict[str, str], aliases: list[str]) -> None:
+    """Paired with the robustness test: .modinfo's fields come back exactly."""
+    fields = {k: v for k, v in fields.items() if k != "alias"}
+    items = [f"{k}={v}" for k, v in fields.items()] + [f"alias={a}" for a in aliases]
+    ko = _elf_with_sections({".text": b"\x90" * 16,
+                             ".modinfo": b"".join(i.encode() + b"\0" for i in items)})
+    got = kernel.modinfo(ko)
+    assert {k: v for k, v in got.items() if k != "alias"} == fields
+    assert kernel.aliases(ko) == aliases
+
 def test_module_order_puts_dependencies_first() -> None:
     deps = {"virtio_net": ["net_failover", "virtio", "virtio_ring"], "net_failover": ["failover"],
             "failover": [], "virtio": [], "virtio_ring": [], "ext4": ["jbd2", "mbcache"],
