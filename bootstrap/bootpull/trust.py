@@ -26,12 +26,9 @@ Every target carries length, sha256 and ``custom.git_mode``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -40,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from bootpull.bundle import TreeReader
 from bootpull.errors import BootpullError, ExpiredMetadata, VerifyError
+from bootpull.state import write_atomic
 
 if TYPE_CHECKING:
     from tuf.ngclient.updater import Updater
@@ -133,26 +131,9 @@ def load_floor(state_dir: Path) -> Floor:
 
 
 def save_floor(state_dir: Path, floor: Floor) -> None:
-    """Write the floor atomically: temp file, fsync, rename, fsync the directory."""
-    path = floor_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the floor atomically (:func:`bootpull.state.write_atomic`)."""
     data = json.dumps({"format": 1, **asdict(floor)}, indent=2, sort_keys=True).encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".floor.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            Path(tmp).unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(floor_path(state_dir), data)
 
 
 BUILD_TIME_FILE = Path("/etc/bootpull/build-time")
