@@ -233,6 +233,9 @@ class Verifier:
                 "rebuild the image with it)") from None
         # Deviation from ngclient (docs/security.md): its reference time is "now" at
         # construction; we raise it to the clock floor before any expiry check runs.
+        # python-tuf 7 has no public way to set it, so this writes a private attribute:
+        # pyproject.toml pins tuf's major version, and tests/test_trust_tuf.py fails
+        # if a release renames it or stops judging expiry by it.
         trusted = updater._trusted_set
         trusted.reference_time = self.reference_time
         try:
