@@ -28,7 +28,7 @@ class Backoff:
 
 @dataclass
 class Counters:
-    """What the node counts and reports (CONTRACT §4 event ``counters``)."""
+    """What the node counts and reports (docs/contract.md §7.1 event ``counters``)."""
 
     retries: int = 0
     restarts: int = 0

@@ -56,7 +56,7 @@ class HealthSpec:
 
 @dataclass(frozen=True)
 class RoleSpec:
-    """``roles/<role>/role.toml``, format 1 (CONTRACT §1)."""
+    """``roles/<role>/role.toml``, format 1 (docs/contract.md §1.5)."""
 
     name: str
     description: str

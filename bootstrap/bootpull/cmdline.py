@@ -1,4 +1,4 @@
-"""The kernel command line: ``bootpull.*`` parameters (CONTRACT §2).
+"""The kernel command line: ``bootpull.*`` parameters (docs/contract.md §2.6).
 
 Parsing is pure: give it the text of /proc/cmdline and get a dict back.
 """

@@ -61,7 +61,7 @@ END = 255
 
 #: bootpull's vendor class (option 60); dnsmasq matches it with ``vendor:bootpull``.
 VENDOR_CLASS_ID = b"bootpull"
-#: Option 43 sub-options (CONTRACT §2).
+#: Option 43 sub-options (docs/contract.md §2.2).
 SUBOPT_REPO_URL = 1
 SUBOPT_REPORT_URL = 2
 
@@ -422,7 +422,7 @@ class Lease:
 
     @property
     def dns_domain(self) -> str | None:
-        """Option 15, or failing that the first entry of option 119 (CONTRACT §2)."""
+        """Option 15, or failing that the first entry of option 119 (docs/contract.md §2.3)."""
         return self.domain or (self.search[0] if self.search else None)
 
 

@@ -49,7 +49,7 @@ DEFAULT_INITIAL_DELAY = 1.0
 
 @dataclass(frozen=True)
 class Discovery:
-    """What the node learned: CONTRACT §3, the keys of ``node discover --json``.
+    """What the node learned: docs/contract.md §3.2, the keys of ``node discover --json``.
 
     Written by discover; read by fetch (``repo_url``), report (``report_url``,
     ``log_servers``), run (``mac``, ``hostname``, ``ip``).
@@ -125,7 +125,7 @@ def discover(
     initial_delay: float | None = None,
     grace: float = GRACE,
 ) -> Discovery:
-    """Learn (DHCP) and locate (CONTRACT §2). Raise :class:`NothingFound` (exit 10)."""
+    """Learn (DHCP) and locate (docs/contract.md §2). Raise :class:`NothingFound` (exit 10)."""
     from bootpull import dhcp_client
 
     started = time.monotonic()

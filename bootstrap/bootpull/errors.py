@@ -2,7 +2,7 @@
 
 Every error bootpull raises says what happened (``what``), why (``why``) and what a
 person can do about it (``hint``). Library code raises; only the CLI entry point prints
-an error and picks the exit code. The exit codes are CONTRACT §3 (``node run``).
+an error and picks the exit code. The exit codes are docs/contract.md §6 (``node run``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The event record, format 1 (CONTRACT §4): what nodes report to the home base.
+"""The event record, format 1 (docs/contract.md §7): what nodes report to the home base.
 
 The node builds events with :func:`make_event`; the home base checks every posted
 one with :func:`validate_event`, which returns a normalized copy or raises

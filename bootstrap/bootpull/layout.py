@@ -1,4 +1,4 @@
-"""The repository layout, format 1 (CONTRACT §1): one parser for the node and the admin tools.
+"""The repository layout, format 1 (docs/contract.md §1): one parser for the node and admin tools.
 
 Every parser here is a pure function over bytes. It returns the parsed value (or None)
 and a list of :class:`Problem` — file, line, what is wrong, how to fix it — and never

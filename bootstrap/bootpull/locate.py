@@ -1,4 +1,4 @@
-"""Where is the repository? One function per source, in the order of CONTRACT §2.
+"""Where is the repository? One function per source, in the order of docs/contract.md §2.1.
 
 Each source returns an :class:`Attempt`: either ``found`` with a URL, or ``not-here``
 (the source has nothing to say) or ``failed`` (it had something, and it was wrong or
@@ -283,6 +283,6 @@ def locate_in_lease(
 
 
 def default_report_url(repo_url: str) -> str:
-    """The repository's origin plus ``/api/v1/events`` (CONTRACT §2, last fallback)."""
+    """The repository's origin plus ``/api/v1/events`` (docs/contract.md §2.5, last fallback)."""
     parts = urlsplit(repo_url)
     return f"{parts.scheme}://{parts.netloc}/api/v1/events"

@@ -2,7 +2,7 @@
 
 Accepted notations, in any letter case: ``52:54:00:12:34:56``, ``52-54-00-12-34-56``,
 ``5254.0012.3456`` and ``525400123456``. The one written form is the dashed, lowercase
-``52-54-00-12-34-56`` (CONTRACT §1), which is also the host file name.
+``52-54-00-12-34-56`` (docs/contract.md §1.2), which is also the host file name.
 """
 
 from __future__ import annotations

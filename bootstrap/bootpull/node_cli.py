@@ -1,4 +1,4 @@
-"""``bootpull node``: the commands the boot image runs (CONTRACT §3).
+"""``bootpull node``: the commands the boot image runs (docs/contract.md §3.1).
 
 Only argument parsing lives here; each command's handler is imported when it runs,
 so ``bootpull node --help`` stays light.

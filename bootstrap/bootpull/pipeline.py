@@ -3,7 +3,7 @@
 :func:`run` is the whole pipeline in one place; each stage is a method of :class:`Node`
 (the mutable run context) and prints its own ``[started]``/``[finished]`` lines.
 
-What happens when a stage fails (exit codes: CONTRACT §3, ``docs/node.md``):
+What happens when a stage fails (exit codes: docs/contract.md §6, ``docs/node.md``):
 
 - discover (10): ``--oneshot`` exits; otherwise discovery is retried with backoff.
 - fetch (11): with an install on disk, that install runs (a *fallback*, counted and
@@ -175,7 +175,7 @@ def run(settings: Settings, console: Console) -> int:
 
 
 def origin_events_url(repo_url: str) -> str:
-    """The repository's origin plus ``/api/v1/events`` (CONTRACT §2, the last choice)."""
+    """The repository's origin plus ``/api/v1/events`` (docs/contract.md §2.5, the last choice)."""
     parts = urlsplit(repo_url)
     return f"{parts.scheme}://{parts.netloc}{EVENTS_PATH}"
 
@@ -294,7 +294,7 @@ class Node:
             self.reporter.timeout = 5.0
 
     def _report_url(self) -> str | None:
-        """CONTRACT §2: bootpull.toml [report] url, DHCP 43.2, the repo's origin."""
+        """docs/contract.md §2.5: bootpull.toml [report] url, DHCP 43.2, the repo's origin."""
         if self.pulled is not None and self.pulled.settings.report_url:
             return self.pulled.settings.report_url
         if self.status.report_url:  # what the repository said last time

@@ -1,4 +1,4 @@
-"""The home base: ``bootpull serve`` (CONTRACT §4; docs/homebase.md).
+"""The home base: ``bootpull serve`` (docs/contract.md §4; docs/homebase.md).
 
 - :mod:`.server`: the HTTP server and its routes; :mod:`.cli`: the command.
 - :mod:`.smarthttp`: ``/repo.git`` through ``git http-backend``, read-only.

@@ -1,4 +1,4 @@
-"""``bootpull serve``: run the home base (CONTRACT §3, §4)."""
+"""``bootpull serve``: run the home base (docs/contract.md §3.4, §4)."""
 
 from __future__ import annotations
 

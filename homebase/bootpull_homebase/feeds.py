@@ -1,4 +1,4 @@
-"""RSS 2.0 and Atom 1.0 status feeds (CONTRACT §4), rendered with feedgen.
+"""RSS 2.0 and Atom 1.0 status feeds (docs/contract.md §8), rendered with feedgen.
 
 One feed per role, one item per node. The item is identified by the node's MAC
 (RSS ``<guid isPermaLink="false">52-54-00-…</guid>``, Atom

@@ -1,4 +1,4 @@
-"""``bootpull image``: build the boot image (CONTRACT §3)."""
+"""``bootpull image``: build the boot image (docs/contract.md §3.5)."""
 
 from __future__ import annotations
 

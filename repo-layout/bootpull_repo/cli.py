@@ -1,4 +1,4 @@
-"""``bootpull repo``: the admin tools for the deploy repository (CONTRACT §3).
+"""``bootpull repo``: the admin tools for the deploy repository (docs/contract.md §3.3).
 
 Each subcommand lives in its own module with ``configure(subparsers)``, which adds its
 parser (``subparsers.add_parser(...)``) and sets ``func`` to a handler taking the

@@ -1,4 +1,4 @@
-"""``bootpull repo site-config``: the DHCP and DNS configuration a site needs (CONTRACT §2).
+"""``bootpull repo site-config``: the DHCP and DNS configuration a site needs (docs/contract.md §2).
 
 Nodes find their repository, in order, from the kernel command line, DHCP option 43
 sub-option 1 (sub-option 2 is the report URL), DHCP option 67, the DNS SRV record
