@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(func(ns))
     except BootpullError as exc:
-        if not getattr(exc, "reported", False):
+        if not exc.reported:
             print(f"bootpull: error: {exc.what}", file=sys.stderr)
             if exc.why:
                 print(f"  why: {exc.why}", file=sys.stderr)

@@ -383,7 +383,7 @@ def command(args: argparse.Namespace) -> int:
         )
     except DiscoveryError as exc:
         console.banner(exc)
-        exc.reported = True  # type: ignore[attr-defined]
+        exc.reported = True
         if args.json:
             print(json.dumps({"error": exc.what, "why": exc.why, "hint": exc.hint,
                               "exit_code": exc.exit_code,

@@ -15,12 +15,18 @@ class BootpullError(Exception):
 
     exit_code: ClassVar[int] = 1
     stage: ClassVar[str] = "bootpull"
+    #: its banner is on the console already (the CLI entry point prints no second one)
+    reported: bool
+    #: its ``fail`` event is spooled already (a failure is reported once, not per retry)
+    event_sent: bool
 
     def __init__(self, what: str, *, why: str = "", hint: str = "") -> None:
         super().__init__(what)
         self.what = what
         self.why = why
         self.hint = hint
+        self.reported = False
+        self.event_sent = False
 
     def __str__(self) -> str:
         parts = [self.what]

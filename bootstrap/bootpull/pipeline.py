@@ -156,7 +156,7 @@ def run(settings: Settings, console: Console) -> int:
         node = Node(settings, console)
     except BootpullError as err:
         console.banner(err)
-        err.reported = True  # type: ignore[attr-defined]
+        err.reported = True
         return err.exit_code
     try:
         with node.stop_on_signals():
@@ -628,9 +628,9 @@ class Node:
                 self.console.error(f"could not spool an event: {exc}")
 
     def _report_error(self, err: BootpullError) -> None:
-        if getattr(err, "event_sent", False):
+        if err.event_sent:
             return
-        err.event_sent = True  # type: ignore[attr-defined]
+        err.event_sent = True
         self._report(err.stage, "fail", err.what, {"why": err.why, "hint": err.hint,
                                                    "exit_code": err.exit_code})
         self._save_status(err.stage, "fail", err.what)
@@ -645,7 +645,7 @@ class Node:
     def failed(self, err: BootpullError) -> None:
         """The run ends on ``err``: banner, report, status."""
         self._banner_once(err)
-        err.reported = True  # type: ignore[attr-defined]
+        err.reported = True
         self._report_error(err)
 
     def _save_status(self, stage: str, status: str, message: str,
