@@ -65,6 +65,10 @@ def test_pull_fetches_only_its_own_role(signed_repo: SignedRepo, tmp_path: Path)
                p == "bootpull.toml" for p in reads)
 
 
+def test_a_local_remote_has_no_repository_url(signed_repo: SignedRepo, tmp_path: Path) -> None:
+    assert node_pull(signed_repo, MAC_WEB, tmp_path / "state").repo_url is None
+
+
 def test_pull_writes_the_version_floor(signed_repo: SignedRepo, tmp_path: Path) -> None:
     state = tmp_path / "state"
     result = node_pull(signed_repo, MAC_WEB, state)

@@ -15,6 +15,7 @@ from bootpull.backoff import Counters
 from bootpull.console import Console
 from bootpull.errors import VerifyError
 from bootpull.trust import load_floor
+from gitserver import GitHttpServer
 from signed_repo import MAC_DB, MAC_WEB, SignedRepo, node_pull
 
 BIG = 2 * 2**20
@@ -81,3 +82,30 @@ def test_unpublished_change_over_smart_http_is_refused(
     assert info.value.exit_code == 12
     assert "serve.sh does not match its signed hash" in info.value.what
     assert not (tmp_path / "state" / "trust" / "floor.json").exists()
+
+
+def test_pull_carries_the_repository_url_in_effect(
+        signed_repo: SignedRepo, tmp_path: Path,
+        git_http_server: Callable[..., GitHttpServer]) -> None:
+    """After a redirect, and after the home base's /repo.git, the result names the URL
+    the node actually fetched from, so the node can use it from then on."""
+    server = git_http_server(signed_repo.root)  # served as /repo
+    url = server.url_for("repo")
+    direct = node_pull(http_remote(url + "/", tmp_path / "c0"),  # type: ignore[arg-type]
+                       MAC_WEB, tmp_path / "s0", trust_root=signed_repo.trust)
+    assert direct.repo_url == url
+
+    server.redirects["/moved"] = url
+    remote = http_remote(server.base_url + "/moved", tmp_path / "c1")
+    result = node_pull(remote, MAC_WEB, tmp_path / "s1",  # type: ignore[arg-type]
+                       trust_root=signed_repo.trust)
+    assert result.bundle.role.name == "web"
+    assert result.repo_url == url == remote.url  # type: ignore[attr-defined]
+    assert [s.status for s in server.log if s.path.startswith("/moved")] == [301]
+
+    with GitHttpServer({"repo.git": signed_repo.root}) as home_base:
+        remote = http_remote(home_base.base_url + "/", tmp_path / "c2")
+        result = node_pull(remote, MAC_WEB, tmp_path / "s2",  # type: ignore[arg-type]
+                           trust_root=signed_repo.trust)
+    assert result.bundle.role.name == "web"
+    assert result.repo_url == f"{home_base.base_url}/repo.git" == remote.url  # type: ignore[attr-defined]

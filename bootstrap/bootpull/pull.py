@@ -24,7 +24,7 @@ import builtins
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bootpull import layout
 from bootpull.backoff import Counters
@@ -53,6 +53,14 @@ class Remote(Protocol):
         ...
 
 
+@runtime_checkable
+class _Located(Protocol):
+    """A remote at a URL: :attr:`bootpull.fetch.GitRemote.url`, after any redirect."""
+
+    @property
+    def url(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class PullResult:
     """What verify hands to install: the bundle, the repo settings and what was trusted."""
@@ -62,6 +70,9 @@ class PullResult:
     metadata: MetadataVersions
     branch: str
     head_commit: str  # the deploy branch's commit (the bundle's commit differs when pinned)
+    # the repository URL in effect after redirects and the home base's /repo.git (the
+    # remote's url); None for a remote that has no URL (a local repository)
+    repo_url: str | None = None
 
 
 def pull(
@@ -159,7 +170,8 @@ def pull(
                     assignment=assignment, role_toml=role_toml)
     verifier.record_success(branch)
     return PullResult(bundle=bundle, settings=settings, metadata=versions, branch=branch,
-                      head_commit=head.commit)
+                      head_commit=head.commit,
+                      repo_url=remote.url if isinstance(remote, _Located) else None)
 
 
 class _Prefetched:
