@@ -191,6 +191,33 @@ HOSTILE: dict[str, dict[str, bytes | tuple[int, bytes]]] = {
     "reserved-meta": {".bootpull/record.json": b"{}"},
 }
 
+#: What each hostile bundle is refused for (the reason after the path).
+REFUSED_FOR: dict[str, str] = {
+    "absolute": 'the path is absolute',
+    "block-device": 'mode 60644 is not a regular file or a symlink',
+    "chained-links-escape": "the symlink target 'up/..' leaves the install directory",
+    "char-device": 'mode 20644 is not a regular file or a symlink',
+    "control-char": 'the path contains a control character',
+    "directory-mode": 'mode 40755 is not a regular file or a symlink',
+    "dot-component": "the path has a '.' component",
+    "dotdot": "the path has a '..' component",
+    "dotdot-inside": "the path has a '..' component",
+    "empty-component": "the path has a 'empty' component",
+    "fifo": 'mode 10644 is not a regular file or a symlink',
+    "file-and-dir": 'the path is both a file and a directory of another entry',
+    "gitlink": 'mode 160000 is not a regular file or a symlink',
+    "link-loop": 'the symlink is part of a loop',
+    "reserved-meta": '.bootpull/ is where bootpull keeps its own record of the install',
+    "setuid": 'mode 104755 sets setuid, setgid or sticky',
+    "socket": 'mode 140644 is not a regular file or a symlink',
+    "symlink-absolute": "the symlink points at the absolute path '/etc/passwd'",
+    "symlink-escapes": "the symlink target '../../outside' leaves the install directory",
+    "symlink-escapes-deep": "the symlink target '../../../outside' leaves the install directory",
+    "trailing-slash": "the path has a 'empty' component",
+    "write-through-escaping-dir": 'the path is both a file and a directory of another entry',
+    "write-through-symlinked-dir": 'the path is both a file and a directory of another entry',
+}
+
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_bundle_is_refused_and_nothing_is_written(tmp_path: Path, name: str) -> None:
@@ -201,6 +228,7 @@ def test_hostile_bundle_is_refused_and_nothing_is_written(tmp_path: Path, name: 
     with pytest.raises(InstallError) as err:
         install(make_bundle("2.0", files=files), state, env={}, console=console())
     assert err.value.exit_code == 13 and "refusing to install" in err.value.what
+    assert err.value.what.split("': ", 1)[1].startswith(REFUSED_FOR[name]), err.value.what
     assert snapshot(tmp_path) == before
     cur = state.current()
     assert cur is not None and cur.version == "1.0"
