@@ -1,13 +1,13 @@
 """kill -9 during an install leaves the complete old tree or the complete new one, and
 the next run recovers by itself.
 
-A child process installs; ``BOOTPULL_TEST_KILL_AT`` makes it SIGKILL itself at a named
-point, and a second test kills it from outside at random moments.
+A child process installs and SIGKILLs itself at a named point (``crash_points``: it
+wraps the calls that mark each point, bootpull knows nothing of it), and a second test
+kills it from outside at random moments.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from bootpull.console import Console
-from bootpull.install import KILL_AT_ENV, check_drift, install, recover
+from bootpull.install import check_drift, install, recover
 from bootpull.state import StateDir
 from sample_bundles import many_files_bundle
 
@@ -30,8 +30,11 @@ from sample_bundles import many_files_bundle
 from bootpull.console import Console
 from bootpull.install import install
 from bootpull.state import StateDir
+import crash_points
 import time
 bundle = many_files_bundle(sys.argv[2])
+if len(sys.argv) > 4:
+    crash_points.arm(sys.argv[4], bundle)
 print("start", flush=True)
 t0 = time.monotonic()
 install(bundle, StateDir(Path(sys.argv[1])), env={"PATH": "/usr/bin:/bin"}, console=Console())
@@ -56,13 +59,9 @@ def prepared(tmp_path: Path) -> StateDir:
 
 
 def child(state: StateDir, version: str, kill_at: str | None) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.pop(KILL_AT_ENV, None)
-    if kill_at:
-        env[KILL_AT_ENV] = kill_at
     return subprocess.Popen([sys.executable, "-c", CHILD, str(state.root), version,
-                             str(TESTS)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                             str(TESTS), *([kill_at] if kill_at else [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def assert_whole(state: StateDir) -> str:
@@ -122,3 +121,10 @@ def test_kill_at_random_moments_always_leaves_a_whole_tree(tmp_path: Path) -> No
         seen.add(assert_whole(state))
         assert_recovers(state)
     assert seen <= {"2.0", "3.0"}  # the invariant held at every kill
+
+
+def test_the_shipped_agent_reads_no_test_setting() -> None:
+    """The kill points live in crash_points.py: nothing in the image names a test variable."""
+    shipped = TESTS.parent / "bootstrap" / "bootpull"
+    named = [p.name for p in sorted(shipped.rglob("*.py")) if "BOOTPULL_TEST" in p.read_text()]
+    assert named == []

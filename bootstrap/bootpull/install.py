@@ -59,17 +59,8 @@ from bootpull.state import (
     write_json,
 )
 
-#: Set to a point name to make the installing process SIGKILL itself there (tests only).
-KILL_AT_ENV = "BOOTPULL_TEST_KILL_AT"
 MAX_LINK_HOPS = 40
 HOOK_TIMEOUT = 300.0
-
-
-def _kill_point(name: str) -> None:
-    if os.environ.get(KILL_AT_ENV) == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # -- pure checks ---------------------------------------------------------------------
@@ -197,10 +188,7 @@ class InstallOutcome:
 
 def _write_tree(payload: Path, files: Sequence[BundleFile]) -> None:
     made = [payload]
-    ordered = sorted(files, key=lambda f: f.path)
-    for n, entry in enumerate(ordered):
-        if n == len(ordered) // 2:
-            _kill_point("staging")
+    for entry in sorted(files, key=lambda f: f.path):
         parts = entry.path.split("/")
         directory = payload
         for part in parts[:-1]:
@@ -263,7 +251,6 @@ def _remove_tree(path: Path, role_dir: Path) -> None:
     except FileNotFoundError:
         return
     fsync_dir(role_dir)
-    _kill_point("trashed")
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -326,9 +313,7 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
                                    installed_at=now_rfc3339(),
                                    files=file_records(bundle.files), ident=ident)
             write_json(meta / RECORD_NAME, record.to_json())
-            _kill_point("staged")
             _run_hooks(bundle, staging, env, console, hook_timeout)
-            _kill_point("hooked")
             fsync_dir(staging)
             if final.exists() or final.is_symlink():
                 _remove_tree(final, role_dir)
@@ -337,7 +322,6 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _kill_point("renamed")
     installed = state.load_install(final)
     if installed is None:
         raise InstallError(f"the install at {final} is incomplete after writing it",
@@ -347,9 +331,7 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
         switch_link(state.lkg_link, state.link_target(previous))
     elif drifted and lkg is not None and previous is not None and lkg.path == previous.path:
         switch_link(state.lkg_link, state.link_target(installed))
-    _kill_point("lkg")
     switch_link(state.current_link, state.link_target(installed))
-    _kill_point("switched")
     prune(state)
     return InstallOutcome(installed, changed=True, previous=previous,
                           repaired=tuple(drifted))
