@@ -241,11 +241,37 @@ def test_redirect_to_somewhere_else_is_refused(repo, git_http_server, remote_fac
 
 def test_a_home_base_root_url_finds_its_repo_git(repo, git_http_server, remote_factory) -> None:
     """Discovery's well-known name gives http://bootpull.<domain>/; the home base serves
-    the repository at /repo.git (CONTRACT §4)."""
+    the repository at /repo.git (docs/contract.md §4.1)."""
     server = git_http_server(repo)  # served as /repo.git
     remote = remote_factory(server.base_url + "/")
     assert remote.snapshot("main").read("bootpull.toml") == b"format = 1\n"
     assert remote.url == server.url
+
+
+def test_the_url_in_effect_is_read_only_and_starts_as_given(server, remote_factory) -> None:
+    remote = remote_factory(server.url + "/")
+    assert remote.url == server.url  # before any request: as given, no trailing /
+    with pytest.raises(AttributeError):
+        remote.url = "http://127.0.0.1:1/elsewhere.git"  # type: ignore[misc]
+    remote.snapshot("main")
+    assert remote.url == server.url
+
+
+def test_a_redirect_to_a_home_base_root_then_its_repo_git(repo, git_http_server,
+                                                          remote_factory) -> None:
+    """Redirected to a home base's root (a 404 for info/refs), the remote tries its
+    /repo.git there: the URL in effect is the last one, and later requests go to it."""
+    moved = git_http_server(repo)  # served as /repo.git
+    moved.redirects["/old/place.git"] = moved.base_url
+    remote = remote_factory(f"{moved.base_url}/old/place.git")
+    snap = remote.snapshot("main")
+    assert remote.url == moved.url == f"{moved.base_url}/repo.git"
+    assert snap.read("bootpull.toml") == b"format = 1\n"
+    assert remote.url == moved.url
+    assert [(s.method, s.path.split("?")[0], s.status) for s in moved.log][:3] == [
+        ("GET", "/old/place.git/info/refs", 301), ("GET", "/info/refs", 404),
+        ("GET", "/repo.git/info/refs", 200)]
+    assert all(s.path.startswith("/repo.git/") for s in moved.log[2:])
 
 
 def test_git_cli_clones_from_the_same_server(server, repo, tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""Pure-logic tests: git v2 wire parsing, Retry-After, and the pack scanner."""
+"""Pure-logic tests: git v2 wire parsing, Retry-After, the pull's budget, and the pack
+scanner."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from email.utils import format_datetime
 
 import pytest
 from bootpull import gitwire
+from bootpull.errors import FetchError
 from bootpull.fetch import parse_retry_after
+from bootpull.fetch_http import Budget
 from bootpull.packscan import PackProblem, scan_pack
 from gitserver import make_bare_repo
 from hypothesis import given
@@ -229,6 +232,27 @@ def test_retry_after_seconds_and_dates() -> None:
 def test_retry_after_never_raises(text: str) -> None:
     value = parse_retry_after(text)
     assert value is None or value >= 0
+
+
+# -- the pull's budget -------------------------------------------------------------------
+
+
+def test_the_budget_keeps_the_deadline_and_the_byte_cap() -> None:
+    now = [100.0]
+    budget = Budget(30.0, 1000, "http://10.0.0.1/repo.git", clock=lambda: now[0])
+    assert budget.remaining() == 30.0
+    now[0] += 31
+    assert budget.remaining() == -1.0
+    budget.add_bytes(600)
+    budget.add_bytes(400)  # at the cap is still within it
+    assert budget.bytes_received == 1000
+    budget.url = "http://10.0.0.2/repo.git"  # a redirect moved the remote
+    with pytest.raises(FetchError) as info:
+        budget.add_bytes(1)
+    assert info.value.what == ("the fetch from http://10.0.0.2/repo.git passed its cap of "
+                               "1000 bytes")
+    assert info.value.why == "1001 bytes were received"
+    assert "FetchLimits.max_bytes" in info.value.hint
 
 
 # -- the pack scanner -------------------------------------------------------------------

@@ -13,17 +13,21 @@ such as ``git http-backend``:
   on the wire scale with the role, not with the repository; a change elsewhere in the
   repository costs only the trees on the path; and a reboot with nothing changed
   moves only the ref advertisement.
-- Objects go straight into a bare git object store in ``cache_dir``; nothing is ever
-  checked out, and what is cached is not fetched again.
+- Objects go straight into a bare git object store in ``cache_dir``
+  (:mod:`bootpull.fetch_cache`); nothing is ever checked out, and what is cached is not
+  fetched again.
+- The first request (``info/refs``) follows redirects, and a URL that names a home base
+  rather than a repository is tried once more with ``/repo.git``; :attr:`GitRemote.url`
+  is the repository URL in effect afterwards.
 
 Limits (:class:`FetchLimits`): one wall-clock deadline for the whole pull, enforced
-even against a server that trickles one byte a second (a watchdog shuts the socket
-down at the deadline), a cap on bytes received across all requests, and a cap on how
-far a pack may inflate. Transient failures (connection refused or reset, a response
-cut short, 5xx, 408, 429) are retried with full-jitter exponential backoff, honouring
-``Retry-After``; each retry is counted in :class:`~bootpull.backoff.Counters` and said
-on the console. Permanent failures (404, 401/403, a server that is not git or not v2)
-fail at once.
+even against a server that trickles one byte a second, a cap on bytes received across
+all requests (both kept by :class:`bootpull.fetch_http.Budget`), and a cap on how far a
+pack may inflate. Transient failures (connection refused or reset, a response cut
+short, 5xx, 408, 429: :mod:`bootpull.fetch_http` tells them apart) are retried here
+with full-jitter exponential backoff, honouring ``Retry-After``; each retry is counted
+in :class:`~bootpull.backoff.Counters` and said on the console. Permanent failures
+(404, 401/403, a server that is not git or not v2) fail at once.
 
 Errors: :class:`~bootpull.errors.FetchError` when the transport failed (exit 11: fall
 back to the last-known-good), :class:`~bootpull.errors.VerifyError` when the server
@@ -32,51 +36,51 @@ an object that is not what was asked for, a ref that is not a commit): exit 12.
 
 Why not dulwich's HTTP client (``dulwich.client.HttpGitClient``): its ``fetch_pack``
 discovers references (a GET of info/refs, and ``ls-refs``) before every fetch, so each
-lazy blob fetch would pay for a ref advertisement; its urllib3 transport has a
-per-socket timeout but no wall-clock deadline across reads, so a one-byte-a-second
-trickle is never cut; and any status other than 200/401/404/407 becomes a bare
-``GitProtocolError`` without the ``Retry-After`` header. The protocol bytes are small
-(:mod:`bootpull.gitwire`) and the transport is http.client with a watchdog; dulwich does
-the part that is hard to get right: indexing and checking packs, and parsing objects.
+lazy blob fetch would pay for a ref advertisement; and its transport can neither keep
+a deadline across reads nor see ``Retry-After`` (:mod:`bootpull.fetch_http`). The
+protocol bytes are small (:mod:`bootpull.gitwire`) and the transport is http.client
+with a watchdog; dulwich does the part that is hard to get right: indexing and
+checking packs, and parsing objects.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import email.utils
-import http.client
 import os
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
-from urllib.parse import urlsplit
 
 from bootpull import gitwire
 from bootpull.backoff import Backoff, Counters
 from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry
 from bootpull.console import Console
 from bootpull.errors import FetchError, VerifyError
+from bootpull.fetch_cache import ObjectCache, cache_problems
+from bootpull.fetch_http import (
+    AGENT,
+    Budget,
+    DeadlinePassed,
+    HttpTransport,
+    Redirect,
+    Response,
+    Transient,
+    parse_retry_after,
+)
 
 if TYPE_CHECKING:
     from dulwich.objects import ShaFile
     from dulwich.repo import Repo
 
-AGENT = "bootpull/1"
 MODE_TREE = 0o040000
 MODE_GITLINK = 0o160000
 MAX_TREE_DEPTH = 256  # directory nesting; deeper than this is a hostile tree
-MAX_CACHE_PACKS = 256  # every fetch adds a pack; lookups slow down with too many
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
-_REDIRECTS = {301, 302, 303, 307, 308}
 MAX_REDIRECTS = 5
 ADVERTISEMENT = "/info/refs?service=git-upload-pack"
-HOME_BASE_REPO = "/repo.git"  # where `bootpull serve` serves the repository (CONTRACT §4)
-_CHUNK = 64 * 1024
+HOME_BASE_REPO = "/repo.git"  # where `bootpull serve` serves the repository (docs/contract.md §4.1)
 
 
 @dataclass(frozen=True)
@@ -91,301 +95,6 @@ class FetchLimits:
     max_inflated: int = 2**30  # what one pack may inflate to (zlib bombs), and one object
     max_cache_bytes: int = 2**30  # past this (or MAX_CACHE_PACKS packs) the cache starts afresh
 
-
-class _Transient(Exception):
-    """A failure worth retrying: says why, and how long the server asked us to wait."""
-
-    def __init__(self, reason: str, *, kind: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-        self.retry_after = retry_after
-
-
-class _DeadlinePassed(Exception):
-    pass
-
-
-class _Redirect(Exception):
-    def __init__(self, location: str, status: int) -> None:
-        super().__init__(location)
-        self.location = location
-        self.status = status
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds to wait: delta-seconds or an HTTP date; None if absent
-    or unreadable (then our own backoff applies)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(min(int(value), 10**7))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    headers: http.client.HTTPMessage
-
-
-class _Http:
-    """One HTTP request at a time, under the pull's deadline and byte cap."""
-
-    def __init__(self, url: str, remote: GitRemote) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise FetchError(f"{url!r} is not an http:// or https:// repository URL",
-                             hint="give the repository as http://HOST[:PORT]/PATH, "
-                                  "for example http://10.0.0.1:8080/repo.git")
-        if parts.username or parts.password:
-            raise FetchError("credentials in the repository URL are not supported",
-                             hint="serve the repository read-only without authentication")
-        self.scheme = parts.scheme
-        self.host = parts.hostname
-        self.port = parts.port
-        self.base_path = parts.path.rstrip("/")
-        self.remote = remote
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None,
-        headers: dict[str, str],
-        sink: Callable[[bytes], None],
-    ) -> _Response:
-        """Send one request and stream the body of a 2xx response into ``sink``.
-
-        Raises _Transient (retry), FetchError (permanent), _DeadlinePassed.
-        """
-        remote = self.remote
-        remaining = remote.remaining()
-        if remaining <= 0:
-            raise _DeadlinePassed
-        timeout = min(remote.limits.stall_timeout, remaining)
-        conn: http.client.HTTPConnection
-        if self.scheme == "https":
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        fired = threading.Event()
-
-        def watchdog() -> None:
-            fired.set()
-            sock = conn.sock
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-        timer = threading.Timer(remaining, watchdog)
-        timer.daemon = True
-        timer.start()
-        try:
-            try:
-                conn.request(method, self.base_path + path, body=body,
-                             headers={"User-Agent": AGENT, **headers})
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
-                if fired.is_set() or remote.remaining() <= 0:
-                    raise _DeadlinePassed from exc
-                raise _Transient(f"{type(exc).__name__}: {exc}", kind="connect") from exc
-            remote._add_bytes(_header_size(resp))
-            status = resp.status
-            if status in _TRANSIENT_STATUS:
-                retry_after = parse_retry_after(resp.getheader("Retry-After"))
-                with contextlib.suppress(OSError, http.client.HTTPException):
-                    remote._add_bytes(len(resp.read(4096)))
-                raise _Transient(f"HTTP {status} {resp.reason}", kind=f"http-{status}",
-                                 retry_after=retry_after)
-            if status in _REDIRECTS and method == "GET":
-                raise _Redirect(resp.getheader("Location") or "", status)
-            if not 200 <= status < 300:
-                raise _permanent_http_error(status, resp.reason, self.url_for(path))
-            try:
-                while True:
-                    if remote.remaining() <= 0:
-                        raise _DeadlinePassed
-                    chunk = resp.read1(_CHUNK)
-                    if not chunk:
-                        break
-                    remote._add_bytes(len(chunk))
-                    sink(chunk)
-            except (OSError, http.client.HTTPException) as exc:
-                if fired.is_set() or remote.remaining() <= 0:
-                    raise _DeadlinePassed from exc
-                raise _Transient(f"the response was cut short ({type(exc).__name__}: {exc})",
-                                 kind="cut-short") from exc
-            if fired.is_set():  # the watchdog's shutdown can read as a clean end of file
-                raise _DeadlinePassed
-            return _Response(status, resp.headers)
-        finally:
-            timer.cancel()
-            conn.close()
-
-    def url_for(self, path: str) -> str:
-        port = f":{self.port}" if self.port else ""
-        return f"{self.scheme}://{self.host}{port}{self.base_path}{path}"
-
-
-def _header_size(resp: http.client.HTTPResponse) -> int:
-    status_line = len(f"HTTP/1.1 {resp.status} {resp.reason}\r\n")
-    return status_line + sum(len(k) + len(v) + 4 for k, v in resp.getheaders()) + 2
-
-
-def _permanent_http_error(status: int, reason: str, url: str) -> FetchError:
-    if status == 404:
-        return FetchError(f"no git repository at {url}", why=f"the server said HTTP 404 {reason}",
-                          hint="check the repository URL (bootpull.repo=, DHCP, DNS): it must "
-                               "name a repository served over git smart HTTP, as in "
-                               "http://HOST:PORT/repo.git")
-    if status in (401, 403):
-        return FetchError(f"the server refused access to {url}",
-                          why=f"HTTP {status} {reason}",
-                          hint="nodes fetch anonymously: serve the repository read-only "
-                               "without authentication")
-    return FetchError(f"the server refused the request for {url}", why=f"HTTP {status} {reason}",
-                      hint="check that the URL names a git smart HTTP repository and that the "
-                           "server runs git http-backend (or `bootpull serve`)")
-
-
-def _cache_is_full(cache_dir: Path, max_bytes: int) -> str:
-    """Why the cache should start afresh, or "" when it need not."""
-    packs = list((cache_dir / "objects" / "pack").glob("*.pack"))
-    if len(packs) > MAX_CACHE_PACKS:
-        return f"{len(packs)} packs (more than {MAX_CACHE_PACKS})"
-    size = 0
-    for pack in packs:
-        with contextlib.suppress(OSError):
-            size += pack.stat().st_size
-    return f"{size} bytes (more than {max_bytes})" if size > max_bytes else ""
-
-
-def _pack_problem(pack: Path) -> str:
-    """What is wrong with one cached pack and its index, or "" when they are whole.
-
-    Both files end in a SHA-1 of what precedes it, and the index also records the
-    pack's: a file cut short by a power loss, left empty, or overwritten with garbage
-    fails one of these checks. The whole pack is hashed, so this costs one read of the
-    cache (a role's worth of objects) per run.
-    """
-    import hashlib
-
-    idx = pack.with_suffix(".idx")
-    try:
-        idx_bytes = idx.read_bytes()
-    except OSError as exc:
-        return f"its index {idx.name} cannot be read ({exc.strerror or exc})"
-    if len(idx_bytes) < 8 + 256 * 4 + 40 or not idx_bytes.startswith(b"\xfftOc\x00\x00\x00\x02"):
-        return f"its index {idx.name} is cut short or not a version 2 index"
-    if hashlib.sha1(idx_bytes[:-20]).digest() != idx_bytes[-20:]:  # noqa: S324 - git's own
-        return f"its index {idx.name} fails its checksum"
-    count = int.from_bytes(idx_bytes[8 + 255 * 4:8 + 256 * 4], "big")
-    recorded = idx_bytes[-40:-20]
-    digest = hashlib.sha1()  # noqa: S324 - git's pack checksum
-    try:
-        with pack.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 32:
-                return f"{pack.name} is cut short ({size} bytes)"
-            header = f.read(12)
-            if header[:4] != b"PACK" or int.from_bytes(header[8:12], "big") != count:
-                return f"{pack.name} has a bad header"
-            digest.update(header)
-            left = size - 12 - 20
-            while left > 0:
-                chunk = f.read(min(_CHUNK, left))
-                if not chunk:
-                    return f"{pack.name} is cut short"
-                digest.update(chunk)
-                left -= len(chunk)
-            trailer = f.read(20)
-    except OSError as exc:
-        return f"{pack.name} cannot be read ({exc.strerror or exc})"
-    if digest.digest() != trailer or trailer != recorded:
-        return f"{pack.name} fails its checksum"
-    return ""
-
-
-def cache_problems(cache_dir: Path) -> list[tuple[Path, str]]:
-    """Damaged files in the object cache's pack directory, each with what is wrong.
-
-    A pack without its index and an index without its pack count as damaged (a power
-    loss between the two writes leaves one of them).
-    """
-    pack_dir = Path(cache_dir) / "objects" / "pack"
-    found: list[tuple[Path, str]] = []
-    for idx in sorted(pack_dir.glob("*.idx")):
-        if not idx.with_suffix(".pack").exists():
-            found.append((idx, f"{idx.name} has no pack"))
-    for pack in sorted(pack_dir.glob("*.pack")):
-        why = _pack_problem(pack)
-        if why:
-            found.append((pack, why))
-    return found
-
-
-def _cache_damaged(console: Console, counters: Counters, why: str) -> None:
-    counters.count("fallbacks", "fetch:cache-damaged")
-    console.warn(f"fetch: the object cache is damaged ({why}); discarding it and fetching "
-                 "from the repository", stage="fetch", reason="cache-damaged")
-
-
-def _open_store(cache_dir: Path, *, max_bytes: int, console: Console,
-                counters: Counters) -> Repo:
-    """The bare object store at ``cache_dir``, made if missing.
-
-    The cache only ever grows (each new commit adds a small pack, each new file version
-    a blob), so past ``max_bytes`` or MAX_CACHE_PACKS packs it is started afresh: the
-    next reads fetch the role once more, and nothing else changes.
-
-    A cache damaged by a power loss mid-write (a pack or index cut short, empty, or
-    garbage; see :func:`cache_problems`) loses its damaged packs; one that dulwich cannot
-    open at all is started afresh. Either way it is said on the console and counted as a
-    ``fallbacks`` with reason ``fetch:cache-damaged``; what was lost is fetched again.
-    """
-    import shutil
-
-    from dulwich.repo import Repo
-
-    if (cache_dir / "objects").is_dir():
-        why = _cache_is_full(cache_dir, max_bytes)
-        if why:
-            console.info(f"fetch: the object cache holds {why}; starting it afresh",
-                         stage="fetch")
-            shutil.rmtree(cache_dir)
-    elif cache_dir.exists() and any(cache_dir.iterdir()):
-        _cache_damaged(console, counters, f"{cache_dir} has no objects directory")
-        shutil.rmtree(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    if not (cache_dir / "objects").is_dir():
-        return Repo.init_bare(str(cache_dir))
-    # A pack being received when the node lost power (or got kill -9) stays behind as a
-    # temporary file; it was never indexed, so it was never used. Reclaim the space.
-    for where in (cache_dir / "objects" / "pack", cache_dir / "objects"):
-        for stray in where.glob("tmp*"):
-            with contextlib.suppress(OSError):
-                stray.unlink()
-    for damaged, why in cache_problems(cache_dir):
-        _cache_damaged(console, counters, why)
-        for part in (damaged.with_suffix(".pack"), damaged.with_suffix(".idx")):
-            with contextlib.suppress(OSError):
-                part.unlink()
-    try:
-        return Repo(str(cache_dir), bare=True)
-    except Exception as exc:  # noqa: BLE001 - a broken config, HEAD, ...: start afresh
-        _cache_damaged(console, counters, f"{type(exc).__name__}: {exc}")
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    return Repo.init_bare(str(cache_dir))
 
 
 class GitRemote:
@@ -402,58 +111,50 @@ class GitRemote:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = url.rstrip("/")
+        self._url = url.rstrip("/")
         self.cache_dir = Path(cache_dir)
         self.limits = limits
         self.console = console
         self.counters = counters
-        self.bytes_received = 0
         self.requests = 0
         self._sleep = sleep
-        self._clock = clock
-        self._deadline_at = clock() + limits.deadline
-        self._http = _Http(self.url, self)
+        self._budget = Budget(limits.deadline, limits.max_bytes, self._url, clock=clock)
+        self._http = HttpTransport(self._url, self._budget, stall_timeout=limits.stall_timeout)
         self._caps: gitwire.Capabilities | None = None
-        self._store: Repo | None = None
+        self._cache = ObjectCache(self.cache_dir, max_bytes=limits.max_cache_bytes,
+                                  console=console, counters=counters)
+
+    @property
+    def url(self) -> str:
+        """The repository URL in effect: as given (without a trailing ``/``) until the
+        first request; from then on where redirects and the home base's ``/repo.git``
+        led. The base URL, never a request's (no ``/info/refs``)."""
+        return self._url
+
+    def _move_to(self, url: str) -> None:
+        """Talk to the repository at ``url`` from now on (a redirect, or the home base's)."""
+        self._http = HttpTransport(url, self._budget, stall_timeout=self.limits.stall_timeout)
+        self._budget.url = url
+        self._url = url
 
     # -- budget ----------------------------------------------------------------------
 
     def remaining(self) -> float:
         """Seconds left before the pull's deadline."""
-        return self._deadline_at - self._clock()
+        return self._budget.remaining()
 
-    def _add_bytes(self, n: int) -> None:
-        self.bytes_received += n
-        if self.bytes_received > self.limits.max_bytes:
-            raise FetchError(
-                f"the fetch from {self.url} passed its cap of {self.limits.max_bytes} bytes",
-                why=f"{self.bytes_received} bytes were received",
-                hint="a role bundle should be far smaller; check what the repository serves, "
-                     "or raise the cap (FetchLimits.max_bytes)")
+    @property
+    def bytes_received(self) -> int:
+        """Bytes received across all requests, status lines and headers included."""
+        return self._budget.bytes_received
 
     @property
     def store(self) -> Repo:
-        if self._store is None:
-            self._store = _open_store(self.cache_dir, max_bytes=self.limits.max_cache_bytes,
-                                      console=self.console, counters=self.counters)
-        return self._store
-
-    def _discard_cache(self, why: str) -> None:
-        """An object could not be read from the cache: start the cache afresh."""
-        import shutil
-
-        _cache_damaged(self.console, self.counters, why)
-        store, self._store = self._store, None
-        if store is not None:
-            with contextlib.suppress(Exception):  # its mmaps may still be referenced
-                store.close()
-        shutil.rmtree(self.cache_dir, ignore_errors=True)
+        return self._cache.store
 
     def close(self) -> None:
         """Close the object cache (snapshots of this remote can no longer read)."""
-        store, self._store = self._store, None
-        if store is not None:
-            store.close()
+        self._cache.close()
 
     def __enter__(self) -> GitRemote:
         return self
@@ -464,7 +165,7 @@ class GitRemote:
     # -- requests with retries -----------------------------------------------------------
 
     def _call(self, what: str, method: str, path: str, *, body: bytes | None,
-              headers: dict[str, str], sink_factory: Callable[[], Any]) -> tuple[_Response, Any]:
+              headers: dict[str, str], sink_factory: Callable[[], Any]) -> tuple[Response, Any]:
         """Run one request with retries; ``sink_factory()`` gives a fresh sink per try."""
         attempt = 0
         while True:
@@ -475,10 +176,10 @@ class GitRemote:
                                               sink=sink.write)
                 sink.finish()
                 return response, sink
-            except _DeadlinePassed:
+            except DeadlinePassed:
                 sink.abort()
                 raise self._deadline_error(what) from None
-            except _Transient as exc:
+            except Transient as exc:
                 sink.abort()
                 attempt += 1
                 if attempt >= self.limits.max_attempts:
@@ -518,7 +219,7 @@ class GitRemote:
             hint="check the network path to the repository server; a node with a "
                  "last-known-good role keeps running it")
 
-    def _advertisement(self) -> tuple[_Response, _BytesSink]:
+    def _advertisement(self) -> tuple[Response, _BytesSink]:
         """GET info/refs, following redirects (as git does for this first request) and,
         for a URL that names a home base rather than a repository, trying /repo.git."""
         tried_home_base = False
@@ -528,7 +229,7 @@ class GitRemote:
                     "reading the capability advertisement", "GET", ADVERTISEMENT, body=None,
                     headers={"Git-Protocol": "version=2"}, sink_factory=_BytesSink)
                 return response, sink
-            except _Redirect as redirect:
+            except Redirect as redirect:
                 self._follow(redirect)
             except FetchError as exc:
                 if ("404" not in exc.why or tried_home_base
@@ -538,12 +239,11 @@ class GitRemote:
                 repo_url = self.url + HOME_BASE_REPO
                 self.console.info(f"fetch: no repository at {self.url}; trying the home "
                                   f"base's {repo_url}", stage="fetch")
-                self._http = _Http(repo_url, self)
-                self.url = repo_url
+                self._move_to(repo_url)
         raise FetchError(f"{self.url} redirects more than {MAX_REDIRECTS} times",
                          hint="point the node at the repository's final URL")
 
-    def _follow(self, redirect: _Redirect) -> None:
+    def _follow(self, redirect: Redirect) -> None:
         from urllib.parse import urljoin
 
         target = urljoin(self._http.url_for(ADVERTISEMENT), redirect.location)
@@ -558,8 +258,7 @@ class GitRemote:
                              hint="fix the server's redirect; a downgrade is never followed")
         self.console.info(f"fetch: {self.url} moved to {new_base} (HTTP {redirect.status})",
                           stage="fetch")
-        self._http = _Http(new_base, self)
-        self.url = new_base
+        self._move_to(new_base)
 
     def capabilities(self) -> gitwire.Capabilities:
         """The server's v2 capabilities (asked once per GitRemote)."""
@@ -627,14 +326,7 @@ class GitRemote:
     # -- objects -----------------------------------------------------------------------
 
     def has(self, oid: str) -> bool:
-        from dulwich.objects import ObjectID
-
-        try:
-            return ObjectID(oid.encode()) in self.store.object_store
-        except Exception as exc:  # noqa: BLE001 - a damaged cache raises many kinds
-            why = f"{type(exc).__name__}: {exc}"
-        self._discard_cache(why)
-        return False
+        return self._cache.has(oid)
 
     def get(self, oid: str) -> ShaFile:
         """The object from the cache. One that cannot be read there (the cache was
@@ -648,7 +340,7 @@ class GitRemote:
         except Exception as exc:  # noqa: BLE001 - a damaged cache raises many kinds
             why = f"{type(exc).__name__}: {exc}"
         if why:
-            self._discard_cache(why)
+            self._cache.discard(why)
         self.fetch_objects([oid], what=f"object {oid[:12]} again", filter_spec="tree:0")
         try:
             return self.store.object_store[ObjectID(oid.encode())]
@@ -725,7 +417,7 @@ class _BytesSink:
         except gitwire.WireError:
             return  # not git at all: the caller says so, clearly
         if parser.pending or not packets or packets[-1] is not gitwire.Special.FLUSH:
-            raise _Transient("the response was cut short", kind="cut-short")
+            raise Transient("the response was cut short", kind="cut-short")
 
     def abort(self) -> None:
         self._buf.clear()
@@ -759,7 +451,7 @@ class _PackSink:
         except gitwire.ServerRefused:
             raise
         except gitwire.WireError as exc:
-            raise _Transient(f"the fetch response is malformed ({exc})", kind="wire") from exc
+            raise Transient(f"the fetch response is malformed ({exc})", kind="wire") from exc
         if pack:
             if self._file is None:
                 self._file, self._commit, self._abort = self._store.add_pack()
@@ -771,7 +463,7 @@ class _PackSink:
         try:
             self._parser.finish()
         except gitwire.WireError as exc:
-            raise _Transient(str(exc), kind="cut-short") from exc
+            raise Transient(str(exc), kind="cut-short") from exc
         if self._file is None:
             return
         from bootpull.packscan import PackProblem, scan_pack
@@ -950,4 +642,4 @@ class GitSnapshot:
 
 
 __all__ = ["MODE_EXEC", "MODE_FILE", "MODE_SYMLINK", "FetchLimits", "GitRemote", "GitSnapshot",
-           "parse_retry_after"]
+           "cache_problems", "parse_retry_after"]
