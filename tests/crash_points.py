@@ -1,8 +1,9 @@
 """Crash injection for the kill -9 tests: a child process SIGKILLs itself at a chosen moment.
 
-bootpull itself knows nothing of this. Before it installs, the child wraps the calls
-that mark the moment — os-level calls, and the names ``bootpull.install`` calls its
-helpers by — so that it dies right before or right after the one picked.
+bootpull itself knows nothing of this. Before it installs (or switches a link), the
+child wraps the calls that mark the moment — os-level calls, and the names
+``bootpull.install`` calls its helpers by — so that it dies right before or right
+after the one picked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from bootpull.bundle import Bundle
 from bootpull.state import RECORD_NAME
 
 Pick = Callable[..., bool]  # called with the wrapped call's arguments
+
+#: The os calls that add, remove or rename a name in a directory.
+NAMESPACE_CALLS = ("mkdir", "rmdir", "unlink", "remove", "link", "symlink", "rename", "replace")
+
 
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
@@ -92,3 +97,19 @@ def arm(point: str, bundle: Bundle) -> None:
     """Make this process SIGKILL itself at ``point`` (a key of POINTS) while installing."""
     POINTS[point](bundle)
 
+
+def kill_after_call(n: int, directory: Path) -> None:
+    """SIGKILL this process right after its ``n``-th call (counting from 1) that adds,
+    removes or renames a name in ``directory`` and succeeds."""
+    calls = 0
+
+    def nth(*args: Any, **kwargs: Any) -> bool:
+        nonlocal calls
+        names = [a for a in args if isinstance(a, str | bytes | os.PathLike)]
+        if not any(_named(a).parent == directory for a in names):
+            return False
+        calls += 1
+        return calls == n
+
+    for name in NAMESPACE_CALLS:
+        wrap(os, name, after=nth)

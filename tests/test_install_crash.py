@@ -8,6 +8,7 @@ kills it from outside at random moments.
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 import subprocess
@@ -33,8 +34,11 @@ from bootpull.state import StateDir
 import crash_points
 import time
 bundle = many_files_bundle(sys.argv[2])
-if len(sys.argv) > 4:
-    crash_points.arm(sys.argv[4], bundle)
+point = sys.argv[4] if len(sys.argv) > 4 else ""
+if point.isdigit():
+    crash_points.kill_after_call(int(point), Path(sys.argv[1]))
+elif point:
+    crash_points.arm(point, bundle)
 print("start", flush=True)
 t0 = time.monotonic()
 install(bundle, StateDir(Path(sys.argv[1])), env={"PATH": "/usr/bin:/bin"}, console=Console())
@@ -98,6 +102,29 @@ def test_kill_at_each_point_leaves_a_whole_tree_and_recovers(tmp_path: Path,
     expected_new = point in ("switched", "trashed")
     assert version == ("3.0" if expected_new else "2.0")
     assert_recovers(state)
+
+
+def test_kill_after_each_call_beside_current_leaves_a_whole_tree_and_recovers(
+        tmp_path: Path) -> None:
+    """The install is killed right after its first call that adds, removes or renames a
+    name in the state directory's top (current, lkg and their temporary links), then after
+    its second, and so on until it completes: current and lkg always name complete
+    installs (an unlink-then-symlink switch of either fails here)."""
+    versions: list[str] = []
+    for n in itertools.count(1):
+        state = prepared(tmp_path / f"kill-after-{n}")
+        proc = child(state, "3.0", str(n))
+        _, err = proc.communicate(timeout=120)
+        versions.append(assert_whole(state))
+        lkg = state.lkg()
+        assert lkg is not None and lkg.version in ("1.0", "2.0")
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, err.decode()
+        assert_recovers(state)
+        assert n < 20, "the install did not complete after 20 such calls"
+    # the kills fell on both sides of the switch of current, and the install completed
+    assert versions[0] == "2.0" and versions[-2:] == ["3.0", "3.0"], versions
 
 
 @pytest.mark.slow
