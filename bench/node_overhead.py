@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bootpull import fetch  # noqa: E402
+from bootpull import fetch_http  # noqa: E402
 from bootpull.console import Console  # noqa: E402
 from bootpull.pipeline import Settings, run  # noqa: E402
 from gitserver import GitHttpServer  # noqa: E402
@@ -56,7 +56,7 @@ class NetworkClock:
 
     def __init__(self) -> None:
         self.wait = 0.0
-        self.original = fetch._Http.request
+        self.original = fetch_http.HttpTransport.request
 
     def install(self) -> None:
         clock = self
@@ -79,7 +79,7 @@ class NetworkClock:
             finally:
                 clock.wait += time.perf_counter() - t0 - inside
 
-        fetch._Http.request = request  # type: ignore[method-assign]
+        fetch_http.HttpTransport.request = request  # type: ignore[method-assign]
 
 
 def one_run(settings: Settings, net: NetworkClock) -> tuple[float, float]:

@@ -55,6 +55,7 @@ from bootpull.errors import (
 from bootpull.install import bundle_id, check_drift, install, recover, revert_to_lkg
 from bootpull.mac import Mac, MacError
 from bootpull.report import ReportContext, Reporter, Spool, SyslogMirror
+from bootpull.schedule import Schedule
 from bootpull.state import Installed, NodeStatus, StateDir
 from bootpull.supervise import Identity, Policy, Supervisor, contract_env, role_env
 from bootpull.trust import BUILD_TIME_FILE
@@ -353,6 +354,7 @@ class Node:
             self._report(self.degraded, "ok", "the repository answers and verifies again")
             self.degraded = None
         self.pulled = result
+        self._follow_redirect(result.repo_url)
         self.status.report_url = result.settings.report_url or ""
         if self.reporter is not None:
             self.reporter.url = self._report_url()
@@ -386,6 +388,13 @@ class Node:
                         build_time=image_build_time(self.settings.build_time_file))
         finally:
             remote.close()
+
+    def _follow_redirect(self, effective: str | None) -> None:
+        """After redirects, the repository's real URL is the one the node names and uses."""
+        if effective and effective != self.repo_url.rstrip("/"):
+            self.console.info(f"the repository is at {effective} (redirected from "
+                              f"{self.repo_url})", stage="fetch")
+            self.repo_url = effective
 
     def _fallback(self, err: BootpullError, current: Installed, stage: str, status: str,
                   message: str) -> None:
@@ -519,10 +528,10 @@ class Node:
 
     def supervise_forever(self) -> None:
         """Keep the role up, poll the repository, deliver reports; until SIGTERM."""
-        poll_backoff = Backoff(base=1.0, cap=self.settings.poll_interval)
-        poll_failures = 0
-        next_poll = time.monotonic() + self.settings.poll_interval
-        next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
+        s = self.settings
+        poll_backoff = Backoff(base=1.0, cap=s.poll_interval)
+        plan = Schedule.start(time.monotonic(), poll_interval=s.poll_interval,
+                              heartbeat_interval=s.heartbeat_interval)
         while not self.stopping:
             sup = self.supervisor
             for happening in sup.tick() if sup is not None else []:
@@ -542,7 +551,7 @@ class Node:
                     if self._give_up_on(sup.installed, err):
                         self.start_role_or_wait()
                     break
-            if time.monotonic() >= next_poll:
+            if plan.poll_due(time.monotonic()):
                 before = self.state.current()
                 changed = False
                 try:
@@ -552,10 +561,8 @@ class Node:
                     self._banner_once(err)
                     self._report_error(err)
                     failed = True
-                poll_failures = poll_failures + 1 if failed else 0
-                wait = (poll_backoff.delay(poll_failures) if failed
-                        else self.settings.poll_interval)
-                next_poll = time.monotonic() + max(0.1, wait)
+                plan = plan.polled(time.monotonic(), failed=failed,
+                                   poll_interval=s.poll_interval, backoff=poll_backoff.delay)
                 if changed:
                     self.console.info(f"switching from {before.version if before else '-'} "
                                       "to the new install")
@@ -563,17 +570,14 @@ class Node:
                         self.supervisor.stop()
                         self.supervisor = None
                     self.start_role_or_wait()
-            if time.monotonic() >= next_heartbeat:
+            if plan.heartbeat_due(time.monotonic()):
                 self._heartbeat()
-                next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
+                plan = plan.heartbeat_sent(time.monotonic(),
+                                           heartbeat_interval=s.heartbeat_interval)
             if self.reporter is not None and self.reporter.next_due() == 0.0:
                 self.reporter.flush()
-            waits = [next_poll - time.monotonic(), next_heartbeat - time.monotonic(), 1.0]
-            if self.supervisor is not None:
-                waits.append(self.supervisor.next_due())
-            if self.reporter is not None:
-                waits.append(self.reporter.next_due())
-            self._sleep(max(0.01, min(waits)))
+            also = [x.next_due() for x in (self.supervisor, self.reporter) if x is not None]
+            self._sleep(plan.sleep_for(time.monotonic(), *also))
 
     def _heartbeat(self) -> None:
         """A periodic report: the role's state and a re-verification of its files.
