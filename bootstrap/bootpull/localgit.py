@@ -11,13 +11,28 @@ dulwich is imported when a repository is opened, not when this module is.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry
+from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry, TreeReader
 from bootpull.errors import FetchError
 
 _BLOB_MODES = (MODE_FILE, MODE_EXEC, MODE_SYMLINK, 0o100664)
+
+
+def read_each(tree: TreeReader, paths: Iterable[str]) -> dict[str, bytes]:
+    """``read_many`` by one ``tree.read`` per path: the files among ``paths`` that exist.
+
+    For readers whose ``read`` is cheap: an object store or a directory on this disk (a
+    reader that fetches over the network asks for all of them in one request instead).
+    """
+    out: dict[str, bytes] = {}
+    for path in paths:
+        data = tree.read(path)
+        if data is not None:
+            out[path] = data
+    return out
 
 
 class StoreTree:
@@ -84,12 +99,7 @@ class StoreTree:
         return sorted(out, key=lambda e: e.path)
 
     def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
-        out: dict[str, bytes] = {}
-        for path in paths:
-            data = self.read(path)
-            if data is not None:
-                out[path] = data
-        return out
+        return read_each(self, paths)
 
 
 class LocalRemote:

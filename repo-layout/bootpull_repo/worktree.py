@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry
+from bootpull.localgit import read_each
 
 WORK_TREE = "work tree"
 
@@ -85,9 +86,4 @@ class WorkTree:
                 if not prefix or p.startswith(prefix + "/")]
 
     def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
-        out = {}
-        for path in paths:
-            data = self.read(path)
-            if data is not None:
-                out[path] = data
-        return out
+        return read_each(self, paths)
