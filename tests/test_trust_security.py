@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from bootpull.bundle import TreeEntry, TreeReader
 from bootpull.errors import ExpiredMetadata, VerifyError
-from bootpull.localgit import LocalRemote, StoreTree
+from bootpull.localgit import LocalRemote, StoreTree, read_each
 from bootpull.mac import Mac
 from bootpull.trust import Floor, load_floor, save_floor
 from hypothesis import HealthCheck, given, settings
@@ -72,12 +72,7 @@ class RewritingTree:
         return self.inner.list(prefix)
 
     def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
-        out = {}
-        for path in paths:
-            data = self.read(path)
-            if data is not None:
-                out[path] = data
-        return out
+        return read_each(self, paths)
 
 
 class RewritingRemote:
@@ -134,7 +129,8 @@ def test_unpublished_mode_change_is_refused(signed_repo: SignedRepo, tmp_path: P
 def test_unpublished_host_assignment_is_refused(signed_repo: SignedRepo,
                                                 tmp_path: Path) -> None:
     signed_repo.bootpull("assign", MAC_WEB.colons, "db")
-    refused(signed_repo, MAC_WEB, tmp_path / "state")
+    error = refused(signed_repo, MAC_WEB, tmp_path / "state")
+    assert f"head/hosts/{MAC_WEB.canonical}.toml does not match its signed hash" in error.what
     new = Mac.parse("52:54:00:00:00:99")
     signed_repo.bootpull("assign", str(new), "db")  # a brand-new host file, unpublished
     error = refused(signed_repo, new, tmp_path / "state")
@@ -146,7 +142,8 @@ def test_published_change_is_accepted_after_an_unpublished_one(signed_repo: Sign
     """The control for the tests above: the same change, published, goes through."""
     signed_repo.write("roles/web/files/serve.sh", b"#!/bin/sh\necho v2\n", mode=0o755)
     signed_repo.commit("v2")
-    refused(signed_repo, MAC_WEB, tmp_path / "state")
+    error = refused(signed_repo, MAC_WEB, tmp_path / "state")
+    assert "roles/web/files/serve.sh does not match its signed hash" in error.what
     signed_repo.publish()
     files = {f.path: f.data for f in node_pull(signed_repo, MAC_WEB, tmp_path / "state")
              .bundle.files}
@@ -277,7 +274,10 @@ def test_old_metadata_with_new_content_is_refused(signed_repo: SignedRepo,
     signed_repo.publish()
     signed_repo.git("checkout", "-q", old_meta, "--", ".bootpull/metadata")
     signed_repo.commit("metadata from before")
-    refused(signed_repo, MAC_WEB, tmp_path / "state")
+    error = refused(signed_repo, MAC_WEB, tmp_path / "state")
+    assert "roles/web/files/serve.sh does not match its signed hash" in error.what
+    assert error.expected.endswith("(23 B)") and error.got.endswith("(19 B)"), \
+        "the old metadata's hash is the one the new file is held against"
 
 
 def test_hiding_the_host_file_to_get_the_default_is_refused(signed_repo: SignedRepo,
@@ -338,7 +338,9 @@ def test_expired_metadata_raises_expired(signed_repo: SignedRepo, tmp_path: Path
 
 def test_freshness_refresh_cures_expiry(signed_repo: SignedRepo, tmp_path: Path) -> None:
     later = datetime.now(UTC) + timedelta(days=45)
-    refused(signed_repo, MAC_WEB, tmp_path / "state", kind=ExpiredMetadata, now=later)
+    error = refused(signed_repo, MAC_WEB, tmp_path / "state", kind=ExpiredMetadata,
+                    now=later)
+    assert "timestamp.json is expired" in error.why
     signed_repo.publish("--freshness", "--timestamp-days", "60")
     assert node_pull(signed_repo, MAC_WEB, tmp_path / "state", now=later).bundle.role.name \
         == "web"
@@ -350,14 +352,21 @@ def test_a_clock_behind_the_last_good_time_is_not_trusted(signed_repo: SignedRep
     future = datetime.now(UTC) + timedelta(days=45)
     save_floor(state, Floor(last_good=future.isoformat()))
     # the node's clock says "now", but it already saw a good time 45 days later
-    refused(signed_repo, MAC_WEB, state, kind=ExpiredMetadata)
+    error = refused(signed_repo, MAC_WEB, state, kind=ExpiredMetadata)
+    assert error.what == "the signed metadata has expired"
+    judged = future.replace(microsecond=0).isoformat(timespec="seconds")
+    assert f"timestamp.json is expired (judged at {judged})" in error.why, \
+        "expiry is judged at the last good time, not at the clock behind it"
 
 
 def test_a_clock_behind_the_image_build_time_is_not_trusted(signed_repo: SignedRepo,
                                                             tmp_path: Path) -> None:
     built = datetime.now(UTC) + timedelta(days=45)
-    refused(signed_repo, MAC_WEB, tmp_path / "state", kind=ExpiredMetadata,
-            now=datetime(1970, 1, 1, tzinfo=UTC), build_time=built)
+    error = refused(signed_repo, MAC_WEB, tmp_path / "state", kind=ExpiredMetadata,
+                    now=datetime(1970, 1, 1, tzinfo=UTC), build_time=built)
+    judged = built.replace(microsecond=0).isoformat(timespec="seconds")
+    assert f"timestamp.json is expired (judged at {judged})" in error.why, \
+        "expiry is judged at the image's build time, not at the 1970 clock"
     # with a build time in the past, the same 1970 clock is raised to it, and it works
     result = node_pull(signed_repo, MAC_WEB, tmp_path / "ok",
                        now=datetime(1970, 1, 1, tzinfo=UTC),
