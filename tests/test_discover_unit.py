@@ -3,6 +3,7 @@ driven by named fake links (no network; the real network is in test_discover_*.p
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -81,13 +82,18 @@ def test_discovery_json_has_exactly_the_contract_keys() -> None:
                   dns_servers=["10.0.0.1"], domain="lab.test", search=["lab.test"],
                   hostname=None, log_servers=[], repo_url="http://h/r.git",
                   repo_url_source="dhcp-43", report_url="http://h/api/v1/events",
-                  tried=[{"source": "dhcp-43", "result": "found", "reason": "eth0: x"}])
+                  tried=[locate.Tried("cmdline", "not-here", "no bootpull.repo= here"),
+                         locate.Tried("dhcp-43", "found", "x", "eth0")])
     out = d.to_json()
     assert list(out) == ["interface", "mac", "ip", "prefix", "gateway", "dns_servers",
                          "domain", "search", "hostname", "log_servers", "repo_url",
                          "repo_url_source", "report_url", "tried"]
     assert out["mac"] == "52-54-00-12-34-56"
+    assert out["tried"] == [
+        {"source": "cmdline", "result": "not-here", "reason": "no bootpull.repo= here"},
+        {"source": "dhcp-43", "result": "found", "reason": "eth0: x"}]
     assert Discovery.from_json(out) == d
+    assert Discovery.from_json(json.loads(json.dumps(out))).to_json() == out
 
 
 def test_importing_discover_does_not_import_scapy_or_dns() -> None:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 import pytest
-from bootpull import dhcp, locate
-from bootpull.cmdline import parse
+from bootpull import dhcp, locate, reporturl
+from bootpull.settings import KernelLine
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -66,13 +66,17 @@ class BrokenDns:
 
 
 def test_cmdline() -> None:
-    assert locate.from_cmdline({}).result == locate.NOT_HERE
-    found = locate.from_cmdline(parse("quiet bootpull.repo=http://h/r.git "
-                                      "bootpull.report=http://h/ev"))
-    assert (found.result, found.url, found.report_url) == ("found", "http://h/r.git",
-                                                            "http://h/ev")
-    bad = locate.from_cmdline(parse("bootpull.repo=ftp://h/r.git"))
+    assert locate.from_cmdline(None).result == locate.NOT_HERE
+    assert locate.from_cmdline(KernelLine.parse("quiet").repo).result == locate.NOT_HERE
+    line = KernelLine.parse("quiet bootpull.repo=http://h/r.git bootpull.report=http://h/ev")
+    found = locate.from_cmdline(line.repo)
+    report = reporturl.resolve(cmdline=line.report, repo_url=found.url)
+    assert (found.result, found.url, report and report.url) == ("found", "http://h/r.git",
+                                                                 "http://h/ev")
+    bad = locate.from_cmdline(KernelLine.parse("bootpull.repo=ftp://h/r.git").repo)
     assert bad.result == locate.FAILED and "not an http:// or https:// URL" in bad.reason
+    empty = locate.from_cmdline(KernelLine.parse("bootpull.repo=").repo)
+    assert empty.result == locate.FAILED  # an empty bootpull.repo= is not a URL either
 
 
 # -- DHCP ------------------------------------------------------------------------------
@@ -82,10 +86,15 @@ def test_dhcp_43() -> None:
     assert locate.from_dhcp_43(make_lease()).reason == "no option 43 in the lease"
     other = locate.from_dhcp_43(make_lease(vendor={7: b"x"}))
     assert other.result == locate.NOT_HERE and "no sub-option 1" in other.reason
-    ok = locate.from_dhcp_43(make_lease(vendor={1: b"https://h/r.git", 2: b"http://h/e"}))
-    assert (ok.result, ok.url, ok.report_url) == ("found", "https://h/r.git", "http://h/e")
-    bad_report = locate.from_dhcp_43(make_lease(vendor={1: b"https://h/r.git", 2: b"junk"}))
-    assert bad_report.result == locate.FOUND and bad_report.report_url is None
+    lease = make_lease(vendor={1: b"https://h/r.git", 2: b"http://h/e"})
+    ok = locate.from_dhcp_43(lease)
+    assert (ok.result, ok.url, locate.report_url_43(lease)) == ("found", "https://h/r.git",
+                                                                "http://h/e")
+    lease = make_lease(vendor={1: b"https://h/r.git", 2: b"junk"})
+    bad_report = locate.from_dhcp_43(lease)
+    assert bad_report.result == locate.FOUND and locate.report_url_43(lease) is None
+    assert locate.report_url_43(make_lease(vendor={2: b"http://h/e"})) == "http://h/e"
+    assert locate.report_url_43(make_lease()) is None
     not_url = locate.from_dhcp_43(make_lease(vendor={1: b"tftp://h/x"}))
     assert not_url.result == locate.FAILED
     broken = locate.from_dhcp_43(make_lease(problems={43: "option 43: sub-option 1 says..."}))
@@ -179,23 +188,55 @@ def test_pick_srv_rfc2782(records: list[tuple[int, int, int, str]], want: str) -
     assert picked is not None and picked[3] == want
 
 
-def test_locate_in_lease_order_stops_at_first_found() -> None:
+def test_sources_in_order_stop_at_first_found() -> None:
     dns = FixedDns(a_records={"bootpull.lab.test": ["10.0.0.9"]})
+    made: list[dhcp.Lease] = []
+
+    def factory(lease: dhcp.Lease) -> locate.Dns:
+        made.append(lease)
+        return dns
+
     lease = make_lease(bootfile="http://h/67.git", **DNS_LEASE)
-    tried = locate.locate_in_lease(lease, lambda _lease: dns)
+    tried = locate.try_sources(locate.Clues(lease=lease, dns_factory=factory))
     assert [(a.source, a.result) for a in tried] == [("dhcp-43", "not-here"),
                                                      ("dhcp-67", "found")]
     assert dns.asked == []  # no DNS question when DHCP already answered
+    assert made == []  # nor a resolver made
     lease = make_lease(**DNS_LEASE)
-    tried = locate.locate_in_lease(lease, lambda _lease: dns)
+    tried = locate.try_sources(locate.Clues(lease=lease, dns_factory=factory))
     assert [a.source for a in tried] == ["dhcp-43", "dhcp-67", "dns-srv", "well-known"]
     assert tried[-1].url == "http://bootpull.lab.test/"
+    assert made == [lease]  # one resolver for both DNS sources
     assert locate.ORDER == ("cmdline", "dhcp-43", "dhcp-67", "dns-srv", "well-known")
+    assert [s.name for s in locate.SOURCES if not s.on_lease] == ["cmdline"]
+
+
+def test_without_a_lease_only_the_command_line_is_tried() -> None:
+    [found] = locate.try_sources(locate.Clues(repo_url="http://h/r.git"))
+    assert (found.source, found.result, found.url) == ("cmdline", "found", "http://h/r.git")
+    [absent] = locate.try_sources(locate.Clues())
+    assert (absent.source, absent.result) == ("cmdline", "not-here")
 
 
 def test_default_report_url() -> None:
-    assert locate.default_report_url("https://h:8443/x/repo.git") == \
+    assert reporturl.origin_events_url("https://h:8443/x/repo.git") == \
         "https://h:8443/api/v1/events"
+
+
+@pytest.mark.parametrize("entry", [
+    locate.Tried("cmdline", "not-here", "no bootpull.repo= on the kernel command line"),
+    locate.Tried("cmdline", "failed", "bootpull.repo= 'a: b' is not an http:// or https:// URL"),
+    locate.Tried("dhcp", "found", "lease 10.0.0.5/24 from 10.0.0.1", "eth0"),
+    locate.Tried("dhcp-43", "failed", "option 43: sub-option 1 says 64 bytes", "enp0s3"),
+    locate.Tried("dhcp", "failed", "eth1 has no carrier (no link after 3s: is the cable in?)"),
+    locate.Tried("dhcp", "failed", "there is no interface 'no-such-if0'"),
+])
+def test_tried_json_round_trip(entry: locate.Tried) -> None:
+    out = entry.to_json()
+    assert list(out) == ["source", "result", "reason"]
+    assert out["reason"] == (f"{entry.interface}: {entry.reason}" if entry.interface
+                             else entry.reason)
+    assert locate.Tried.from_json(out) == entry
 
 
 @given(st.dictionaries(st.integers(1, 254), st.binary(max_size=300), max_size=4),

@@ -503,7 +503,7 @@ def test_a_second_node_run_on_the_same_state_dir_is_refused(tmp_path: Path) -> N
 def test_settings_from_the_command_line_and_the_kernel_command_line(tmp_path: Path) -> None:
     import argparse
 
-    from bootpull.pipeline import DEFAULT_TRUST
+    from bootpull.settings import DEFAULT_TRUST
 
     cmdline = tmp_path / "cmdline"
     cmdline.write_text("quiet bootpull.poll=7 bootpull.trust=/etc/t.json "

@@ -1,6 +1,8 @@
-"""The kernel command line: ``bootpull.*`` parameters (docs/contract.md §2.6).
+"""The kernel command line: ``bootpull.*`` words (docs/contract.md §2.6), untyped.
 
-Parsing is pure: give it the text of /proc/cmdline and get a dict back.
+Parsing is pure: give it the text of /proc/cmdline and get a dict back. Only
+:mod:`bootpull.settings` reads it; that is where the keys are known (``KERNEL_KEYS``)
+and typed, so nothing below it sees this dict.
 """
 
 from __future__ import annotations
@@ -8,18 +10,13 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-KNOWN_KEYS = frozenset({
-    "repo", "interface", "log", "console", "mac", "rescue", "report", "trust", "state",
-    "dhcp_delay", "build_time",
-})
-
 
 def parse(text: str) -> dict[str, list[str]]:
     """Every ``bootpull.KEY=VALUE`` on the line, in order; repeated keys keep all values.
 
     ``bootpull.interface=eth0,eth1`` and two ``bootpull.interface=`` both give
-    ``["eth0", "eth1"]``. Unknown ``bootpull.*`` keys are kept too, so the caller can
-    warn about them instead of silently ignoring a typo.
+    ``["eth0", "eth1"]``. Unknown ``bootpull.*`` keys are kept too, so that
+    :mod:`bootpull.settings` can warn about them instead of silently ignoring a typo.
     """
     try:
         words = shlex.split(text)

@@ -15,8 +15,12 @@ forever for a higher-ranked one that is still silent: after ``grace`` seconds
 command line the repository is already located, and the winner is the highest-
 ranked interface that got a lease.
 
-**Identity MAC.** ``mac_override`` (``--mac``), else ``bootpull.mac=``, else the MAC
-of the winning interface.
+**Identity MAC.** ``mac`` (``--mac``, else ``bootpull.mac=``: see
+:mod:`bootpull.settings`), else the MAC of the winning interface.
+
+**Report URL.** :func:`bootpull.reporturl.resolve` over ``bootpull.report=``, the
+winning lease's option 43 sub-option 2 and the repository URL (docs/contract.md §2.5,
+orders 3 to 5).
 
 **Configuration.** Unless ``configure`` is false, each leased interface gets its
 address and prefix (so that DNS questions can reach the lease's servers), and the
@@ -30,21 +34,22 @@ import json
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bootpull import cmdline, dhcp, locate
+from bootpull import dhcp, locate, reporturl
 from bootpull.backoff import Counters
-from bootpull.console import Console, Level
-from bootpull.errors import DiscoveryError, UsageError
+from bootpull.console import Console
+from bootpull.errors import DiscoveryError
 from bootpull.interfaces import Interface, candidates
-from bootpull.mac import Mac, MacError
+from bootpull.locate import Tried
+from bootpull.mac import Mac
+from bootpull.settings import DiscoverSettings, unknown_key_warnings
 
 #: Seconds a lower-ranked interface that located the repository waits for silent
 #: higher-ranked ones.
 GRACE = 5.0
-DEFAULT_INITIAL_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class Discovery:
     repo_url: str
     repo_url_source: str  # cmdline, dhcp-43, dhcp-67, dns-srv or well-known
     report_url: str  # bootpull.report=, else option 43.2, else the repo origin's events URL
-    tried: list[dict[str, str]] = field(default_factory=list)
+    tried: list[Tried] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The contract's JSON object (a dict ready for ``json.dumps``)."""
@@ -79,20 +84,21 @@ class Discovery:
             "search": list(self.search), "hostname": self.hostname,
             "log_servers": list(self.log_servers), "repo_url": self.repo_url,
             "repo_url_source": self.repo_url_source, "report_url": self.report_url,
-            "tried": [dict(t) for t in self.tried],
+            "tried": [t.to_json() for t in self.tried],
         }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Discovery:
         """The inverse of :meth:`to_json` (for state written to disk)."""
-        return cls(**{**obj, "mac": Mac.parse(obj["mac"])})
+        return cls(**{**obj, "mac": Mac.parse(obj["mac"]),
+                      "tried": [Tried.from_json(t) for t in obj["tried"]]})
 
 
 class NothingFound(DiscoveryError):
     """No lease, or no source located the repository. ``tried`` says what was tried."""
 
     def __init__(self, what: str, *, why: str = "", hint: str = "",
-                 tried: list[dict[str, str]] | None = None) -> None:
+                 tried: list[Tried] | None = None) -> None:
         super().__init__(what, why=why, hint=hint)
         self.tried = tried or []
 
@@ -106,42 +112,38 @@ class _Outcome:
     at: float = 0.0
 
 
-def _tried(attempt: locate.Attempt, iface: str | None) -> dict[str, str]:
-    entry = attempt.as_tried()
-    if iface:
-        entry["reason"] = f"{iface}: {entry['reason']}"
-    return entry
-
-
 def discover(
     *,
-    interfaces: list[str],
+    interfaces: Sequence[str],
     timeout: float,
     configure: bool,
-    params: dict[str, list[str]],
     console: Console,
     counters: Counters,
-    mac_override: Mac | None = None,
-    initial_delay: float | None = None,
+    dhcp_delay: float,
+    repo_url: str | None = None,
+    mac: Mac | None = None,
+    report_url: str | None = None,
     grace: float = GRACE,
 ) -> Discovery:
-    """Learn (DHCP) and locate (docs/contract.md §2). Raise :class:`NothingFound` (exit 10)."""
+    """Learn (DHCP) and locate (docs/contract.md §2). Raise :class:`NothingFound` (exit 10).
+
+    ``interfaces``: the candidates, in order (empty: every Ethernet interface);
+    ``repo_url``: the ``cmdline`` source (``bootpull.repo=`` or ``--repo``); ``mac``: the
+    identity override; ``report_url``: ``bootpull.report=``; ``dhcp_delay``: the upper
+    bound of the random wait before the first DISCOVER, in seconds.
+    """
     from bootpull import dhcp_client
 
     started = time.monotonic()
     deadline = started + max(1.0, timeout)
     # DNS questions need a little time after the last lease can arrive.
     dhcp_deadline = deadline - min(5.0, timeout * 0.25)
-    mac = mac_override or _mac_from_params(params)
-    if initial_delay is None:
-        initial_delay = _float_param(params, "dhcp_delay", DEFAULT_INITIAL_DELAY)
-    names = interfaces or params.get("interface", [])
-    tried: list[dict[str, str]] = []
+    tried: list[Tried] = []
     # scapy takes a while to import: let it load while the links come up.
     threading.Thread(target=dhcp_client.preload, name="scapy-import", daemon=True).start()
 
-    cmd = locate.from_cmdline(params)
-    tried.append(_tried(cmd, None))
+    [cmd] = locate.try_sources(locate.Clues(repo_url=repo_url))
+    tried.append(cmd.tried())
     console.info(f"locate cmdline: {cmd.result}: {cmd.reason}", stage="locate",
                  source="cmdline", result=cmd.result, reason=cmd.reason)
     if cmd.result == locate.FAILED:
@@ -151,10 +153,10 @@ def discover(
             tried=tried)
 
     with console.step("interfaces") as step:
-        ready, unusable = candidates(names, carrier_wait=min(3.0, timeout * 0.1))
+        ready, unusable = candidates(list(interfaces), carrier_wait=min(3.0, timeout * 0.1))
         step.note(", ".join(i.name for i in ready) or "none usable")
     for item in unusable:
-        tried.append({"source": "dhcp", "result": locate.FAILED, "reason": item.reason})
+        tried.append(Tried("dhcp", locate.FAILED, item.reason))
         console.warn(item.reason)
     if not ready:
         raise NothingFound(
@@ -164,7 +166,7 @@ def discover(
                  "bootpull.interface=NAME or --interface NAME",
             tried=tried)
 
-    settings = dhcp_client.DhcpSettings(initial_delay=initial_delay)
+    settings = dhcp_client.DhcpSettings(initial_delay=dhcp_delay)
     cond = threading.Condition()
     stop = threading.Event()
     outcomes: dict[str, _Outcome] = {}
@@ -209,10 +211,9 @@ def discover(
                       else "no result before the time limit")
             if name in progress:
                 reason += f" ({progress[name]})"
-            tried.append({"source": "dhcp", "result": locate.FAILED,
-                          "reason": f"{name}: {reason}"})
+            tried.append(Tried("dhcp", locate.FAILED, reason, name))
             continue
-        tried.extend(_tried(a, name) for a in outcome.attempts)
+        tried.extend(a.tried(name) for a in outcome.attempts)
     if winner is None or winner.lease is None:
         raise _nothing_found(tried, any(o.lease for o in final.values()))
     lease = winner.lease
@@ -222,20 +223,21 @@ def discover(
             dhcp_client.configure_default_route(winner.iface.name, lease)
         except OSError as exc:
             console.warn(f"could not set the default route: {exc}")
-    repo_url = winner.found.url or ""
-    report_url = (cmdline.last(params, "report") or winner.found.report_url
-                  or _report_from_lease(lease) or locate.default_report_url(repo_url))
+    found_url = winner.found.url or ""
+    report = reporturl.resolve(cmdline=report_url, dhcp_43=locate.report_url_43(lease),
+                               repo_url=found_url)
     result = Discovery(
         interface=winner.iface.name, mac=mac or winner.iface.mac, ip=str(lease.ip),
         prefix=lease.prefix, gateway=str(lease.gateway) if lease.gateway else None,
         dns_servers=[str(s) for s in lease.dns_servers], domain=lease.domain,
         search=list(lease.search), hostname=lease.hostname,
-        log_servers=[str(s) for s in lease.log_servers], repo_url=repo_url,
-        repo_url_source=winner.found.source, report_url=report_url, tried=tried,
+        log_servers=[str(s) for s in lease.log_servers], repo_url=found_url,
+        repo_url_source=winner.found.source, report_url=report.url if report else "",
+        tried=tried,
     )
     console.info(f"identity {result.mac} ({'override' if mac else winner.iface.name}), "
-                 f"repository {repo_url} (from {result.repo_url_source})", stage="discover",
-                 mac=result.mac.canonical, interface=result.interface, repo_url=repo_url,
+                 f"repository {found_url} (from {result.repo_url_source})", stage="discover",
+                 mac=result.mac.canonical, interface=result.interface, repo_url=found_url,
                  source=result.repo_url_source)
     return result
 
@@ -302,7 +304,7 @@ def _learn_and_locate(
         return locate.LeaseDns(found.dns_servers, source=found.ip if configure else None,
                                lifetime=4.0, deadline=dns_deadline)
 
-    for attempt in locate.locate_in_lease(lease, dns_for):
+    for attempt in locate.try_sources(locate.Clues(lease=lease, dns_factory=dns_for)):
         outcome.attempts.append(attempt)
         console.info(f"locate {attempt.source} on {iface.name}: {attempt.result}: "
                      f"{attempt.url or attempt.reason}", stage="locate",
@@ -313,19 +315,8 @@ def _learn_and_locate(
     return outcome
 
 
-def _report_from_lease(lease: dhcp.Lease) -> str | None:
-    raw = lease.vendor.get(dhcp.SUBOPT_REPORT_URL)
-    if raw is None:
-        return None
-    try:
-        return dhcp.check_url(dhcp.decode_text(raw, "option 43.2", limit=dhcp.MAX_URL),
-                              "option 43.2")
-    except dhcp.MalformedDhcp:
-        return None
-
-
-def _nothing_found(tried: list[dict[str, str]], leased: bool) -> NothingFound:
-    why = "\n".join(f"{t['source']}: {t['result']}: {t['reason']}" for t in tried)
+def _nothing_found(tried: list[Tried], leased: bool) -> NothingFound:
+    why = "\n".join(f"{t.source}: {t.result}: {t.text}" for t in tried)
     if not leased:
         return NothingFound(
             "no DHCP lease on any interface", why=why,
@@ -341,57 +332,37 @@ def _nothing_found(tried: list[dict[str, str]], leased: bool) -> NothingFound:
         tried=tried)
 
 
-def _mac_from_params(params: dict[str, list[str]]) -> Mac | None:
-    text = cmdline.last(params, "mac")
-    if text is None:
-        return None
-    try:
-        return Mac.parse(text)
-    except MacError as exc:
-        raise DiscoveryError("bootpull.mac= is not a MAC address", why=str(exc),
-                             hint="write it as 52:54:00:12:34:56") from None
-
-
-def _float_param(params: dict[str, list[str]], key: str, default: float) -> float:
-    text = cmdline.last(params, key)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        return default
-    return value if 0 <= value <= 60 else default
-
-
 # -- the command ------------------------------------------------------------------------
 
 
 def command(args: argparse.Namespace) -> int:
     """``bootpull node discover``."""
-    params = cmdline.read(Path(args.cmdline)) if args.cmdline else cmdline.read()
-    level_text = args.log or cmdline.last(params, "log") or "info"
+    settings = DiscoverSettings.from_args(args)
+    console = Console.open(settings.console_spec, level=settings.log_level)
     try:
-        level = Level.parse(level_text)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    console = Console.open(args.console or cmdline.last(params, "console"), level=level)
-    try:
+        for warning in unknown_key_warnings(settings.unknown_keys):
+            console.warn(warning)
+        if settings.mac_error is not None:
+            raise DiscoveryError("bootpull.mac= is not a MAC address", why=settings.mac_error,
+                                 hint="write it as 52:54:00:12:34:56")
         result = discover(
-            interfaces=list(args.interface), timeout=args.timeout,
-            configure=not args.no_configure, params=params, console=console,
-            counters=Counters(),
+            interfaces=settings.interfaces, timeout=settings.discover_timeout,
+            configure=settings.configure, console=console, counters=Counters(),
+            dhcp_delay=settings.dhcp_delay, repo_url=settings.repo_url, mac=settings.mac,
+            report_url=settings.report_url,
         )
     except DiscoveryError as exc:
         console.banner(exc)
         exc.reported = True
-        if args.json:
+        if settings.as_json:
+            tried = exc.tried if isinstance(exc, NothingFound) else []
             print(json.dumps({"error": exc.what, "why": exc.why, "hint": exc.hint,
                               "exit_code": exc.exit_code,
-                              "tried": getattr(exc, "tried", [])}, indent=2))
+                              "tried": [t.to_json() for t in tried]}, indent=2))
         raise
     finally:
         console.close()
-    if args.json:
+    if settings.as_json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         for key, value in result.to_json().items():

@@ -2,48 +2,86 @@
 
 Each source returns an :class:`Attempt`: either ``found`` with a URL, or ``not-here``
 (the source has nothing to say) or ``failed`` (it had something, and it was wrong or
-could not be read), with a reason a person can act on. The caller tries them in
-:data:`ORDER` and stops at the first ``found``; every attempt goes into ``tried[]``.
+could not be read), with a reason a person can act on. :data:`SOURCES` is the order,
+and :func:`try_sources` the one loop over it: it stops at the first ``found``; every
+attempt goes into ``tried[]`` (as a :class:`Tried`).
 
-1. ``cmdline``    ``bootpull.repo=URL`` on the kernel command line.
+1. ``cmdline``    ``bootpull.repo=URL`` on the kernel command line (or ``--repo``):
+                  tried once, before DHCP.
 2. ``dhcp-43``    option 43 (vendor-encapsulated) sub-option 1.
 3. ``dhcp-67``    option 67, or else the BOOTP ``file`` field, when an http(s) URL.
 4. ``dns-srv``    ``_bootpull._tcp.<domain>`` SRV, plus its TXT ``path=``.
 5. ``well-known`` ``http://bootpull.<domain>/``, if that name resolves.
 
-``<domain>`` is option 15, or failing that the first entry of option 119. DNS
-questions go only to the DNS servers of the lease (option 6), never to the host's
-resolver, through the :class:`Dns` interface; :class:`LeaseDns` is the dnspython one.
+Sources 2 to 5 are tried over each lease. ``<domain>`` is option 15, or failing that
+the first entry of option 119. DNS questions go only to the DNS servers of the lease
+(option 6), never to the host's resolver, through the :class:`Dns` interface;
+:class:`LeaseDns` is the dnspython one. Option 43 sub-option 2, the report URL, is read
+by :func:`report_url_43` (docs/contract.md §2.5).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from bootpull import dhcp
-from bootpull.cmdline import last
 
 FOUND, NOT_HERE, FAILED = "found", "not-here", "failed"
-ORDER = ("cmdline", "dhcp-43", "dhcp-67", "dns-srv", "well-known")
 SERVICE = "_bootpull._tcp"
+#: a Linux interface name: at most 15 characters, no whitespace, ``/`` or ``:``
+_IFNAME = re.compile(r"[^\s:/]{1,15}")
 
 
 @dataclass(frozen=True)
 class Attempt:
+    """What one source said: its result, the reason, and the URL when ``found``."""
+
     source: str
     result: str
     reason: str
     url: str | None = None
-    #: The report URL, when the source gave one (option 43 sub-option 2).
-    report_url: str | None = None
 
-    def as_tried(self) -> dict[str, str]:
-        return {"source": self.source, "result": self.result, "reason": self.reason}
+    def tried(self, interface: str | None = None) -> Tried:
+        """This attempt as an entry of ``tried[]``, made over ``interface``'s lease."""
+        return Tried(self.source, self.result, self.reason, interface)
+
+
+@dataclass(frozen=True)
+class Tried:
+    """One entry of ``tried[]`` (docs/contract.md §3.2).
+
+    ``interface`` is the interface whose lease the attempt was made over; ``None`` for
+    ``cmdline``, and for an interface passed over before DHCP, whose ``reason`` names
+    it in its own words. In JSON the reason starts with the interface name.
+    """
+
+    source: str
+    result: str
+    reason: str
+    interface: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The reason as JSON and the banner show it: ``eth0: ...``."""
+        return f"{self.interface}: {self.reason}" if self.interface else self.reason
+
+    def to_json(self) -> dict[str, str]:
+        return {"source": self.source, "result": self.result, "reason": self.text}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, str]) -> Tried:
+        """The inverse of :meth:`to_json`: an interface name before ``: `` is split off."""
+        name, sep, rest = obj["reason"].partition(": ")
+        if sep and obj["source"] != "cmdline" and _IFNAME.fullmatch(name):
+            return cls(obj["source"], obj["result"], rest, name)
+        return cls(obj["source"], obj["result"], obj["reason"])
 
 
 class DnsFailure(Exception):
@@ -119,40 +157,50 @@ class LeaseDns:
 # -- the sources ------------------------------------------------------------------------
 
 
-def from_cmdline(params: dict[str, list[str]]) -> Attempt:
-    url = last(params, "repo")
+def from_cmdline(url: str | None) -> Attempt:
+    """``bootpull.repo=URL`` (or ``node run --repo URL``); ``None`` when not given."""
     if url is None:
         return Attempt("cmdline", NOT_HERE, "no bootpull.repo= on the kernel command line")
     try:
         dhcp.check_url(url, "bootpull.repo=")
     except dhcp.MalformedDhcp as exc:
         return Attempt("cmdline", FAILED, str(exc))
-    return Attempt("cmdline", FOUND, f"bootpull.repo={url}", url=url,
-                   report_url=last(params, "report"))
+    return Attempt("cmdline", FOUND, f"bootpull.repo={url}", url=url)
+
+
+def _suboption_url(lease: dhcp.Lease, code: int) -> str | None:
+    """Option 43 sub-option ``code`` as a URL; raise MalformedDhcp if it is not one."""
+    raw = lease.vendor.get(code)
+    if raw is None:
+        return None
+    what = f"option 43 sub-option {code}"
+    return dhcp.check_url(dhcp.decode_text(raw, what, limit=dhcp.MAX_URL), what)
 
 
 def from_dhcp_43(lease: dhcp.Lease) -> Attempt:
     if dhcp.VENDOR_SPECIFIC in lease.problems:
         return Attempt("dhcp-43", FAILED, lease.problems[dhcp.VENDOR_SPECIFIC])
-    raw = lease.vendor.get(dhcp.SUBOPT_REPO_URL)
-    if raw is None:
+    try:
+        url = _suboption_url(lease, dhcp.SUBOPT_REPO_URL)
+    except dhcp.MalformedDhcp as exc:
+        return Attempt("dhcp-43", FAILED, str(exc))
+    if url is None:
         why = ("no option 43 in the lease" if not lease.vendor
                else "option 43 has no sub-option 1 (the repository URL)")
         return Attempt("dhcp-43", NOT_HERE, why)
+    return Attempt("dhcp-43", FOUND, "option 43 sub-option 1", url=url)
+
+
+def report_url_43(lease: dhcp.Lease) -> str | None:
+    """Option 43 sub-option 2, the report URL (docs/contract.md §2.5, order 4).
+
+    A malformed one is dropped (§2.2): the report URL has other choices, and the
+    repository URL in sub-option 1 still counts.
+    """
     try:
-        url = dhcp.check_url(dhcp.decode_text(raw, "option 43 sub-option 1",
-                                              limit=dhcp.MAX_URL), "option 43 sub-option 1")
-    except dhcp.MalformedDhcp as exc:
-        return Attempt("dhcp-43", FAILED, str(exc))
-    report = None
-    if dhcp.SUBOPT_REPORT_URL in lease.vendor:
-        try:
-            report = dhcp.check_url(dhcp.decode_text(
-                lease.vendor[dhcp.SUBOPT_REPORT_URL], "option 43 sub-option 2",
-                limit=dhcp.MAX_URL), "option 43 sub-option 2")
-        except dhcp.MalformedDhcp:
-            report = None  # the report URL has its own fallbacks; the repo URL is fine
-    return Attempt("dhcp-43", FOUND, "option 43 sub-option 1", url=url, report_url=report)
+        return _suboption_url(lease, dhcp.SUBOPT_REPORT_URL)
+    except dhcp.MalformedDhcp:
+        return None
 
 
 def from_dhcp_67(lease: dhcp.Lease) -> Attempt:
@@ -262,27 +310,61 @@ def from_well_known(lease: dhcp.Lease, dns: Dns) -> Attempt:
     return Attempt("well-known", FOUND, f"{name} is {found[0]}", url=f"http://{name}/")
 
 
-def locate_in_lease(
-    lease: dhcp.Lease, dns_factory: Callable[[dhcp.Lease], Dns],
-) -> list[Attempt]:
-    """The DHCP and DNS sources over one lease, in order, stopping at the first found."""
+# -- the order ------------------------------------------------------------------------
+
+
+@dataclass
+class Clues:
+    """What the sources read: the command line's URL at boot, or one lease.
+
+    ``dns_factory`` makes the lease's :class:`Dns` when the first DNS source asks, so no
+    DNS question is asked (nor a resolver made) when DHCP already answered.
+    """
+
+    repo_url: str | None = None
+    lease: dhcp.Lease | None = None
+    dns_factory: Callable[[dhcp.Lease], Dns] | None = None
+
+    @property
+    def leased(self) -> dhcp.Lease:
+        assert self.lease is not None, "a lease source without a lease"
+        return self.lease
+
+    @cached_property
+    def dns(self) -> Dns:
+        assert self.dns_factory is not None, "a DNS source without a DNS factory"
+        return self.dns_factory(self.leased)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One row of :data:`SOURCES`."""
+
+    name: str  # the ``repo_url_source`` and the ``tried[]`` source it gives
+    on_lease: bool  # False: tried once, before DHCP; True: tried over each lease
+    find: Callable[[Clues], Attempt]
+
+
+SOURCES: tuple[Source, ...] = (
+    Source("cmdline", False, lambda clues: from_cmdline(clues.repo_url)),
+    Source("dhcp-43", True, lambda clues: from_dhcp_43(clues.leased)),
+    Source("dhcp-67", True, lambda clues: from_dhcp_67(clues.leased)),
+    Source("dns-srv", True, lambda clues: from_dns_srv(clues.leased, clues.dns)),
+    Source("well-known", True, lambda clues: from_well_known(clues.leased, clues.dns)),
+)
+ORDER = tuple(source.name for source in SOURCES)
+
+
+def try_sources(clues: Clues) -> list[Attempt]:
+    """The sources of :data:`SOURCES` that ``clues`` are for, in order, up to the first found.
+
+    Without a lease that is ``cmdline`` alone; with one, the DHCP and DNS sources over it.
+    """
     attempts: list[Attempt] = []
-    dns: Dns | None = None
-    for source in ORDER[1:]:
-        if source == "dhcp-43":
-            attempt = from_dhcp_43(lease)
-        elif source == "dhcp-67":
-            attempt = from_dhcp_67(lease)
-        else:
-            dns = dns or dns_factory(lease)
-            attempt = (from_dns_srv if source == "dns-srv" else from_well_known)(lease, dns)
-        attempts.append(attempt)
-        if attempt.result == FOUND:
+    for source in SOURCES:
+        if source.on_lease != (clues.lease is not None):
+            continue
+        attempts.append(source.find(clues))
+        if attempts[-1].result == FOUND:
             break
     return attempts
-
-
-def default_report_url(repo_url: str) -> str:
-    """The repository's origin plus ``/api/v1/events`` (docs/contract.md §2.5, last fallback)."""
-    parts = urlsplit(repo_url)
-    return f"{parts.scheme}://{parts.netloc}/api/v1/events"

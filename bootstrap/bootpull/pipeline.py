@@ -35,110 +35,34 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from bootpull import cmdline
 from bootpull.backoff import Backoff, Counters
-from bootpull.console import Console, Level
+from bootpull.console import Console
 from bootpull.errors import (
     BootpullError,
     DiscoveryError,
     ExpiredMetadata,
     FetchError,
     RunError,
-    UsageError,
     VerifyError,
 )
 from bootpull.install import bundle_id, check_drift, install, recover, revert_to_lkg
-from bootpull.mac import Mac, MacError
 from bootpull.report import ReportContext, Reporter, Spool, SyslogMirror
+from bootpull.reporturl import origin_events_url as origin_events_url  # the old name
+from bootpull.reporturl import resolve as resolve_report_url
 from bootpull.schedule import Schedule
+from bootpull.settings import Settings
 from bootpull.state import Installed, NodeStatus, StateDir
-from bootpull.supervise import Identity, Policy, Supervisor, contract_env, role_env
-from bootpull.trust import BUILD_TIME_FILE
+from bootpull.supervise import Identity, Supervisor, contract_env, role_env
 
 if TYPE_CHECKING:
     from bootpull.bundle import Bundle
     from bootpull.discover import Discovery
     from bootpull.pull import PullResult
 
-#: Where the image keeps the trust anchors (``bootpull image build --trust`` puts them there).
-DEFAULT_TRUST = Path("/etc/bootpull/trust.json")
-DEFAULT_POLL = 60.0
-DEFAULT_HEARTBEAT = 60.0  # well inside the home base's default SILENT deadline (300 s)
-EVENTS_PATH = "/api/v1/events"
 CONSOLE_LOG_MAX = 4 * 2**20
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the command line and the kernel command line say; never changes in a run."""
-
-    state_dir: Path
-    repo_url: str | None
-    mac: Mac | None
-    trust_file: Path
-    oneshot: bool
-    interfaces: tuple[str, ...] = ()
-    params: dict[str, list[str]] = field(default_factory=dict)
-    console_spec: str | None = None
-    log_level: Level = Level.INFO
-    report_url: str | None = None  # bootpull.report= on the kernel command line
-    poll_interval: float = DEFAULT_POLL
-    heartbeat_interval: float = DEFAULT_HEARTBEAT
-    discover_timeout: float = 30.0
-    fetch_deadline: float = 300.0  # for one fetch, across its retries
-    #: with an install on disk, a fetch gives up this soon and the install runs
-    #: (the repository is retried in the background)
-    fetch_deadline_with_lkg: float = 30.0
-    policy: Policy = field(default_factory=Policy)
-    #: the image's build time (RFC 3339 or epoch seconds), the floor of the clock that
-    #: metadata expiry is judged by; ``bootpull.build_time=PATH`` moves it (tests)
-    build_time_file: Path = BUILD_TIME_FILE
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Settings:
-        params = cmdline.read(Path(args.cmdline)) if args.cmdline else cmdline.read()
-        mac_text = args.mac or cmdline.last(params, "mac")
-        try:
-            mac = Mac.parse(mac_text) if mac_text else None
-        except MacError as exc:
-            raise UsageError(f"--mac: {exc}") from None
-        level_text = args.log or cmdline.last(params, "log") or "info"
-        try:
-            level = Level.parse(level_text)
-        except ValueError as exc:
-            raise UsageError(f"--log: {exc}") from None
-        poll = _seconds(params, "poll", DEFAULT_POLL)
-        heartbeat = _seconds(params, "heartbeat", DEFAULT_HEARTBEAT)
-        trust = args.trust or cmdline.last(params, "trust")
-        build_time_file = cmdline.last(params, "build_time")
-        return cls(
-            state_dir=Path(args.state_dir),
-            repo_url=args.repo,
-            mac=mac,
-            trust_file=Path(trust) if trust else DEFAULT_TRUST,
-            oneshot=bool(args.oneshot),
-            interfaces=tuple(args.interface or params.get("interface", [])),
-            params=params,
-            console_spec=args.console or cmdline.last(params, "console"),
-            log_level=level,
-            report_url=cmdline.last(params, "report"),
-            poll_interval=max(0.1, poll),
-            heartbeat_interval=max(0.1, heartbeat),
-            build_time_file=Path(build_time_file) if build_time_file else BUILD_TIME_FILE,
-        )
-
-
-def _seconds(params: dict[str, list[str]], key: str, default: float) -> float:
-    text = cmdline.last(params, key)
-    try:
-        return float(text) if text else default
-    except ValueError:
-        raise UsageError(f"bootpull.{key}={text}: not a number of seconds") from None
 
 
 def command(args: argparse.Namespace) -> int:
@@ -173,12 +97,6 @@ def run(settings: Settings, console: Console) -> int:
         return err.exit_code
     finally:
         node.close()
-
-
-def origin_events_url(repo_url: str) -> str:
-    """The repository's origin plus ``/api/v1/events`` (docs/contract.md §2.5, the last choice)."""
-    parts = urlsplit(repo_url)
-    return f"{parts.scheme}://{parts.netloc}{EVENTS_PATH}"
 
 
 class _Stop(Exception):
@@ -277,13 +195,11 @@ class Node:
     def _discover_once(self) -> Discovery:
         from bootpull.discover import discover
 
-        params = dict(self.settings.params)
-        if self.settings.repo_url:
-            params["repo"] = [self.settings.repo_url]
-        return discover(interfaces=list(self.settings.interfaces),
-                        timeout=self.settings.discover_timeout, configure=True,
-                        params=params, console=self.console, counters=self.counters,
-                        mac_override=self.settings.mac)
+        s = self.settings
+        return discover(interfaces=s.interfaces, timeout=s.discover_timeout, configure=True,
+                        console=self.console, counters=self.counters,
+                        dhcp_delay=s.dhcp_delay, repo_url=s.repo_url or s.kernel_repo_url,
+                        mac=s.mac, report_url=s.report_url)
 
     def _start_reporting(self, log_servers: list[str]) -> None:
         assert self.identity is not None
@@ -295,16 +211,12 @@ class Node:
             self.reporter.timeout = 5.0
 
     def _report_url(self) -> str | None:
-        """docs/contract.md §2.5: bootpull.toml [report] url, DHCP 43.2, the repo's origin."""
-        if self.pulled is not None and self.pulled.settings.report_url:
-            return self.pulled.settings.report_url
-        if self.status.report_url:  # what the repository said last time
-            return self.status.report_url
-        if self.settings.report_url:
-            return self.settings.report_url
-        if self.discovered_report_url:
-            return self.discovered_report_url
-        return origin_events_url(self.repo_url) if self.repo_url else None
+        """docs/contract.md §2.5, as :func:`bootpull.reporturl.resolve` decides it."""
+        found = resolve_report_url(
+            repo_toml=self.pulled.settings.report_url if self.pulled is not None else None,
+            remembered=self.status.report_url, cmdline=self.settings.report_url,
+            discovered=self.discovered_report_url, repo_url=self.repo_url)
+        return found.url if found is not None else None
 
     # -- fetch, verify, install ---------------------------------------------------
 
