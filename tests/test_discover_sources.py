@@ -89,6 +89,7 @@ def test_option_43_only(scenarios: dict[str, Scenario], run_discover: RunDiscove
     assert out["repo_url"] == f"http://{sc.link.server_ip}:8043/repo.git"
     assert out["repo_url_source"] == "dhcp-43"
     assert out["report_url"] == f"http://{sc.link.server_ip}:9000/ev"
+    assert out["report_url_source"] == "dhcp-43"
     assert out["mac"] == sc.link.client_mac.canonical
     assert out["interface"] == "eth0"
     assert out["ip"] in [str(sc.link.host(n)) for n in range(50, 151)]
@@ -98,7 +99,7 @@ def test_option_43_only(scenarios: dict[str, Scenario], run_discover: RunDiscove
     assert out["domain"] == "only43.test"
     assert set(out) == {"interface", "mac", "ip", "prefix", "gateway", "dns_servers", "domain",
                         "search", "hostname", "log_servers", "repo_url", "repo_url_source",
-                        "report_url", "tried"}
+                        "report_url", "report_url_source", "tried"}
     assert [t["source"] for t in out["tried"]] == ["cmdline", "dhcp", "dhcp-43"]
     # the interface really was configured with the lease
     addr = sc.client.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
@@ -115,6 +116,7 @@ def test_option_67_only(scenarios: dict[str, Scenario], run_discover: RunDiscove
     assert out["repo_url"] == f"http://{sc.link.server_ip}:8067/repo.git"
     assert out["repo_url_source"] == "dhcp-67"
     assert out["report_url"] == f"http://{sc.link.server_ip}:8067/api/v1/events"
+    assert out["report_url_source"] == "origin"
     assert run.reasons("dhcp-43") == ["eth0: no option 43 in the lease"]
 
 

@@ -82,12 +82,13 @@ def test_discovery_json_has_exactly_the_contract_keys() -> None:
                   dns_servers=["10.0.0.1"], domain="lab.test", search=["lab.test"],
                   hostname=None, log_servers=[], repo_url="http://h/r.git",
                   repo_url_source="dhcp-43", report_url="http://h/api/v1/events",
+                  report_url_source="origin",
                   tried=[locate.Tried("cmdline", "not-here", "no bootpull.repo= here"),
                          locate.Tried("dhcp-43", "found", "x", "eth0")])
     out = d.to_json()
     assert list(out) == ["interface", "mac", "ip", "prefix", "gateway", "dns_servers",
                          "domain", "search", "hostname", "log_servers", "repo_url",
-                         "repo_url_source", "report_url", "tried"]
+                         "repo_url_source", "report_url", "report_url_source", "tried"]
     assert out["mac"] == "52-54-00-12-34-56"
     assert out["tried"] == [
         {"source": "cmdline", "result": "not-here", "reason": "no bootpull.repo= here"},

@@ -1,4 +1,5 @@
-"""After a redirect the node names and uses the repository's real URL.
+"""After a redirect the node names and uses the repository's real URL; and what node run
+says about its kernel command line.
 
 Server ``old`` only answers with a 301 to server ``new`` (another origin). The
 repository sets no ``[report] url``, so the report URL is the repository origin's
@@ -40,3 +41,11 @@ def test_after_a_redirect_the_node_uses_the_url_in_effect(
     assert reports and all(s.method == "POST" for s in reports), \
         "events go to the origin the repository was found at"
     assert origin_events_url(real) == new.base_url + "/api/v1/events"
+
+
+def test_node_run_warns_about_an_unknown_kernel_key(signed_repo: SignedRepo,
+                                                    tmp_path: Path) -> None:
+    node = Node(tmp_path, signed_repo, "http://127.0.0.1:9/nothing.git")
+    code, text = node.run(unknown_keys=("reop",), fetch_deadline=0.5)
+    assert code == 11, text
+    assert "ignored unknown kernel key bootpull.reop= (did you mean bootpull.repo=?)" in text

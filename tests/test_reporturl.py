@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 #: the keyword of each candidate, in precedence order (the last is the repository URL)
-CANDIDATES = ("repo_toml", "remembered", "cmdline", "dhcp_43", "discovered")
+CANDIDATES = ("repo_toml", "remembered", "cmdline", "dhcp_43")
 
 hosts = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z][a-z0-9-]{0,10}){0,2}", fullmatch=True)
 urls = st.builds(lambda scheme, host, path: f"{scheme}://{host}{path}",
@@ -69,14 +69,15 @@ def test_removing_a_lower_candidate_changes_nothing(offered: dict[str, str | Non
 
 @given(candidates, urls)
 def test_discover_then_node_run_agree(offered: dict[str, str | None], repo_url: str) -> None:
-    """node run hands on what discover resolved (``discovered``) instead of option 43.2:
-    with the same bootpull.report= and repository URL, the winner is the same."""
+    """node run hands on option 43.2 when discover's report URL came from it
+    (``report_url_source``): before the repository is read, both decide the same."""
     at_discover = reporturl.resolve(cmdline=offered["cmdline"], dhcp_43=offered["dhcp_43"],
                                     repo_url=repo_url)
     assert at_discover is not None
-    direct = {**offered, "discovered": None}
-    relayed = {**offered, "dhcp_43": None, "discovered": at_discover.url}
-    assert _winner(relayed, repo_url) == _winner(direct, repo_url)
+    relayed = reporturl.resolve(
+        cmdline=offered["cmdline"], repo_url=repo_url,
+        dhcp_43=at_discover.url if at_discover.source == "dhcp-43" else None)
+    assert relayed == at_discover
 
 
 @given(st.sampled_from(["http", "https", "HTTP", "Https"]),
@@ -135,17 +136,20 @@ def _discover_before(kernel: str | None, from_source: str | None, from_lease: st
 
 @given(maybe_urls, st.one_of(st.just(""), urls), maybe_urls, maybe_urls, urls,
        st.one_of(st.just(""), urls), st.booleans())
-def test_the_same_as_before(toml: str | None, status: str, kernel: str | None,
-                            dhcp_43: str | None, found_url: str, redirected: str,
-                            discover_ran: bool) -> None:
+def test_the_same_as_before_but_the_origin_follows_a_redirect(
+        toml: str | None, status: str, kernel: str | None, dhcp_43: str | None,
+        found_url: str, redirected: str, discover_ran: bool) -> None:
     """discover's report_url, and then node run's, with and without discovery (``--repo``
-    and ``--mac``), also after a redirect moved the repository URL."""
+    and ``--mac``): as before, except that after a redirect the origin fallback is the
+    origin of the URL in effect (before, with discovery, it stayed the one found)."""
     at_discover = reporturl.resolve(cmdline=kernel, dhcp_43=dhcp_43, repo_url=found_url)
     assert at_discover is not None
     assert at_discover.url == _discover_before(kernel, dhcp_43, dhcp_43, found_url)
-    discovered = at_discover.url if discover_ran else None
+    relayed = at_discover.url if discover_ran and at_discover.source == "dhcp-43" else None
     repo_url = redirected or found_url
     now = reporturl.resolve(repo_toml=toml, remembered=status, cmdline=kernel,
-                            discovered=discovered, repo_url=repo_url)
-    assert (now.url if now else None) == _node_before(toml, status, kernel, discovered,
-                                                      repo_url)
+                            dhcp_43=relayed, repo_url=repo_url)
+    assert now is not None
+    discovered = at_discover.url if discover_ran and not redirected else (
+        relayed if discover_ran else None)
+    assert now.url == _node_before(toml, status, kernel, discovered, repo_url)

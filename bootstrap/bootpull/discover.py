@@ -73,6 +73,7 @@ class Discovery:
     repo_url: str
     repo_url_source: str  # cmdline, dhcp-43, dhcp-67, dns-srv or well-known
     report_url: str  # bootpull.report=, else option 43.2, else the repo origin's events URL
+    report_url_source: str = ""  # cmdline, dhcp-43 or origin (docs/contract.md §2.5)
     tried: list[Tried] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +85,7 @@ class Discovery:
             "search": list(self.search), "hostname": self.hostname,
             "log_servers": list(self.log_servers), "repo_url": self.repo_url,
             "repo_url_source": self.repo_url_source, "report_url": self.report_url,
+            "report_url_source": self.report_url_source,
             "tried": [t.to_json() for t in self.tried],
         }
 
@@ -233,6 +235,7 @@ def discover(
         search=list(lease.search), hostname=lease.hostname,
         log_servers=[str(s) for s in lease.log_servers], repo_url=found_url,
         repo_url_source=winner.found.source, report_url=report.url if report else "",
+        report_url_source=report.source if report else "",
         tried=tried,
     )
     console.info(f"identity {result.mac} ({'override' if mac else winner.iface.name}), "

@@ -174,6 +174,36 @@ def pull(
                       repo_url=remote.url if isinstance(remote, _Located) else None)
 
 
+def pull_url(url: str, mac: Mac, *, trust_file: Path, cache_dir: Path, state_dir: Path,
+             deadline: float, max_attempts: int | None, console: Console,
+             counters: Counters, build_time_file: Path) -> PullResult:
+    """The node's fetch and verify stages: :func:`pull` over smart HTTP from ``url``,
+    with the trust anchors in ``trust_file`` and the object cache in ``cache_dir``.
+
+    ``deadline`` bounds the whole fetch, across its retries; ``max_attempts`` (None:
+    the default) the tries of each request.
+    """
+    from dataclasses import replace
+
+    from bootpull.fetch import FetchLimits, GitRemote
+
+    try:
+        trust = trust_file.read_bytes()
+    except OSError as exc:
+        raise VerifyError(f"no trust anchors at {trust_file}", why=exc.strerror or str(exc),
+                          hint="pass --trust FILE (from 'bootpull repo trust'), or build the "
+                          "image with 'bootpull image build --trust FILE'") from None
+    limits = FetchLimits(deadline=deadline)
+    if max_attempts is not None:
+        limits = replace(limits, max_attempts=min(limits.max_attempts, max_attempts))
+    remote = GitRemote(url, cache_dir, limits=limits, console=console, counters=counters)
+    try:
+        return pull(remote, mac, trust_root=trust, state_dir=state_dir, console=console,
+                    counters=counters, build_time=image_build_time(build_time_file))
+    finally:
+        remote.close()
+
+
 class _Prefetched:
     """The deploy head, with the small files every pull reads fetched in one round.
 

@@ -2,8 +2,9 @@
 
 :func:`resolve` is pure: every candidate is an argument, and the first one that is set
 wins. ``node discover`` calls it before the repository was read, with the two
-repository-side candidates absent (its ``report_url``, §3.2); ``node run`` calls it
-again whenever one of them changes, with what discover resolved in ``discovered``.
+repository-side candidates absent (its ``report_url`` and ``report_url_source``, §3.2);
+``node run`` calls it again whenever a candidate changes: the repository's settings
+were read, or a redirect moved the repository URL whose origin is the last choice.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 EVENTS_PATH = "/api/v1/events"
 
 #: the sources in precedence order, as :attr:`ReportUrl.source` names them
-ORDER = ("bootpull.toml", "status.json", "cmdline", "dhcp-43", "discover", "origin")
+ORDER = ("bootpull.toml", "status.json", "cmdline", "dhcp-43", "origin")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def origin_events_url(repo_url: str) -> str:
 
 def resolve(*, repo_toml: str | None = None, remembered: str | None = None,
             cmdline: str | None = None, dhcp_43: str | None = None,
-            discovered: str | None = None, repo_url: str | None = None) -> ReportUrl | None:
+            repo_url: str | None = None) -> ReportUrl | None:
     """The report URL: the first of these that is set (``None`` and ``""`` are not set).
 
     1. ``repo_toml``: the verified ``bootpull.toml`` ``[report] url``;
@@ -45,16 +46,12 @@ def resolve(*, repo_toml: str | None = None, remembered: str | None = None,
        reports where it said;
     3. ``cmdline``: ``bootpull.report=URL`` on the kernel command line;
     4. ``dhcp_43``: DHCP option 43 sub-option 2;
-    5. ``repo_url``: its origin plus ``/api/v1/events`` (:func:`origin_events_url`).
+    5. ``repo_url``: its origin plus ``/api/v1/events`` (:func:`origin_events_url`): the
+       URL in effect, so after a redirect the origin the repository was found at.
 
-    ``discovered`` is for ``node run``, which does not keep option 43.2 apart: the
-    ``report_url`` discover resolved, that is 3 to 5 with the repository URL discover
-    found. It ranks after 3 and 4 and before 5; with the same ``cmdline`` and
-    ``repo_url`` it gives what 3 to 5 give (so the repository URL that counts for 5 is
-    the one discover found, also after a redirect). ``None`` when nothing is set, not
-    even the repository URL.
+    ``None`` when nothing is set, not even the repository URL.
     """
-    for source, url in zip(ORDER[:-1], (repo_toml, remembered, cmdline, dhcp_43, discovered),
+    for source, url in zip(ORDER[:-1], (repo_toml, remembered, cmdline, dhcp_43),
                            strict=True):
         if url:
             return ReportUrl(url, source)

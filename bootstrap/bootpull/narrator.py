@@ -1,0 +1,194 @@
+"""What the node tells the world: banners on the console, events, the status file.
+
+The pipeline decides; the :class:`Narrator` says. It owns the :class:`Reporter` (the
+spool and the POSTs to the home base, docs/contract.md §7), the banners (one per
+distinct failure, so polling does not print the same one every minute), the status
+file (``bootpull node status``) and the counters' persistence. Nothing here changes
+what the node does next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from bootpull.backoff import Counters
+from bootpull.console import Console
+from bootpull.errors import BootpullError
+from bootpull.health import RepoHealth
+from bootpull.install import check_drift
+from bootpull.report import ReportContext, Reporter, Spool, SyslogMirror
+from bootpull.state import Installed, NodeStatus, StateDir
+from bootpull.supervise import Happening, Identity, Supervisor
+
+CONSOLE_LOG_MAX = 4 * 2**20
+ONESHOT_REPORT_TIMEOUT = 5.0
+
+
+def open_console_log(console: Console, state: StateDir) -> None:
+    """Mirror the console's JSON records to ``<state>/console.jsonl`` (one old copy)."""
+    log = state.console_log
+    try:
+        if log.exists() and log.stat().st_size > CONSOLE_LOG_MAX:
+            log.replace(log.with_name(log.name + ".1"))
+        console.open_event_log(log)
+    except OSError as exc:
+        console.warn(f"no console log in the state directory: {exc}")
+
+
+class Narrator:
+    """Created once the state directory is recovered: it loads the counters and the
+    status file from it."""
+
+    def __init__(self, console: Console, state: StateDir, *,
+                 stale: Callable[[], bool]) -> None:
+        self.console = console
+        self.state = state
+        self.counters: Counters = state.load_counters()
+        self.status: NodeStatus = state.load_status()
+        self.reporter: Reporter | None = None
+        self.identity: Identity | None = None
+        self.discovered_hostname: str | None = None
+        self._stale = stale
+        self._banners: set[str] = set()
+
+    def start(self, identity: Identity, *, url: str | None, log_servers: list[str],
+              oneshot: bool, hostname: str | None = None) -> None:
+        """From discovery on, events have a sender: open the spool and the reporter."""
+        self.identity = identity
+        self.discovered_hostname = hostname
+        self.reporter = Reporter(
+            spool=Spool(self.state.spool), context=ReportContext(identity.mac),
+            console=self.console, counters=self.counters, url=url,
+            syslog=SyslogMirror(log_servers, self.console) if log_servers else None)
+        if oneshot:
+            self.reporter.timeout = ONESHOT_REPORT_TIMEOUT
+
+    def retarget(self, url: str | None) -> None:
+        if self.reporter is not None:
+            self.reporter.url = url
+
+    # -- who the node is, as roles and reports see it ------------------------------
+
+    def identity_for(self, hostname: str | None) -> Identity:
+        """The identity with the host file's hostname, else DHCP's, else node-<mac>."""
+        assert self.identity is not None
+        name = hostname or self.discovered_hostname or f"node-{self.identity.mac.canonical}"
+        return Identity(self.identity.mac, hostname=name, ip=self.identity.ip)
+
+    def set_context(self, installed: Installed) -> None:
+        """Events from now on name this install's role, version and commit."""
+        if self.reporter is None or self.identity is None:
+            return
+        ctx = self.reporter.context
+        ctx.hostname = self.identity_for(installed.record.assignment.hostname).hostname
+        ctx.role, ctx.version, ctx.commit = installed.role, installed.version, installed.commit
+
+    # -- events, banners, status ------------------------------------------------------
+
+    def report(self, stage: str, status: str, message: str,
+               details: dict[str, Any] | None = None) -> None:
+        self.state.save_counters(self.counters)
+        if self.reporter is not None:
+            try:
+                self.reporter.emit(stage, status, message, details)
+            except OSError as exc:
+                self.console.error(f"could not spool an event: {exc}")
+
+    def report_error(self, err: BootpullError) -> None:
+        """A ``fail`` event and status for ``err``, once however often it is raised."""
+        if err.event_sent:
+            return
+        err.event_sent = True
+        self.report(err.stage, "fail", err.what, {"why": err.why, "hint": err.hint,
+                                                  "exit_code": err.exit_code})
+        self.save_status(err.stage, "fail", err.what)
+
+    def banner_once(self, err: BootpullError) -> None:
+        """A banner per distinct failure (polling prints it once, not every minute)."""
+        key = f"{type(err).__name__}:{err.what}"
+        if key not in self._banners:
+            self._banners.add(key)
+            self.console.banner(err)
+
+    def failed(self, err: BootpullError) -> None:
+        """The run ends on ``err``: banner, report, status."""
+        self.banner_once(err)
+        err.reported = True
+        self.report_error(err)
+
+    def save_status(self, stage: str, status: str, message: str,
+                    health: str | None = None) -> None:
+        st = self.status
+        if self.identity is not None:
+            st.node = self.identity.mac.canonical
+        cur, lkg = self.state.current(), self.state.lkg()
+        if cur is not None:
+            st.role, st.version, st.commit = cur.role, cur.version, cur.commit
+            st.hostname = self.identity_for(cur.record.assignment.hostname).hostname \
+                if self.identity else st.hostname
+        st.lkg_version, st.lkg_commit = (lkg.version, lkg.commit) if lkg else ("", "")
+        if health is not None:
+            st.health = health
+        st.last_stage, st.last_status, st.last_message = stage, status, message
+        st.stale = self._stale()
+        try:
+            self.state.save_status(st)
+            self.state.save_counters(self.counters)
+        except OSError as exc:
+            self.console.error(f"could not write the status file: {exc}")
+
+    def happening(self, happening: Happening) -> None:
+        """What the supervisor saw: an event, and the status file where it says more."""
+        self.report("drift" if happening.kind.startswith("drift") else "run",
+                    happening.status, happening.message, happening.details)
+        if happening.kind in ("drift", "drift-cleared"):
+            self.status.drift = list(happening.details.get("files_changed", []))
+            self.save_status("drift", happening.status, happening.message)
+        elif happening.kind in ("exited", "restarted"):
+            self.save_status("run", happening.status, happening.message,
+                             health=happening.kind)
+
+    def heartbeat(self, current: Installed | None, supervisor: Supervisor | None,
+                  health: RepoHealth) -> None:
+        """A periodic report: the role's state and a re-verification of its files.
+
+        ``details.files_changed`` lists the installed files whose bytes no longer match
+        the signed hashes (empty when all match), so the home base can show drift and
+        clear it; :func:`heartbeat_status` picks the status.
+        """
+        if current is None:
+            return
+        files = check_drift(current)
+        sup = supervisor
+        running = sup is not None and (sup.running() or sup.restarting or sup.exit_code == 0)
+        status, message = heartbeat_status(
+            role=current.role, version=current.version, stale=health.stale, running=running,
+            files_changed=files, repository_failing=health.fallback_stage is not None)
+        self.report("heartbeat", status, message, {
+            "files_changed": files, "stale": health.stale, "restarts": self.counters.restarts})
+
+    def close(self) -> None:
+        if self.reporter is not None:
+            with contextlib.suppress(OSError):
+                self.reporter.flush(force=True)
+            self.reporter.close()
+        with contextlib.suppress(OSError):
+            self.state.save_counters(self.counters)
+
+
+def heartbeat_status(*, role: str, version: str, stale: bool, running: bool,
+                     files_changed: list[str], repository_failing: bool) -> tuple[str, str]:
+    """A heartbeat's status and message (docs/contract.md §5.3): ``fail`` on expired
+    metadata or a role that is not running, ``warn`` on drift or while the repository
+    cannot be reached, else ``ok``."""
+    if stale:
+        return "fail", "running on expired metadata: not fresh"
+    if not running:
+        return "fail", f"{role} {version} is not running"
+    if files_changed:
+        return "warn", f"{len(files_changed)} installed file(s) differ from the signed ones"
+    if repository_failing:
+        return "warn", f"running {version}; the repository fails"
+    return "ok", f"{role} {version} is running"
