@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import html
 import json
 from email.utils import formatdate
 from typing import Any
@@ -176,6 +177,23 @@ def test_silence_invalidates_the_cache(homebase: Running, homebase_clock: FakeCl
     answer = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
     assert answer.status_code == 200 and b"SILENT" in answer.content
 
+
+
+HOSTILE_MESSAGE = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+
+
+def test_markup_in_a_message_is_text_in_the_item_body(homebase: Running) -> None:
+    """The body is HTML: an event's message in it is escaped once more, so a reader shows
+    the text and runs nothing (the status page escapes it too: test_homebase_page)."""
+    post(homebase, event(WEB1, "fail", message=HOSTILE_MESSAGE, hostname="web-1"))
+    escaped = html.escape(HOSTILE_MESSAGE)
+    atom = etree.fromstring(requests.get(homebase.url + "/feeds/web.atom", timeout=30).content)
+    body = atom.findtext(f"{ATOM}entry/{ATOM}content")
+    rss = etree.fromstring(requests.get(homebase.url + "/feeds/web.rss", timeout=30).content)
+    encoded = rss.findtext("channel/item/{http://purl.org/rss/1.0/modules/content/}encoded")
+    for text in (body, encoded):
+        assert text is not None and escaped in text, text
+        assert "<script" not in text and "<img" not in text
 
 def _structure(rss: bytes, atom: bytes) -> None:
     """The elements RSS 2.0 and Atom 1.0 (RFC 4287) require, and their date formats."""
