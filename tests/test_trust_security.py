@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -318,6 +319,13 @@ def test_rollback_is_refused_even_with_the_metadata_cache_wiped(signed_repo: Sig
 
 def test_floor_is_saved_atomically_and_survives_a_corrupt_temp_file(tmp_path: Path) -> None:
     save_floor(tmp_path, Floor(1, 5, 5, 4, "2026-01-01T00:00:00+00:00"))
+    assert (tmp_path / "trust" / "floor.json").stat().st_mode & 0o777 == 0o600
+    leftover = tmp_path / "trust" / f".floor.json.tmp-{os.getpid()}"
+    leftover.write_bytes(b"{garbage")  # a killed write's temp file, world-readable
+    leftover.chmod(0o644)
+    save_floor(tmp_path, Floor(1, 5, 5, 4, "2026-01-01T00:00:00+00:00"))
+    assert (tmp_path / "trust" / "floor.json").stat().st_mode & 0o777 == 0o600
+    assert not leftover.exists()
     (tmp_path / "trust" / ".floor.leftover").write_bytes(b"{garbage")
     assert load_floor(tmp_path) == Floor(1, 5, 5, 4, "2026-01-01T00:00:00+00:00")
     (tmp_path / "trust" / "floor.json").write_bytes(b"{garbage")

@@ -131,9 +131,10 @@ def load_floor(state_dir: Path) -> Floor:
 
 
 def save_floor(state_dir: Path, floor: Floor) -> None:
-    """Write the floor atomically (:func:`bootpull.state.write_atomic`)."""
+    """Write the floor atomically (:func:`bootpull.state.write_atomic`), readable by root
+    only: what this node has accepted is nobody else's business."""
     data = json.dumps({"format": 1, **asdict(floor)}, indent=2, sort_keys=True).encode()
-    write_atomic(floor_path(state_dir), data)
+    write_atomic(floor_path(state_dir), data, mode=0o600)
 
 
 BUILD_TIME_FILE = Path("/etc/bootpull/build-time")
