@@ -136,10 +136,14 @@ MUTANTS: tuple[Mutant, ...] = (
            "        if flag[0] & 1:\n", "        if False:\n",
            (DHCP_T,), "options overloaded into the file field are lost"),
     Mutant("dhcp.any-bootfile-url", f"{NODE}/dhcp.py",
-           r'if not re.match(r"^https?://[^/\s?#]+", text, re.IGNORECASE) or '
-           "any(c.isspace() for c in text):",
+           'if not re.match(r"^https?://[^/\\s?#]+", text, re.IGNORECASE) or any(\n'
+           "            c.isspace() for c in text):",
            "if False:",
            (DHCP_T, "tests/test_locate.py"), "a bootfile that is not an http(s) URL is used"),
+    Mutant("dhcp.url-port-unchecked", f"{NODE}/dhcp.py",
+           "        parts.port  # noqa: B018 - raises ValueError for a port that is not one\n",
+           "        pass\n",
+           ("tests/test_locate.py",), "a URL with a port out of range is found, then crashes"),
     # -- store: a change is a change, and a batch is all or nothing -------------------
     Mutant("store.every-report-is-a-change", f"{HB}/store.py",
            "        changed = word != previous\n", "        changed = True\n",

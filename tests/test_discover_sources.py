@@ -25,7 +25,7 @@ class Scenario:
 
 
 SCENARIOS = ("only43", "only67", "srv", "wellknown", "all", "nothing", "nodomain",
-             "cmdline", "noconf", "file")
+             "cmdline", "noconf", "file", "bad67")
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +72,16 @@ def scenarios(netlab_module: netlab.Lab) -> Iterator[dict[str, Scenario]]:
         "dhcp-option=tag:cmdline,7,10.77.8.99",
         # dhcp-boot= (dnsmasq sends it as option 67 to a client that asks for 67)
         f"dhcp-boot=tag:file,http://{s['file'].server_ip}/from-file.git",
+        # a malformed URL in option 67, and valid SRV/TXT records: SRV must still be found
+        'dhcp-option=tag:bad67,option:bootfile-name,"http://[::1/bad.git"',
+        "dhcp-option=tag:bad67,15,bad67.test",
+        "srv-host=_bootpull._tcp.bad67.test,repo.bad67.test,8080",
+        'txt-record=_bootpull._tcp.bad67.test,"path=/good.git"',
+        f"host-record=repo.bad67.test,{s['bad67'].server_ip}",
         # --no-configure, interface named on the kernel command line
         f"dhcp-option=tag:noconf,vendor:bootpull,1,http://{s['noconf'].server_ip}/nc.git",
         *(f"local=/{d}/" for d in ("only43.test", "srv.test", "wk.test", "other.test",
-                                   "all.test", "nothing.test", "cmd.test")),
+                                   "all.test", "nothing.test", "cmd.test", "bad67.test")),
     ]
     lab.dnsmasq(server, list(s.values()), lines, ping=True)
     yield found
@@ -226,3 +232,28 @@ def test_dhcp_boot_and_log_level_from_cmdline(
     # the BOOTP file field alone (QEMU's way) is in test_dhcp_hostile.py: "file-field"
     assert "debug: dhcp eth0: DISCOVER xid" in run.stderr
     assert "debug: dhcp eth0: OFFER" in run.stderr
+
+
+def test_a_malformed_option_67_is_one_failed_source_and_srv_is_tried(
+        scenarios: dict[str, Scenario], run_discover: RunDiscover) -> None:
+    sc = scenarios["bad67"]
+    run = run_discover(sc.client, "eth0")
+    assert run.returncode == 0, run.explain()
+    assert run.json["repo_url"] == "http://repo.bad67.test:8080/good.git"
+    assert run.json["repo_url_source"] == "dns-srv"
+    reasons = {t["source"]: (t["result"], t["reason"]) for t in run.tried}
+    assert reasons["dhcp-67"][0] == "failed"
+    assert "'http://[::1/bad.git' is not a usable URL: Invalid IPv6 URL" in reasons["dhcp-67"][1]
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+
+
+def test_a_malformed_kernel_repo_url_falls_through_to_the_network(
+        scenarios: dict[str, Scenario], run_discover: RunDiscover) -> None:
+    sc = scenarios["cmdline"]
+    run = run_discover(sc.client, "eth0", cmdline="bootpull.repo=http://127.0.0.1:99999/x.git")
+    assert run.returncode == 0, run.explain()
+    assert run.json["repo_url"] == f"http://{sc.link.server_ip}/net.git"
+    assert run.json["repo_url_source"] == "dhcp-43"
+    first = run.tried[0]
+    assert (first["source"], first["result"]) == ("cmdline", "failed")
+    assert "Port out of range 0-65535" in first["reason"]

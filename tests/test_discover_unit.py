@@ -230,8 +230,27 @@ def test_stop_event_ends_acquire_early() -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("url", ["ftp://h/r.git", "http://127.0.0.1:99999/x.git",
+                                 "http://[::1/bad.git"])
+def test_a_bad_kernel_repo_url_is_one_failed_source_and_discovery_goes_on(
+        tmp_path: Path, url: str) -> None:
+    """No traceback, no stop: the network is asked next (here there is no interface, so
+    discovery ends there, with the cmdline attempt and its reason in ``tried``)."""
+    (tmp_path / "cmdline").write_text(f"bootpull.repo={url}\n")
+    proc = subprocess.run([sys.executable, "-m", "bootpull", "node", "discover", "--json",
+                           "--interface", "no-such-if0", "--cmdline",
+                           str(tmp_path / "cmdline")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 10, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Looking for the repository on the network instead" in " ".join(proc.stderr.split())
+    out = json.loads(proc.stdout)
+    assert out["error"] == "no network interface to get a lease on"
+    assert out["tried"][0]["source"] == "cmdline" and out["tried"][0]["result"] == "failed"
+    assert url[:40] in out["tried"][0]["reason"]
+
+
 @pytest.mark.parametrize(("cmdline", "words"), [
-    ("bootpull.repo=ftp://h/r.git", "names a repository that is not a URL"),
     ("bootpull.mac=not-a-mac", "bootpull.mac= is not a MAC address"),
 ])
 def test_bad_kernel_command_line_fails_before_any_network(

@@ -239,6 +239,20 @@ def test_redirect_to_somewhere_else_is_refused(repo, git_http_server, remote_fac
         remote_factory(f"{moved.base_url}/old.git").snapshot("main")
 
 
+@pytest.mark.parametrize(("location", "words"), [
+    ("http://127.0.0.1:99999/x.git", "Port out of range"),
+    ("http://[::1/x.git", "Invalid IPv6 URL"),
+])
+def test_a_redirect_to_a_malformed_url_is_a_fetch_error(repo, git_http_server, remote_factory,
+                                                       location, words) -> None:
+    """A hostile or broken server's Location is refused with exit 11, never a traceback."""
+    moved = git_http_server(repo)
+    moved.redirects["/old.git"] = location
+    with pytest.raises(FetchError, match="is not a usable repository URL") as info:
+        remote_factory(f"{moved.base_url}/old.git").snapshot("main")
+    assert words in info.value.why and info.value.exit_code == 11
+
+
 def test_a_home_base_root_url_finds_its_repo_git(repo, git_http_server, remote_factory) -> None:
     """Discovery's well-known name gives http://bootpull.<domain>/; the home base serves
     the repository at /repo.git (docs/contract.md §4.1)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -263,3 +264,74 @@ def test_srv_source_never_raises(records: list[tuple[int, int, int, str]],
     assert attempt.result in (locate.FOUND, locate.NOT_HERE, locate.FAILED)
     if attempt.url:
         assert attempt.url.startswith("http://") and " " not in attempt.url
+
+
+
+# -- malformed URLs: one failed attempt with its reason, never an exception ---------------
+
+MALFORMED = {
+    "http://[::1/bad.git": "Invalid IPv6 URL",
+    "http://127.0.0.1:99999/x.git": "Port out of range",
+    "http://h:abc/x.git": "Port could not be cast",
+    "http://:8080/x.git": "has no host name",
+    "http://h/x\x7f.git": "control character",
+}
+
+
+def _usable(url: str) -> None:
+    """What the fetch does first with a found URL: take it, or refuse it with a
+    FetchError (exit 11, with a hint: credentials, say); anything else is a bug."""
+    from bootpull.errors import FetchError
+    from bootpull.fetch_http import Budget, HttpTransport
+
+    with contextlib.suppress(FetchError):
+        HttpTransport(url, Budget(deadline=1, max_bytes=1, url=url), stall_timeout=1)
+
+
+def _every_source(text: str) -> list[locate.Attempt]:
+    raw = text.encode("utf-8", "surrogatepass")
+    srv = {"_bootpull._tcp.lab.test": [(0, 0, 8080, "repo.lab.test")]}
+    txt = {"_bootpull._tcp.lab.test": [[b"path=" + raw]]}
+    return [
+        locate.from_cmdline(text),
+        locate.from_dhcp_43(make_lease(vendor={dhcp.SUBOPT_REPO_URL: raw})),
+        locate.from_dhcp_67(make_lease(bootfile=text)),
+        locate.from_dhcp_67(make_lease(file=text)),
+        locate.from_dns_srv(make_lease(**DNS_LEASE), FixedDns(srv_records=srv,
+                                                               txt_records=txt)),
+    ]
+
+
+@pytest.mark.parametrize("text", sorted(MALFORMED))
+def test_a_malformed_url_fails_its_source_with_the_reason(text: str) -> None:
+    for attempt in _every_source(text)[:4]:
+        assert attempt.result == locate.FAILED, attempt
+        assert MALFORMED[text] in attempt.reason, attempt.reason
+        assert attempt.url is None
+
+
+def test_a_malformed_srv_path_fails_dns_srv() -> None:
+    srv = locate.from_dns_srv(make_lease(**DNS_LEASE), FixedDns(
+        srv_records={"_bootpull._tcp.lab.test": [(0, 0, 8080, "repo.lab.test")]},
+        txt_records={"_bootpull._tcp.lab.test": [[b"path=/a\x7fb"]]}))
+    assert srv.result == locate.FAILED and "must start with / and have no spaces" in srv.reason
+
+
+@given(st.one_of(
+    st.text(max_size=60),
+    st.builds(lambda scheme, rest: scheme + rest,
+              st.sampled_from(["http://", "https://", "HTTP://", "http:/", "ftp://"]),
+              st.text(st.characters(codec="utf-8"), max_size=40)),
+    st.builds(lambda host, port, path: f"http://{host}:{port}{path}",
+              st.sampled_from(["h", "[::1", "[::1]", "10.0.0.1", "", "a b", "x@y"]),
+              st.one_of(st.integers(-5, 70000).map(str), st.text(max_size=4)),
+              st.text(max_size=10))))
+def test_any_url_text_through_any_source_is_found_usable_or_failed(text: str) -> None:
+    """Hypothesis drives URL strings through every source: each returns an attempt, and
+    a found URL is one the fetch can open (no ValueError later, no traceback)."""
+    for attempt in _every_source(text):
+        assert attempt.result in (locate.FOUND, locate.FAILED, locate.NOT_HERE)
+        assert attempt.reason
+        if attempt.result == locate.FOUND:
+            assert attempt.url is not None
+            _usable(attempt.url)

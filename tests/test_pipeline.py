@@ -529,8 +529,13 @@ def test_settings_from_the_command_line_and_the_kernel_command_line(tmp_path: Pa
     assert Settings.from_args(args).build_time_file == Path("/tmp/bt")
 
 
-@pytest.mark.parametrize("argv", [["--mac", "not-a-mac"], ["--log", "loud"]])
-def test_bad_arguments_are_usage_errors(tmp_path: Path, argv: list[str],
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--mac", "not-a-mac"], "--mac:"), (["--log", "loud"], "--log:"),
+    (["--repo", "http://127.0.0.1:99999/x.git"], "Port out of range 0-65535"),
+    (["--repo", "http://[::1/x.git"], "Invalid IPv6 URL"),
+    (["--repo", "ftp://h/x.git"], "is not an http:// or https:// URL"),
+])
+def test_bad_arguments_are_usage_errors(tmp_path: Path, argv: list[str], words: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from bootpull.cli import main
 
@@ -539,7 +544,8 @@ def test_bad_arguments_are_usage_errors(tmp_path: Path, argv: list[str],
     code = main(["node", "run", "--oneshot", "--state-dir", str(tmp_path / "s"),
                  "--cmdline", str(cmdline), "--repo", "http://127.0.0.1:9/r", *argv])
     assert code == 2
-    assert "bootpull: error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bootpull: error:" in err and words in err, err
     assert not (tmp_path / "s").exists()  # nothing touched
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -383,9 +384,21 @@ def decode_suboptions(raw: bytes) -> dict[int, bytes]:
 
 
 def check_url(text: str, what: str) -> str:
-    """An ``http://`` or ``https://`` URL with a host, and no spaces."""
-    if not re.match(r"^https?://[^/\s?#]+", text, re.IGNORECASE) or any(c.isspace() for c in text):
+    """An ``http://`` or ``https://`` URL with a host, a port that is a port, no spaces
+    and no control characters: a URL the fetch can use as it is. Anything else raises
+    :class:`MalformedDhcp` with the reason (the source then counts as failed)."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise MalformedDhcp(f"{what} {text[:100]!r} contains a control character")
+    if not re.match(r"^https?://[^/\s?#]+", text, re.IGNORECASE) or any(
+            c.isspace() for c in text):
         raise MalformedDhcp(f"{what} {text[:100]!r} is not an http:// or https:// URL")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError as exc:
+        raise MalformedDhcp(f"{what} {text[:100]!r} is not a usable URL: {exc}") from None
+    if not parts.hostname:
+        raise MalformedDhcp(f"{what} {text[:100]!r} has no host name")
     return text
 
 

@@ -148,11 +148,9 @@ def discover(
     tried.append(cmd.tried())
     console.info(f"locate cmdline: {cmd.result}: {cmd.reason}", stage="locate",
                  source="cmdline", result=cmd.result, reason=cmd.reason)
-    if cmd.result == locate.FAILED:
-        raise NothingFound(
-            "the kernel command line names a repository that is not a URL",
-            why=cmd.reason, hint="fix bootpull.repo= to an http:// or https:// URL",
-            tried=tried)
+    if cmd.result == locate.FAILED:  # one failed source: the network may still know
+        console.warn(f"{cmd.reason}; fix bootpull.repo= (an http:// or https:// URL). "
+                     "Looking for the repository on the network instead")
 
     with console.step("interfaces") as step:
         ready, unusable = candidates(list(interfaces), carrier_wait=min(3.0, timeout * 0.1))

@@ -246,7 +246,12 @@ class GitRemote:
     def _follow(self, redirect: Redirect) -> None:
         from urllib.parse import urljoin
 
-        target = urljoin(self._http.url_for(ADVERTISEMENT), redirect.location)
+        try:
+            target = urljoin(self._http.url_for(ADVERTISEMENT), redirect.location)
+        except ValueError as exc:  # "Invalid IPv6 URL": a Location that is no URL
+            raise FetchError(f"{redirect.location[:200]!r} is not a usable repository URL",
+                             why=str(exc), hint="fix the server's redirect, or point the "
+                             "node at the repository's final URL") from None
         if not redirect.location or not target.endswith(ADVERTISEMENT):
             raise FetchError(f"{self.url} redirects somewhere that is not a git repository",
                              why=f"HTTP {redirect.status} to {redirect.location[:200]!r}",

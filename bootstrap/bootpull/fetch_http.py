@@ -127,17 +127,23 @@ class HttpTransport:
     """One HTTP request at a time to the repository at ``url``, spending ``budget``."""
 
     def __init__(self, url: str, budget: Budget, *, stall_timeout: float) -> None:
-        parts = urlsplit(url)
+        hint = ("give the repository as http://HOST[:PORT]/PATH, for example "
+                "http://10.0.0.1:8080/repo.git")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
+            raise FetchError(f"{url[:200]!r} is not a usable repository URL", why=str(exc),
+                             hint=hint) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError(f"{url!r} is not an http:// or https:// repository URL",
-                             hint="give the repository as http://HOST[:PORT]/PATH, "
-                                  "for example http://10.0.0.1:8080/repo.git")
+                             hint=hint)
         if parts.username or parts.password:
             raise FetchError("credentials in the repository URL are not supported",
                              hint="serve the repository read-only without authentication")
         self.scheme = parts.scheme
         self.host = parts.hostname
-        self.port = parts.port
+        self.port = port
         self.base_path = parts.path.rstrip("/")
         self.budget = budget
         self.stall_timeout = stall_timeout

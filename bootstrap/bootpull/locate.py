@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from ipaddress import IPv4Address
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from bootpull import dhcp
 
@@ -214,7 +213,7 @@ def from_dhcp_67(lease: dhcp.Lease) -> Attempt:
         elif value is None:
             reasons.append("no option 67" if what == "option 67"
                            else "the BOOTP file field is empty")
-        elif urlsplit(value).scheme.lower() not in ("http", "https"):
+        elif value.partition(":")[0].lower() not in ("http", "https"):  # a file name
             reasons.append(f"{what} {value[:80]!r} is not an http:// or https:// URL")
         else:
             try:
@@ -289,10 +288,14 @@ def from_dns_srv(lease: dhcp.Lease, dns: Dns) -> Attempt:
         return Attempt("dns-srv", FAILED, f"{name}: {exc}")
     except DnsFailure as exc:
         return Attempt("dns-srv", FAILED, str(exc))
-    if not path.startswith("/") or any(c.isspace() or ord(c) < 0x20 for c in path):
+    if not path.startswith("/") or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F
+                                       for c in path):
         return Attempt("dns-srv", FAILED, f"TXT path={path[:80]!r} of {name} must start "
                                           "with / and have no spaces")
-    url = f"http://{target}:{port}{path}"
+    try:
+        url = dhcp.check_url(f"http://{target}:{port}{path}", f"the URL from SRV {name}")
+    except dhcp.MalformedDhcp as exc:
+        return Attempt("dns-srv", FAILED, str(exc))
     return Attempt("dns-srv", FOUND, f"SRV {name} -> {target}:{port}", url=url)
 
 

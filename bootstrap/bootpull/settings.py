@@ -273,6 +273,8 @@ class Settings:
         except MacError as exc:
             raise UsageError(f"--mac: {exc}") from None
         level = _level(args.log, kernel, "--log: ")
+        if args.repo is not None:
+            _check_repo_option(args.repo)
         for key in ("poll", "heartbeat"):
             problem = kernel.problem(key)
             if problem is not None:
@@ -294,6 +296,17 @@ class Settings:
             dhcp_delay=kernel.dhcp_delay,
             unknown_keys=kernel.unknown_keys,
         )
+
+
+def _check_repo_option(url: str) -> None:
+    """``--repo`` must be a URL the fetch can use: a typo is a usage error (exit 2) at
+    once, not a traceback or a node that retries a URL that can never work."""
+    from bootpull.dhcp import MalformedDhcp, check_url
+
+    try:
+        check_url(url, "--repo")
+    except MalformedDhcp as exc:
+        raise UsageError(f"{exc}; give the repository as http://HOST[:PORT]/PATH") from None
 
 
 @dataclass(frozen=True)
