@@ -505,7 +505,7 @@ def write_manifest(ctx: Context) -> None:
         "bootpull": __version__,
         "source_date_epoch": ctx.settings.source_date_epoch,
         "kernel": {"version": ctx.kernel_version, "modules": ctx.modules,
-                   "cmdline": "console=ttyS0,115200 rootfstype=ramfs quiet"},
+                   "cmdline": iso.kernel_cmdline(ctx.settings.console)},
         "console": ctx.settings.console,
         "outputs": outputs,
         "packages": {"debian": dict(sorted(ctx.packages.items())),

@@ -23,10 +23,20 @@ class IsoError(BootpullError):
     stage = "image"
 
 
+def kernel_console(console: str) -> str:
+    """The kernel's ``console=`` for the node's console ``--console``: a tty as given
+    (``ttyS0,9600`` keeps its speed), anything else the first serial port at 115200."""
+    return console if console.startswith("tty") else "ttyS0,115200"
+
+
+def kernel_cmdline(console: str) -> str:
+    """The image's default kernel command line (``manifest.json``, the ISO, the lab)."""
+    return f"console={kernel_console(console)} rootfstype=ramfs quiet"
+
+
 def boot_config(console: str) -> str:
     """isolinux.cfg: one entry, no menu, boots at once; the kernel console follows ``console``."""
-    kernel_console = console if console.startswith("tty") else "ttyS0,115200"
-    serial_port = kernel_console.removeprefix("ttyS").split(",", 1)
+    serial_port = kernel_console(console).removeprefix("ttyS").split(",", 1)
     speed = serial_port[1] if len(serial_port) > 1 else "115200"
     return (
         f"SERIAL {serial_port[0]} {speed}\n"
@@ -35,7 +45,7 @@ def boot_config(console: str) -> str:
         "PROMPT 0\n"
         "LABEL bootpull\n"
         "  KERNEL /boot/vmlinuz\n"
-        f"  APPEND initrd=/boot/initrd.img console={kernel_console} rootfstype=ramfs quiet "
+        f"  APPEND initrd=/boot/initrd.img {kernel_cmdline(console)} "
         f"bootpull.console={console}\n"
     )
 

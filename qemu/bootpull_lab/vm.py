@@ -76,9 +76,26 @@ def user_url(path: str = "/") -> str:
     return f"http://{GUEST_HOST}:{GUEST_PORT}{path}"
 
 
-def kernel_cmdline(console: str = "ttyS0,115200", extra: Sequence[str] = ()) -> str:
-    return " ".join(["console=" + console, "rootfstype=ramfs", "quiet", "panic=-1",
-                     f"bootpull.console={console}", *extra])
+DEFAULT_CONSOLE = "ttyS0,115200"
+
+
+def kernel_cmdline(console: str = DEFAULT_CONSOLE, extra: Sequence[str] = ()) -> str:
+    """The image's own default command line for ``console`` (its ``manifest.json``),
+    then what the lab adds."""
+    from bootpull_image.iso import kernel_cmdline as image_cmdline
+
+    return " ".join([image_cmdline(console), "panic=-1", f"bootpull.console={console}",
+                     *extra])
+
+
+def image_console(image: Path) -> str:
+    """The console the image was built for (``bootpull image build --console``), from
+    its ``manifest.json``; an image without one gets the default."""
+    try:
+        console = json.loads((image / "manifest.json").read_text()).get("console")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_CONSOLE
+    return console if isinstance(console, str) and console else DEFAULT_CONSOLE
 
 
 def make_state_disk(path: Path, size_mb: int = 64) -> Path:
@@ -167,7 +184,7 @@ class Vm:
         if self.state_disk is not None:
             argv += ["-drive", f"file={self.state_disk},if=virtio,format=raw"]
             extra.append("bootpull.state=/dev/vda")
-        argv += ["-append", kernel_cmdline(extra=extra)]
+        argv += ["-append", kernel_cmdline(image_console(self.image), extra=extra)]
         forward = [sys.executable, "-m", "bootpull_lab.forward"]
         for index, nic in enumerate(self.nics):
             netdev = f"n{index}"
