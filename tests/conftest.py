@@ -15,4 +15,4 @@ settings.load_profile("bootpull")
 # Each area adds the module that holds its session-scoped fixtures here.
 pytest_plugins: list[str] = ["gitserver", "homebase_fixtures", "signed_repo", "netfixtures",
                              "example_fixtures", "eventsink", "lab_fixtures", "ci_skips",
-                             "pytester"]
+                             "ntpserver", "pytester"]

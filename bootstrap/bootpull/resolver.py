@@ -10,16 +10,20 @@ When ``node run`` configured an interface from a lease, it installs a
 front of :func:`socket.getaddrinfo`, the one call every HTTP client of the node (fetch's
 ``http.client``, report's urllib3) goes through. For a host name it asks
 the lease's DNS servers (option 6) for A records with dnspython, answers cached for
-their TTL; IP literals and ``localhost`` go straight to the system call. A name the
+their TTL; IP literals and ``localhost`` go straight to the system call. A name with
+no dot is looked up in the lease's search list first (option 119, else option 15:
+``repo`` is asked as ``repo.lab.test``), then as it is; a name with a dot as it is
+first, then in the search list (``ndots:1``, as a stub resolver does). A name the
 lease's DNS servers do not know (NXDOMAIN, no A record) falls back to the system
 resolver (``/etc/hosts``, a development machine's resolver); a DNS server that does not
 answer is a resolution error (:class:`socket.gaierror`), which fetch retries with
 backoff and report spools for, like any connection error.
 
-Why a hook and not ``/etc/resolv.conf``: the node writes nothing outside its state
-directory and the role's install directory; the answer does not depend on whether the
-node runs as PID 1's child in the image or in a test namespace; and the hook is undone
-when the run ends (:func:`lease_names` is a context manager).
+Why a hook and not ``/etc/resolv.conf``: the answer does not depend on whether the
+node runs as PID 1's child in the image or in a test namespace, and the hook is undone
+when the run ends (:func:`lease_names` is a context manager). Inside the image the
+node also writes ``/etc/resolv.conf`` and ``/etc/hosts`` for the role
+(:mod:`bootpull.names`); :func:`update` points the hook at a changed lease.
 """
 
 from __future__ import annotations
@@ -39,22 +43,39 @@ _active: LeaseResolver | None = None
 class LeaseResolver:
     """A records of host names from the lease's DNS servers only (dnspython)."""
 
-    def __init__(self, servers: Sequence[str], *, timeout: float = 2.0,
-                 lifetime: float = 5.0) -> None:
+    def __init__(self, servers: Sequence[str], *, search: Sequence[str] = (),
+                 timeout: float = 2.0, lifetime: float = 5.0) -> None:
         import dns.resolver
 
         self.servers = [str(s) for s in servers]
+        self.search = [d.strip(".").lower() for d in search if d.strip(".")]
         self._resolver = dns.resolver.Resolver(configure=False)
         self._resolver.nameservers = list(self.servers)
         self._resolver.timeout = timeout
         self._resolver.lifetime = lifetime
         self._resolver.cache = dns.resolver.Cache()  # answers kept for their TTL
 
+    def candidates(self, name: str) -> list[str]:
+        """The names asked, in order: a trailing dot means as it is only; no dot, the
+        search list first; a dot, as it is first (``ndots:1``)."""
+        if name.endswith("."):
+            return [name.rstrip(".")]
+        searched = [f"{name}.{domain}" for domain in self.search]
+        return [*searched, name] if "." not in name else [name, *searched]
+
     def addresses(self, name: str) -> list[str] | None:
-        """The IPv4 addresses of ``name``; None when the lease's DNS has no such name.
+        """The IPv4 addresses of ``name`` (or of the first search-list name that has
+        some); None when the lease's DNS has none of them.
 
         Raises :class:`socket.gaierror` when the DNS servers do not answer.
         """
+        for candidate in self.candidates(name):
+            found = self._ask(candidate)
+            if found is not None:
+                return found
+        return None
+
+    def _ask(self, name: str) -> list[str] | None:
         import dns.exception
         import dns.resolver
 
@@ -103,14 +124,28 @@ def resolve(host: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def update(servers: Sequence[str], search: Sequence[str] = ()) -> bool:
+    """Point the active hook at a changed lease's DNS servers and search list (a lease
+    renewed with other options). False when no hook is active (no ``lease_names``)."""
+    global _active
+    with _lock:
+        if _active is None or not servers:
+            return False
+        if (list(map(str, servers)), list(search)) != (_active.servers, _active.search):
+            _active = LeaseResolver(servers, search=search)
+        return True
+
+
 @contextlib.contextmanager
-def lease_names(servers: Sequence[str]) -> Iterator[LeaseResolver | None]:
-    """Resolve host names through ``servers`` until the block ends (no servers: no-op)."""
+def lease_names(servers: Sequence[str], search: Sequence[str] = ()
+                ) -> Iterator[LeaseResolver | None]:
+    """Resolve host names through ``servers`` (and the ``search`` list) until the block
+    ends (no servers: no-op)."""
     global _active
     if not servers:
         yield None
         return
-    resolver = LeaseResolver(servers)
+    resolver = LeaseResolver(servers, search=search)
     with _lock:
         previous = _active
         _active = resolver
