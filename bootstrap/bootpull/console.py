@@ -7,11 +7,14 @@ The same records go, as JSON lines, to an optional event log and to any subscrib
 (the reporter, for instance).
 
 Opening the console never fails: a device that cannot be opened falls back to
-stderr, and says so there.
+stderr, and says so there. Nor does the event log: a line that cannot be written (a
+full or failing disk) is lost, said once on the console, and nothing is held back for
+a later write or the close to fail on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 from bootpull.errors import BootpullError
 
@@ -132,7 +135,10 @@ class Console:
         self.level = level
         self._clock = clock
         self._t0 = clock()
-        self._json: IO[str] | None = None
+        self._json: BinaryIO | None = None
+        self._json_path: Path | None = None
+        self._json_torn = False  # a line was cut short: the next one starts on its own
+        self._json_failing = False
         self._subscribers: list[Subscriber] = []
         if json_log is not None:
             self.open_event_log(json_log)
@@ -166,9 +172,10 @@ class Console:
     def open_event_log(self, path: Path) -> None:
         """Append JSON lines to ``path`` from now on (the state dir is known late)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        if self._json is not None:
-            self._json.close()
-        self._json = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open
+        self._close_event_log()
+        # unbuffered: each record is one write of its own, done or failed at once
+        self._json = open(path, "ab", buffering=0)  # noqa: SIM115 - held open
+        self._json_path = path
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call ``subscriber`` with every JSON record from now on."""
@@ -187,13 +194,40 @@ class Console:
         record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                   "t": round(self.elapsed, 3), **record}
         if self._json is not None:
-            try:
-                self._json.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-                self._json.flush()
-            except OSError:
-                pass
+            self._append_json((json.dumps(record, sort_keys=True, default=str) + "\n")
+                              .encode())
         for subscriber in self._subscribers:
             subscriber(record)
+
+    def _append_json(self, line: bytes) -> None:
+        """Append one record. A failed write is said once (and again when writes work);
+        a line it cut short is ended before the next record, which stays whole."""
+        assert self._json is not None
+        data = memoryview(b"\n" + line if self._json_torn else line)
+        view = data
+        try:
+            while view:
+                written = self._json.write(view)
+                if not written:
+                    raise OSError(f"no bytes of {len(view)} written")
+                view = view[written:]
+        except OSError as exc:
+            self._json_torn = self._json_torn or len(view) < len(data)
+            if not self._json_failing:
+                self._json_failing = True
+                self._line(f"error: the console log {self._json_path} cannot be written "
+                           f"({exc}); its lines are lost until it can")
+            return
+        self._json_torn = False
+        if self._json_failing:
+            self._json_failing = False
+            self._line(f"the console log {self._json_path} is written again")
+
+    def _close_event_log(self) -> None:
+        if self._json is not None:
+            with contextlib.suppress(OSError):
+                self._json.close()
+            self._json = None
 
     def log(self, level: Level, message: str, **fields: Any) -> None:
         if level >= self.level:
@@ -250,9 +284,7 @@ class Console:
                       "why": error.why, "hint": error.hint})
 
     def close(self) -> None:
-        if self._json is not None:
-            self._json.close()
-            self._json = None
+        self._close_event_log()
         self._writer.close()
 
 

@@ -22,6 +22,9 @@ The steps, each safe to interrupt with ``kill -9``:
 
 A crash leaves a ``.staging-*`` or ``.trash-*`` directory at most, which
 :func:`recover` removes on the next run; ``current`` always names a complete install.
+A full or failing disk (any ``OSError`` while writing) is an ``InstallError`` that says
+so, after the staging directory (and a new install ``current`` does not name) is
+removed: ``current`` and ``lkg`` are untouched.
 An unchanged version (same role, version, commit and file hashes) installs nothing —
 unless its files changed on disk (:func:`check_drift`): then a fresh copy of the same
 verified bundle is installed beside it and switched to the same way.
@@ -41,7 +44,7 @@ from pathlib import Path
 
 from bootpull.bundle import MODE_SYMLINK, Bundle, BundleFile
 from bootpull.console import Console
-from bootpull.errors import InstallError
+from bootpull.errors import InstallError, RunError
 from bootpull.events import now_rfc3339
 from bootpull.layout import check_role_name
 from bootpull.processes import resolve_command, run_bounded
@@ -52,8 +55,11 @@ from bootpull.state import (
     Installed,
     InstallRecord,
     StateDir,
+    disk_hint,
+    disk_trouble,
     fsync_dir,
     install_id,
+    naming,
     switch_link,
     write_atomic,
     write_json,
@@ -205,11 +211,12 @@ def _write_tree(payload: Path, files: Sequence[BundleFile]) -> None:
         perm = entry.mode & 0o777
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perm)
         try:
-            view = memoryview(entry.data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, perm)
-            os.fsync(fd)
+            with naming(dest):
+                view = memoryview(entry.data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fchmod(fd, perm)
+                os.fsync(fd)
         finally:
             os.close(fd)
     for directory in made:
@@ -276,11 +283,30 @@ def bundle_id(bundle: Bundle) -> str:
 
 def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console: Console,
             hook_timeout: float = HOOK_TIMEOUT) -> InstallOutcome:
-    """Install ``bundle`` and make it ``current``; the previous ``current`` becomes ``lkg``."""
+    """Install ``bundle`` and make it ``current``; the previous ``current`` becomes ``lkg``.
+
+    A hostile bundle, a failing hook and a full or failing disk (any OSError while
+    writing, named in the error's *why*) raise InstallError with ``current`` and ``lkg``
+    untouched.
+    """
     role = bundle.role.name
     if why := check_role_name(role):
         raise _hostile(role, why, "rename the role directory")
     check_files(bundle.files)
+    try:
+        return _install(bundle, state, env=env, console=console, hook_timeout=hook_timeout)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            prune(state)  # a new install that did not become current gives its space back
+        raise InstallError(
+            f"{disk_trouble(exc)} while installing {role} {bundle.version}", why=str(exc),
+            hint=disk_hint(state.root, exc, needed=sum(len(f.data) for f in bundle.files))
+            ) from None
+
+
+def _install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console: Console,
+             hook_timeout: float) -> InstallOutcome:
+    role = bundle.role.name
     state.ensure()
     ident = bundle_id(bundle)
     previous = state.current()
@@ -327,28 +353,64 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
         raise InstallError(f"the install at {final} is incomplete after writing it",
                            hint="check the disk of the state directory")
     lkg = state.lkg()
+    lkg_before = state.link_text(state.lkg_link)
     if previous is not None and previous.id != ident:
         switch_link(state.lkg_link, state.link_target(previous))
     elif drifted and lkg is not None and previous is not None and lkg.path == previous.path:
         switch_link(state.lkg_link, state.link_target(installed))
-    switch_link(state.current_link, state.link_target(installed))
-    prune(state)
+    try:
+        _point_current(state, installed)
+    except OSError:  # current is as it was: so is lkg, if the disk lets it
+        with contextlib.suppress(OSError):
+            if not lkg_before:
+                state.lkg_link.unlink(missing_ok=True)
+            elif state.link_text(state.lkg_link) != lkg_before:
+                switch_link(state.lkg_link, lkg_before)
+        raise
+    try:
+        prune(state)
+    except OSError as exc:  # the install is done; what is left over goes next time
+        console.warn(f"could not remove the installs no longer used: {disk_trouble(exc)} "
+                     f"({exc}); the next install or boot tries again")
     return InstallOutcome(installed, changed=True, previous=previous,
                           repaired=tuple(drifted))
 
 
+def _point_current(state: StateDir, installed: Installed) -> None:
+    """Switch ``current`` to ``installed``; raise the OSError only while ``current`` still
+    names what it named before (a directory fsync failing after the switch does not
+    undo it, and either name is a complete install)."""
+    target = state.link_target(installed)
+    try:
+        switch_link(state.current_link, target)
+    except OSError:
+        if state.link_text(state.current_link) != target:
+            raise
+
+
 def revert_to_lkg(state: StateDir) -> Installed | None:
-    """Point ``current`` back at the last-known-good; None when there is none."""
+    """Point ``current`` back at the last-known-good; None when there is none. A disk
+    that refuses the switch is a RunError (``current`` stays what it was)."""
     lkg = state.lkg()
     if lkg is None:
         return None
-    switch_link(state.current_link, state.link_target(lkg))
+    try:
+        _point_current(state, lkg)
+    except OSError as exc:
+        raise RunError(f"{disk_trouble(exc)}: could not switch back to the last-known-good "
+                       f"{lkg.role} {lkg.version}", why=str(exc),
+                       hint=disk_hint(state.root, exc)) from None
     return lkg
 
 
 def prune(state: StateDir) -> None:
-    """Remove every install that is neither ``current`` nor ``lkg``."""
-    keep = {i.path for i in (state.current(), state.lkg()) if i is not None}
+    """Remove every install that is neither ``current`` nor ``lkg``.
+
+    What the links name is kept even when its record cannot be read: a failing disk
+    must not get the install that runs deleted.
+    """
+    keep = {state.root / text for text in map(state.link_text, (state.current_link,
+                                                                 state.lkg_link)) if text}
     if not state.roles.is_dir():
         return
     for role_dir in state.roles.iterdir():
@@ -361,10 +423,26 @@ def prune(state: StateDir) -> None:
 
 
 def recover(state: StateDir, console: Console | None = None) -> list[str]:
-    """Clean up after an interrupted install; return what was done (for the log)."""
+    """Clean up after an interrupted install; return what was done (for the log).
+
+    A disk that fails meanwhile stops the clean-up, with a warning, not the node.
+    """
     done: list[str] = []
     if not state.root.is_dir():
         return done
+    try:
+        _recover(state, done)
+    except OSError as exc:
+        done.append(f"could not finish: {disk_trouble(exc)} ({exc})")
+    except RunError as err:
+        done.append(f"could not finish: {err}")
+    if console is not None:
+        for line in done:
+            console.warn(f"recovered after an interrupted run: {line}")
+    return done
+
+
+def _recover(state: StateDir, done: list[str]) -> None:
     for link in (state.current_link, state.lkg_link):
         for tmp in state.root.glob(f".{link.name}.tmp-*"):
             with contextlib.suppress(OSError):
@@ -390,10 +468,6 @@ def recover(state: StateDir, console: Console | None = None) -> list[str]:
     before = _install_dirs(state)
     prune(state)
     done += [f"removed unused install {name}" for name in sorted(before - _install_dirs(state))]
-    if console is not None:
-        for line in done:
-            console.warn(f"recovered after an interrupted run: {line}")
-    return done
 
 
 def _install_dirs(state: StateDir) -> set[str]:

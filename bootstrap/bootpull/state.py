@@ -33,20 +33,33 @@ role, so the last-known-good also survives a node being moved to another role.
 Every file here is a typed dataclass written as JSON, atomically: a temporary file,
 fsync, ``os.replace``, then fsync of the directory. Nothing is ever pickled. A file
 that is missing or unreadable reads as its default (a fresh node), and says so.
+
+A write that fails (a full or failing disk: ``ENOSPC``, ``EIO``, any ``OSError``)
+changes nothing and raises the ``OSError``, naming the file. The callers decide what
+it means: :func:`bootpull.install.install` makes it an ``InstallError``; the status
+file, the counters, the bad-version list and the spool are said once on the console
+(:class:`DiskTrouble`) while the node goes on running its role.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bootpull.backoff import Counters
 from bootpull.bundle import Assignment, HealthSpec, RoleSpec
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from bootpull.console import Console
 
 FORMAT = 1
 DEFAULT_STATE_DIR = Path("/var/lib/bootpull")
@@ -58,10 +71,27 @@ _SAFE = re.compile(r"[^A-Za-z0-9._+-]")
 # -- atomic writes -------------------------------------------------------------------
 
 
+def _name(exc: BaseException, path: Path) -> None:
+    """Let an OSError of ``os.write`` or ``os.fsync`` (which name no file) name ``path``."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError raised inside names ``path`` when it names no file of its own."""
+    try:
+        yield
+    except OSError as exc:
+        _name(exc, path)
+        raise
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        with naming(path):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -81,9 +111,10 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         finally:
             os.close(fd)
         tmp.replace(path)
-    except BaseException:  # a failed write changes nothing and leaves no temp file behind
+    except BaseException as exc:  # a failed write changes nothing, leaves no temp file
         with contextlib.suppress(OSError):
             tmp.unlink()
+        _name(exc, path)
         raise
     fsync_dir(path.parent)
 
@@ -98,6 +129,80 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
+
+
+# -- a full or failing disk ---------------------------------------------------------
+
+
+def disk_trouble(exc: OSError) -> str:
+    """What a failed write to the state disk means, in a few words."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the state disk"
+    if exc.errno == errno.EIO:
+        return "an I/O error on the state disk"
+    if exc.errno == errno.EROFS:
+        return "the state disk is read-only"
+    return "the state disk could not be written"
+
+
+def disk_hint(root: Path, exc: OSError, *, needed: int = 0) -> str:
+    """What to do about ``exc`` on the state directory ``root``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        more = f"; this needs about {needed / 2**20:.1f} MiB" if needed else ""
+        return (f"free space on {root} ('df -h {root}' shows what is left{more}), or give "
+                "the node a bigger state disk")
+    if exc.errno == errno.EIO:
+        return (f"check the disk of {root}: the kernel log ('dmesg') shows its I/O errors; "
+                "replace a failing disk")
+    return f"check the disk of {root}: mounted, writable, with space and the right owner"
+
+
+class DiskTrouble:
+    """Writes to the state disk the node can go on without (the status file, the
+    counters, the spool): a failure is an error on the console once, not once a minute,
+    and a line again when the file is written again."""
+
+    def __init__(self, console: Console, root: Path) -> None:
+        self.console = console
+        self.root = root
+        self._failing: dict[str, int] = {}  # what → failed writes in a row
+
+    def writing(self, what: str, consequence: str) -> _Writing:
+        """``with trouble.writing(what, consequence):`` the write; an OSError from it
+        is said (:meth:`failed`), not raised."""
+        return _Writing(self, what, consequence)
+
+    def failed(self, what: str, exc: OSError, consequence: str) -> None:
+        failures = self._failing.get(what, 0)
+        self._failing[what] = failures + 1
+        if failures:
+            self.console.debug(f"still cannot write {what}: {exc}")
+            return
+        self.console.error(f"could not write {what}: {disk_trouble(exc)} ({exc}); "
+                           f"{consequence}; {disk_hint(self.root, exc)}")
+
+    def written(self, what: str) -> None:
+        failures = self._failing.pop(what, 0)
+        if failures:
+            self.console.info(f"writing {what} works again (after {failures} "
+                              f"failure{'s' if failures > 1 else ''})")
+
+
+class _Writing:
+    def __init__(self, trouble: DiskTrouble, what: str, consequence: str) -> None:
+        self.trouble, self.what, self.consequence = trouble, what, consequence
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        if exc is None:
+            self.trouble.written(self.what)
+        elif isinstance(exc, OSError):
+            self.trouble.failed(self.what, exc, self.consequence)
+            return True
+        return False
 
 
 def switch_link(link: Path, target: str) -> None:
@@ -248,6 +353,7 @@ class StateDir:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._bad: dict[str, str] = {}  # marked bad in this run: known even if unsaved
 
     @property
     def roles(self) -> Path:
@@ -280,6 +386,13 @@ class StateDir:
         for path in (self.root, self.roles, self.spool):
             path.mkdir(parents=True, exist_ok=True)
 
+    def link_text(self, link: Path) -> str:
+        """Where the symlink ``link`` points, as written; "" when it cannot be read."""
+        try:
+            return str(link.readlink())
+        except OSError:
+            return ""
+
     def lock(self) -> int:
         """Take ``<state>/lock`` (flock, exclusive) for this process; return its fd.
 
@@ -289,10 +402,15 @@ class StateDir:
         """
         import fcntl
 
-        from bootpull.errors import UsageError
+        from bootpull.errors import InstallError, UsageError
 
-        self.ensure()
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.ensure()
+            fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InstallError(f"{disk_trouble(exc)}: the state directory {self.root} "
+                               "cannot be used", why=str(exc),
+                               hint=disk_hint(self.root, exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -306,10 +424,7 @@ class StateDir:
     # -- installs --
 
     def _resolve(self, link: Path) -> Installed | None:
-        try:
-            target = str(link.readlink())
-        except OSError:
-            return None
+        target = self.link_text(link)
         parts = Path(target).parts
         if len(parts) != 3 or parts[0] != "roles" or ".." in parts:
             return None
@@ -363,11 +478,11 @@ class StateDir:
     def bad_ids(self) -> dict[str, str]:
         """Install id → why it was marked bad."""
         obj = read_json(self.root / "bad.json")
-        if not isinstance(obj, dict):
-            return {}
-        return {str(k): str(v) for k, v in obj.items()}
+        saved = {str(k): str(v) for k, v in obj.items()} if isinstance(obj, dict) else {}
+        return {**saved, **self._bad}
 
     def mark_bad(self, ident: str, why: str) -> None:
-        bad = self.bad_ids()
-        bad[ident] = why
-        write_json(self.root / "bad.json", bad)
+        """Never retry ``ident``: in this run even when ``bad.json`` cannot be written
+        (the OSError is raised after it is remembered)."""
+        self._bad[ident] = why
+        write_json(self.root / "bad.json", self.bad_ids())
