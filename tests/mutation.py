@@ -144,6 +144,13 @@ MUTANTS: tuple[Mutant, ...] = (
            "        parts.port  # noqa: B018 - raises ValueError for a port that is not one\n",
            "        pass\n",
            ("tests/test_locate.py",), "a URL with a port out of range is found, then crashes"),
+    # -- sntp, clock: an answer counts only for our request, never below the floor -----
+    Mutant("sntp.originate-unchecked", f"{NODE}/sntp.py",
+           "    if reply.originate != sent:\n", "    if False:\n",
+           ("tests/test_sntp.py",), "a reply to another request (or a forged one) sets the clock"),
+    Mutant("clock.floor-ignored", f"{NODE}/clock.py",
+           "    if floor is not None and new < floor.timestamp():\n", "    if False:\n",
+           ("tests/test_clock.py",), "an NTP answer before the image's build time is stepped to"),
     # -- store: a change is a change, and a batch is all or nothing -------------------
     Mutant("store.every-report-is-a-change", f"{HB}/store.py",
            "        changed = word != previous\n", "        changed = True\n",
