@@ -24,7 +24,20 @@ th{background:#f2f2f2}
 .st{font-weight:bold;text-align:center;width:5.5em}
 .OK{background:#cfc}.WARN{background:#ffd27f}.FAIL{background:#f99}.SILENT{background:#ccc}
 .small{color:#666;font-size:.9em}pre{white-space:pre-wrap;margin:0}
+.norb{color:#a00;font-size:.9em;font-weight:bold}
 """
+
+#: the marker of a node whose last report says ``details.rollback_protection: none``
+#: (a diskless node: its version floor is in RAM, docs/security.md)
+NO_ROLLBACK_PROTECTION = ('<br><span class=norb title="no state disk: the version floor '
+                          'is lost at every reboot, so retired keys and older signed '
+                          'commits are accepted (docs/security.md)">no rollback protection'
+                          '</span>')
+
+
+def _no_rollback_protection(node: NodeState) -> bool:
+    details = node.last.get("details")
+    return isinstance(details, dict) and details.get("rollback_protection") == "none"
 
 
 def _page(title: str, body: str, refresh: int | None) -> bytes:
@@ -46,7 +59,8 @@ def status_page(nodes: Sequence[NodeState], drift: Sequence[Drift], *, now: floa
         c = n.counters
         rows.append(
             f'<tr id="node-{n.mac}"><td class="st {n.status}">{n.status}</td>'
-            f"<td>{esc(n.hostname or '-')}<br><span class=small>{n.mac}</span></td>"
+            f"<td>{esc(n.hostname or '-')}<br><span class=small>{n.mac}</span>"
+            f"{NO_ROLLBACK_PROTECTION if _no_rollback_protection(n) else ''}</td>"
             f"<td>{esc(n.role or '(none)')}@{esc(n.version or '?')}</td>"
             f"<td>{rfc3339(n.last_change)}</td><td>{rfc3339(n.last_report)}</td>"
             f"<td>{c.get('retries', 0)}</td><td>{c.get('restarts', 0)}</td>"
@@ -90,8 +104,11 @@ def node_page(node: NodeState, transitions: Sequence[Transition],
         f"{esc(e.event['version'])}</td><td>{esc(e.event['message'])}"
         f"<pre>{esc(json.dumps(e.event['details'], sort_keys=True))}</pre></td></tr>"
         for e in reversed(events))
+    marker = (f"<p>{NO_ROLLBACK_PROTECTION.removeprefix('<br>')}</p>"
+              if _no_rollback_protection(node) else "")
     body = (f'<p><a href="/">all nodes</a></p><h1>{esc(node.hostname or node.mac)} '
             f"<span class='st {node.status}'>{node.status}</span></h1>"
+            f"{marker}"
             f"<p>{node.mac} · {esc(node.role)}@{esc(node.version)} · commit "
             f"{esc(node.commit or '-')} · last report {rfc3339(node.last_report)} · "
             f"SILENT after {int(node.deadline)} s without a report</p>"
