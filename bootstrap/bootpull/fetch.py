@@ -432,6 +432,18 @@ class _BytesSink:
         return bytes(self._buf)
 
 
+def cache_write_error(exc: OSError) -> FetchError:
+    """A full or failing state disk under the object cache: a fetch that cannot land.
+
+    Exit 11, so a node with an install on disk keeps running it (docs/contract.md §5.2).
+    """
+    where = f" ({exc.filename})" if exc.filename else ""
+    return FetchError("the node's git object cache could not be written",
+                      why=f"{exc.strerror or exc}{where}",
+                      hint="free space on the state disk ('df -h'), or check it ('dmesg'); "
+                           "the fetch is retried on the next poll")
+
+
 class _PackSink:
     """Streams a fetch response's pack into the object store; indexes it at the end.
 
@@ -458,10 +470,14 @@ class _PackSink:
         except gitwire.WireError as exc:
             raise Transient(f"the fetch response is malformed ({exc})", kind="wire") from exc
         if pack:
-            if self._file is None:
-                self._file, self._commit, self._abort = self._store.add_pack()
-            assert self._file is not None
-            self._file.write(pack)
+            try:
+                if self._file is None:
+                    self._file, self._commit, self._abort = self._store.add_pack()
+                assert self._file is not None
+                self._file.write(pack)
+            except OSError as exc:
+                self.abort()
+                raise cache_write_error(exc) from None
             self.pack_bytes += len(pack)
 
     def finish(self) -> None:
@@ -474,11 +490,14 @@ class _PackSink:
         from bootpull.packscan import PackProblem, scan_pack
 
         assert self._commit is not None
-        self._file.flush()
-        self._file.seek(0)
         try:
+            self._file.flush()
+            self._file.seek(0)
             scan_pack(self._file, max_inflated=self._max_inflated)
             self._file.seek(0, os.SEEK_END)
+        except OSError as exc:
+            self.abort()
+            raise cache_write_error(exc) from None
         except PackProblem as exc:
             self.abort()
             raise VerifyError("the server sent a malformed or hostile pack", why=str(exc),
@@ -487,6 +506,8 @@ class _PackSink:
         commit, self._commit, self._file, self._abort = self._commit, None, None, None
         try:
             commit()
+        except OSError as exc:  # writing the index or moving the pack: the disk, not git
+            raise cache_write_error(exc) from None
         except Exception as exc:  # noqa: BLE001 - dulwich raises many kinds for bad packs
             raise VerifyError("the server sent a pack that does not check out",
                               why=f"{type(exc).__name__}: {exc}",
