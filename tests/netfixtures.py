@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -88,7 +89,10 @@ RunDiscover = Callable[..., DiscoverRun]
 
 @pytest.fixture
 def run_discover(tmp_path: Path) -> RunDiscover:
-    """``run_discover(ns, "eth0", timeout=15, cmdline="bootpull.dhcp_delay=0", extra=[])``."""
+    """``run_discover(ns, "eth0", timeout=15, cmdline="bootpull.dhcp_delay=0", extra=[])``.
+
+    With no interface named it runs as the boot image does (``tests/in_image.py``): outside
+    the image discover would refuse (exit 2) instead of trying every interface."""
     counter = iter(range(1000))
 
     def run(ns: lab_net.Namespace, *interfaces: str, timeout: float = 15,
@@ -100,8 +104,14 @@ def run_discover(tmp_path: Path) -> RunDiscover:
         for name in interfaces:
             argv += ["--interface", name]
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        command = lab_net.bootpull_argv(*argv)
+        if not interfaces:  # every interface, as in the image (outside it: exit 2)
+            marker = tmp_path / "image.conf"
+            marker.write_text("# stands in for the image's /etc/bootpull/image.conf\n")
+            command = [sys.executable, str(Path(__file__).with_name("in_image.py")),
+                       str(marker), *argv]
         started = time.monotonic()
-        proc = ns.run(lab_net.bootpull_argv(*argv), check=False, timeout=timeout + 60, env=env)
+        proc = ns.run(command, check=False, timeout=timeout + 60, env=env)
         return DiscoverRun(proc.returncode, proc.stdout, proc.stderr,
                            time.monotonic() - started)
 

@@ -30,10 +30,12 @@ def node_run(repo: SignedRepo, url: str, mac: Mac, tmp_path: Path
     trust = tmp_path / "trust.json"
     trust.write_bytes(repo.trust)
     state = tmp_path / f"state-{mac.canonical}"
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("console=ttyS0 bootpull.report_deadline=0\n")
     proc = subprocess.run([sys.executable, "-m", "bootpull", "node", "run", "--oneshot",
                            "--repo", url, "--mac", mac.colons, "--trust", str(trust),
-                           "--state-dir", str(state)], capture_output=True, text=True,
-                          timeout=300)
+                           "--state-dir", str(state), "--cmdline", str(cmdline)],
+                          capture_output=True, text=True, timeout=300)
     status = subprocess.run([sys.executable, "-m", "bootpull", "node", "status",
                              "--state-dir", str(state), "--json"], capture_output=True,
                             text=True, timeout=60, check=True)
@@ -53,12 +55,14 @@ def test_example_web_and_default_sensor_roles_run(example_repo: SignedRepo,
     server = git_http_server(example_repo.root)  # type: ignore[operator]
 
     proc, info = node_run(example_repo, server.url, WEB, tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    # no home base here: the role ran, its events stay spooled (exit 15)
+    assert proc.returncode == 15, proc.stderr
     assert info["role"] == "web" and info["health"] == "stopped"
     assert "role web passed its health check" in proc.stderr
 
     proc, info = node_run(example_repo, server.url, UNKNOWN, tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    # no home base here: the role ran, its events stay spooled (exit 15)
+    assert proc.returncode == 15, proc.stderr
     assert info["role"] == "sensor"
     log = Path(str(info["path"])) / "log" / "sensor.log"
     assert "host=node-52-54-00-77-77-77" in log.read_text()

@@ -31,8 +31,8 @@ def test_after_a_redirect_the_node_uses_the_url_in_effect(
         old.redirects["/moved"] = real
         told = old.base_url + "/moved"
         node = Node(tmp_path, signed_repo, told)
-        code, text = node.run()
-        assert code == 0, text
+        code, text = node.run(report_deadline=0)
+        assert code == 15, text  # the role ran; its events could not be delivered (404)
         flat = " ".join(text.split())
         assert f"the repository is at {real} (redirected from {told})" in flat
         assert [(s.method, s.status) for s in old.log] == [("GET", 301)], \

@@ -18,6 +18,7 @@ each (:mod:`bootpull.sntp`), and takes the first good answer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bootpull import sntp
+from bootpull.console import Console
 from bootpull.names import IMAGE_MARKER
 
 #: offsets up to this many seconds are left alone
@@ -120,3 +122,31 @@ def sync(servers: Sequence[str], *, setter: Setter | None, not_allowed: str = ""
                        f"failed: {exc.strerror or exc}")
     return outcome(STEPPED, f"the clock was set from {iso(old)} to {iso(new)} "
                    f"({offset:+.3f} s) by {where}")
+
+
+def check(servers: Sequence[str], *, setter: Setter | None, build_time_file: Path,
+          state_root: Path, console: Console) -> Outcome | None:
+    """The node's clock stage, before verification: ask ``servers`` and step the clock
+    if it is off by more than :data:`STEP_THRESHOLD`, never below the clock floor (the
+    image's build time and the last good verification). ``setter`` None: the system
+    clock, only inside the boot image as root (:func:`may_set`). None when there are no
+    servers (nothing to ask)."""
+    from bootpull.errors import BootpullError
+    from bootpull.trust import image_build_time, load_floor
+
+    if not servers:
+        console.info("no NTP servers (bootpull.ntp=, DHCP option 42): the clock is not "
+                     "checked", stage="clock")
+        return None
+    why = ""
+    if setter is None:
+        why = may_set() or ""
+        setter = None if why else set_system_clock
+    floor = image_build_time(build_time_file)
+    with contextlib.suppress(BootpullError):
+        last = load_floor(state_root).last_good_time
+        floor = max(floor, last) if floor and last else floor or last
+    with console.step("clock") as step:
+        outcome = sync(servers, setter=setter, not_allowed=why, floor=floor)
+        step.note(outcome.message)
+    return outcome

@@ -43,6 +43,7 @@ DNS_SERVER = 6
 LOG_SERVER = 7
 HOSTNAME = 12
 DOMAIN_NAME = 15
+NTP_SERVERS = 42
 VENDOR_SPECIFIC = 43
 REQUESTED_IP = 50
 LEASE_TIME = 51
@@ -52,6 +53,8 @@ SERVER_ID = 54
 PARAMETER_REQUEST_LIST = 55
 MESSAGE = 56
 MAX_MESSAGE_SIZE = 57
+RENEWAL_TIME = 58  # T1 (RFC 2132 §9.11)
+REBINDING_TIME = 59  # T2 (RFC 2132 §9.12)
 VENDOR_CLASS = 60
 CLIENT_ID = 61
 TFTP_SERVER = 66
@@ -68,7 +71,8 @@ SUBOPT_REPORT_URL = 2
 
 #: What bootpull asks for (option 55), in the order of RFC 2132.
 PARAMETERS = (SUBNET_MASK, ROUTER, DNS_SERVER, LOG_SERVER, HOSTNAME, DOMAIN_NAME,
-              VENDOR_SPECIFIC, LEASE_TIME, SERVER_ID, TFTP_SERVER, BOOTFILE, DOMAIN_SEARCH)
+              NTP_SERVERS, VENDOR_SPECIFIC, LEASE_TIME, SERVER_ID, RENEWAL_TIME, REBINDING_TIME,
+              TFTP_SERVER, BOOTFILE, DOMAIN_SEARCH)
 
 MAGIC_COOKIE = b"\x63\x82\x53\x63"
 BOOTREQUEST, BOOTREPLY = 1, 2
@@ -123,6 +127,28 @@ def request_options(
     return opts
 
 
+def renew_options(*, mac: bytes, hostname: str | None = None) -> list[tuple[int, bytes]]:
+    """A DHCPREQUEST in the RENEWING or REBINDING state (RFC 2131 §4.3.2): the address
+    goes in ``ciaddr`` (see :func:`encode_request`), never in option 50 or 54."""
+    opts = [(MESSAGE_TYPE, bytes([REQUEST])), (CLIENT_ID, b"\x01" + mac),
+            (MAX_MESSAGE_SIZE, struct.pack("!H", 1472)), (VENDOR_CLASS, VENDOR_CLASS_ID),
+            (PARAMETER_REQUEST_LIST, bytes(PARAMETERS))]
+    if hostname:
+        opts.append((HOSTNAME, hostname.encode("ascii")))
+    return opts
+
+
+def decline_options(*, mac: bytes, address: IPv4Address, server_id: IPv4Address,
+                    kind: int = DECLINE) -> list[tuple[int, bytes]]:
+    """A DHCPDECLINE (the address is in use, RFC 2131 §4.4.1) or, with ``kind=RELEASE``,
+    a DHCPRELEASE (§4.4.6; the address then goes in ``ciaddr`` too)."""
+    opts = [(MESSAGE_TYPE, bytes([kind])), (CLIENT_ID, b"\x01" + mac),
+            (SERVER_ID, server_id.packed)]
+    if kind == DECLINE:
+        opts.insert(2, (REQUESTED_IP, address.packed))
+    return opts
+
+
 def encode_options(options: Iterable[tuple[int, bytes]]) -> bytes:
     """Options as TLVs, values over 255 bytes split per RFC 3396, then END."""
     out = bytearray()
@@ -138,14 +164,15 @@ def encode_options(options: Iterable[tuple[int, bytes]]) -> bytes:
 
 def encode_request(
     *, xid: int, mac: bytes, options: Iterable[tuple[int, bytes]], secs: int = 0,
-    broadcast: bool = False,
+    broadcast: bool = False, ciaddr: IPv4Address | None = None,
 ) -> bytes:
     """A whole BOOTREQUEST (the UDP payload), padded to the BOOTP minimum of 300 bytes."""
     if len(mac) != 6:
         raise ValueError("an Ethernet MAC has 6 octets")
     header = _HEADER.pack(
         BOOTREQUEST, HTYPE_ETHERNET, 6, 0, xid & 0xFFFFFFFF, min(secs, 0xFFFF),
-        FLAG_BROADCAST if broadcast else 0, bytes(4), bytes(4), bytes(4), bytes(4),
+        FLAG_BROADCAST if broadcast else 0, ciaddr.packed if ciaddr else bytes(4),
+        bytes(4), bytes(4), bytes(4),
         mac.ljust(16, b"\0"), bytes(64), bytes(128),
     )
     packet = header + MAGIC_COOKIE + encode_options(options)
@@ -420,14 +447,19 @@ class Lease:
     domain: str | None = None
     search: tuple[str, ...] = ()
     lease_time: int | None = None
+    renewal_time: int | None = None  # option 58, T1
+    rebinding_time: int | None = None  # option 59, T2
     tftp_server: str | None = None
     bootfile: str | None = None  # option 67
     file: str | None = None  # the BOOTP file field
     sname: str | None = None  # the BOOTP sname field
     vendor: dict[int, bytes] = field(default_factory=dict)  # option 43 sub-options
     vendor_class_echo: bool = False
+    ntp_servers: tuple[IPv4Address, ...] = ()  # option 42 (RFC 2132 §8.3), in order
     #: option code (0 for the BOOTP fields) -> why it was left out of this lease
     problems: dict[int, str] = field(default_factory=dict)
+    #: the monotonic time the ACK came (set by the client; T1, T2 and the end count from it)
+    bound_at: float = 0.0
 
     @property
     def gateway(self) -> IPv4Address | None:
@@ -500,20 +532,25 @@ def lease_from_reply(reply: Reply, *, expect: int = ACK) -> Lease:
         hostname=optional(HOSTNAME, dns_name("option 12 (hostname)")),
         domain=optional(DOMAIN_NAME, dns_name("option 15 (domain name)")),
         search=optional(DOMAIN_SEARCH, decode_domain_list) or (),
-        lease_time=optional(LEASE_TIME, _decode_u32),
+        lease_time=optional(LEASE_TIME, _u32("option 51 (lease time)")),
+        renewal_time=optional(RENEWAL_TIME, _u32("option 58 (renewal time)")),
+        rebinding_time=optional(REBINDING_TIME, _u32("option 59 (rebinding time)")),
         tftp_server=optional(TFTP_SERVER, text("option 66 (TFTP server)", MAX_NAME)),
         bootfile=optional(BOOTFILE, text("option 67 (bootfile)", MAX_URL)),
         file=file_text, sname=sname_text,
         vendor=optional(VENDOR_SPECIFIC, decode_suboptions) or {},
         vendor_class_echo=opts.get(VENDOR_CLASS) == VENDOR_CLASS_ID,
+        ntp_servers=optional(NTP_SERVERS, addresses("option 42 (NTP servers)")) or (),
         problems=problems,
     )
 
 
-def _decode_u32(raw: bytes) -> int:
-    if len(raw) != 4:
-        raise MalformedDhcp(f"option 51 (lease time) has length {len(raw)}, must be 4")
-    return int.from_bytes(raw, "big")
+def _u32(what: str) -> Callable[[bytes], int]:
+    def decode(raw: bytes) -> int:
+        if len(raw) != 4:
+            raise MalformedDhcp(f"{what} has length {len(raw)}, must be 4")
+        return int.from_bytes(raw, "big")
+    return decode
 
 
 def _cstring(raw: bytes) -> bytes:

@@ -18,6 +18,13 @@ The exchange (RFC 2131 §4.4):
 4. REQUEST it from that server; accept only an ACK or NAK carrying that server's
    identifier. A NAK, or no answer after three REQUESTs, starts over from DISCOVER
    with a new transaction id.
+5. Check the address (RFC 5227): ``arp_probes`` ARP probes ``arp_interval`` apart, then
+   ``arp_wait`` more (3 × 0.2 s + 0.4 s, about 1 s). An ARP packet from another MAC
+   that sends from the address, or probes for it too, is a conflict: DHCPDECLINE to
+   the server, counted (``retries:dhcp-decline``), and a new DISCOVER.
+
+:func:`renew` is one REQUEST of the RENEWING (unicast) or REBINDING (broadcast) state
+over a UDP socket on the leased address; :mod:`bootpull.lease_keeper` decides when.
 
 Replies that are malformed, for someone else, or for another transaction are
 ignored; the first few reasons are kept, so a failure says what was seen.
@@ -25,13 +32,16 @@ ignored; the first few reasons are kept, so a failure says what was seen.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import select
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from typing import Any
 
 from bootpull import dhcp
@@ -41,6 +51,7 @@ from bootpull.errors import DiscoveryError
 from bootpull.mac import Mac
 
 ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 #: How many REQUESTs before starting over with DISCOVER.
 REQUEST_TRIES = 3
@@ -57,6 +68,10 @@ class DhcpSettings:
     backoff: Backoff = field(default_factory=lambda: Backoff(base=4.0, cap=32.0))
     #: A hostname to send in option 12 (none by default: the repo assigns names).
     hostname: str | None = None
+    #: The address check (RFC 5227) before an address is used; 0 probes: no check.
+    arp_probes: int = 3
+    arp_interval: float = 0.2
+    arp_wait: float = 0.4
 
 
 @dataclass
@@ -135,6 +150,42 @@ class _Link:
     def close(self) -> None:
         self._sock.close()
 
+    def address_in_use(self, ip: IPv4Address, settings: DhcpSettings) -> str | None:
+        """ARP-probe ``ip`` (RFC 5227 §2.1): the MAC of another holder, or None."""
+        from scapy.arch.linux import L2Socket
+        from scapy.layers.l2 import ARP, Ether
+
+        from bootpull.lease import arp_conflict
+
+        sock: Any = L2Socket(iface=self.iface, type=ETH_P_ARP)
+        probe = (Ether(src=self.mac.colons, dst=BROADCAST_MAC)
+                 / ARP(op=1, hwsrc=self.mac.colons, psrc="0.0.0.0",  # noqa: S104 - a probe
+                       hwdst="00:00:00:00:00:00", pdst=str(ip)))
+        try:
+            for n in range(settings.arp_probes):
+                sock.send(probe)
+                end = time.monotonic() + (settings.arp_interval if n + 1 < settings.arp_probes
+                                          else settings.arp_wait)
+                while (left := end - time.monotonic()) > 0:
+                    ready, _, _ = select.select([sock], [], [], left)
+                    if not ready:
+                        break
+                    _cls, data, _ts = sock.recv_raw()
+                    try:
+                        frame = Ether(data) if data else None
+                    except Exception:  # noqa: BLE001, S112 - scapy raises anything on garbage
+                        continue
+                    if frame is None or ARP not in frame:
+                        continue
+                    arp = frame[ARP]
+                    if arp_conflict(sender_mac=str(arp.hwsrc), sender_ip=str(arp.psrc),
+                                    target_ip=str(arp.pdst), our_mac=self.mac.colons,
+                                    address=str(ip)):
+                        return str(arp.hwsrc)
+        finally:
+            sock.close()
+        return None
+
 
 def acquire(
     iface: str,
@@ -168,11 +219,11 @@ def acquire(
     started = time.monotonic()
     attempt = 0
 
-    def retry(what: str, wait: float) -> None:
+    def retry(what: str, wait: float, reason: str = "dhcp") -> None:
         nonlocal attempt
         attempt += 1
         with lock:
-            counters.count("retries", "dhcp")
+            counters.count("retries", reason)
         console.info(f"dhcp {iface}: {what} after {wait:.1f}s; retry {attempt}")
 
     def running() -> bool:
@@ -213,7 +264,7 @@ def _exchange(
     link: Any, iface: str, mac: Mac, *, started: float, seen: _Seen, console: Console,
     settings: DhcpSettings, rng: random.Random, stop: threading.Event,
     running: Callable[[], bool], wait_for: Callable[[int], float],
-    retry: Callable[[str, float], None],
+    retry: Callable[..., None],
 ) -> dhcp.Lease:
     """The RFC 2131 exchange; raises _NoLease when time runs out or ``stop`` is set."""
     discovers = 0
@@ -247,7 +298,19 @@ def _exchange(
             if isinstance(answer, dhcp.Lease):
                 console.debug(f"dhcp {iface}: ACK {answer.ip} from {answer.server_id}, "
                               f"{time.monotonic() - started:.3f}s after the first DISCOVER")
-                return answer
+                holder = _probe(link, answer, settings)
+                if holder is None:
+                    return dataclasses.replace(answer, bound_at=time.monotonic())
+                seen.add(f"{answer.ip} is in use by {holder} (declined)")
+                link.send(dhcp.encode_request(xid=xid, mac=mac.octets, options=dhcp.
+                                              decline_options(mac=mac.octets,
+                                                              address=answer.ip,
+                                                              server_id=answer.server_id)))
+                pause = wait_for(discovers)
+                retry(f"{answer.ip} is in use by {holder}: sent DHCPDECLINE, DISCOVER",
+                      pause, "dhcp-decline")
+                stop.wait(pause)
+                break
             if answer == "nak":
                 # RFC 2131 §3.1.5: start over, after a pause so a NAK loop stays slow
                 seen.add(f"NAK from {offer.server_id}")
@@ -323,3 +386,80 @@ def configure_default_route(iface: str, lease: dhcp.Lease) -> None:
     """The default route via the lease's first router (option 3), if it gave one."""
     if lease.gateway is not None:
         _ip("route", "replace", "default", "via", str(lease.gateway), "dev", iface)
+
+
+def _probe(link: Any, lease: dhcp.Lease, settings: DhcpSettings) -> str | None:
+    """Who else holds the leased address (a MAC), or None; links without ARP skip it."""
+    check = getattr(link, "address_in_use", None)
+    if check is None or settings.arp_probes <= 0:
+        return None
+    result: str | None = check(lease.ip, settings)
+    return result
+
+
+# -- the lease's later life: RENEWING, REBINDING, giving it up -----------------------
+
+
+def renew(
+    iface: str, mac: Mac, lease: dhcp.Lease, *, broadcast: bool, timeout: float,
+    xid: int, hostname: str | None = None,
+) -> dhcp.Lease | str | None:
+    """One DHCPREQUEST for ``lease.ip`` (``ciaddr``): unicast to the server that gave it
+    (RENEWING) or ``broadcast`` to any server (REBINDING), from port 68 of ``iface``.
+
+    Returns the new lease (its ``bound_at`` is now), ``"nak"``, or None when no answer
+    came within ``timeout``. Raises OSError when the socket cannot be used. The socket
+    is bound to port 68 on the device, any address, so that a server that answers by
+    broadcast is heard too.
+    """
+    packet = dhcp.encode_request(xid=xid, mac=mac.octets, ciaddr=lease.ip,
+                                 options=dhcp.renew_options(mac=mac.octets,
+                                                            hostname=hostname))
+    target = "255.255.255.255" if broadcast else str(lease.server_id)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+        sock.bind(("0.0.0.0", 68))  # noqa: S104 - one device (SO_BINDTODEVICE)
+        sock.sendto(packet, (target, 67))
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            ready, _, _ = select.select([sock], [], [], left)
+            if not ready:
+                return None
+            data = sock.recv(dhcp.MAX_REPLY_SIZE + 1)
+            answer = renew_answer(data, mac=mac, xid=xid,
+                                  server=None if broadcast else lease.server_id)
+            if answer is not None:
+                return answer
+    return None
+
+
+def renew_answer(data: bytes, *, mac: Mac, xid: int,
+                 server: IPv4Address | None) -> dhcp.Lease | str | None:
+    """A reply to :func:`renew`: the ACK's lease, ``"nak"``, or None to ignore it."""
+    try:
+        reply = dhcp.parse_reply(data)
+    except dhcp.MalformedDhcp:
+        return None
+    if reply.chaddr != mac.octets or reply.xid != xid:
+        return None
+    sid = reply.options.get(dhcp.SERVER_ID)
+    if server is not None and sid != server.packed:
+        return None
+    if reply.message_type == dhcp.NAK:
+        return "nak"
+    try:
+        found = dhcp.lease_from_reply(reply, expect=dhcp.ACK)
+    except dhcp.MalformedDhcp:
+        return None
+    return dataclasses.replace(found, bound_at=time.monotonic())
+
+
+def release(iface: str, lease: dhcp.Lease) -> None:
+    """Take the leased address (and its /prefix route) off ``iface``; quiet if gone."""
+    proc = subprocess.run(["ip", "addr", "del", f"{lease.ip}/{lease.prefix}", "dev", iface],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0 and "Cannot assign" not in proc.stderr:
+        raise OSError(f"'ip addr del {lease.ip}/{lease.prefix} dev {iface}' failed: "
+                      f"{proc.stderr.strip()}")

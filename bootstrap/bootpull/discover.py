@@ -45,7 +45,7 @@ from bootpull.errors import DiscoveryError
 from bootpull.interfaces import Interface, candidates
 from bootpull.locate import Tried
 from bootpull.mac import Mac
-from bootpull.settings import DiscoverSettings, unknown_key_warnings
+from bootpull.settings import DiscoverSettings, check_dhcp_allowed, unknown_key_warnings
 
 #: Seconds a lower-ranked interface that located the repository waits for silent
 #: higher-ranked ones.
@@ -75,6 +75,8 @@ class Discovery:
     report_url: str  # bootpull.report=, else option 43.2, else the repo origin's events URL
     report_url_source: str = ""  # cmdline, dhcp-43 or origin (docs/contract.md §2.5)
     tried: list[Tried] = field(default_factory=list)
+    #: the winning interface's lease, for the lease keeper (not part of the JSON)
+    lease: dhcp.Lease | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The contract's JSON object (a dict ready for ``json.dumps``)."""
@@ -234,7 +236,7 @@ def discover(
         log_servers=[str(s) for s in lease.log_servers], repo_url=found_url,
         repo_url_source=winner.found.source, report_url=report.url if report else "",
         report_url_source=report.source if report else "",
-        tried=tried,
+        tried=tried, lease=lease,
     )
     console.info(f"identity {result.mac} ({'override' if mac else winner.iface.name}), "
                  f"repository {found_url} (from {result.repo_url_source})", stage="discover",
@@ -339,6 +341,7 @@ def _nothing_found(tried: list[Tried], leased: bool) -> NothingFound:
 def command(args: argparse.Namespace) -> int:
     """``bootpull node discover``."""
     settings = DiscoverSettings.from_args(args)
+    check_dhcp_allowed("node discover", settings.interfaces)  # before any packet
     console = Console.open(settings.console_spec, level=settings.log_level)
     try:
         for warning in unknown_key_warnings(settings.unknown_keys):

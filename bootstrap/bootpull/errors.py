@@ -88,6 +88,14 @@ class RunError(BootpullError):
     stage = "run"
 
 
+class UndeliveredError(BootpullError):
+    """``--oneshot``: the role ran, but events are still in the spool after the report
+    deadline (exit 15); they stay there and go out on the next run."""
+
+    exit_code = 15
+    stage = "report"
+
+
 class LayoutError(BootpullError):
     """A repository file is malformed. ``path`` and ``line`` say where."""
 

@@ -31,10 +31,9 @@ from typing import Protocol
 
 from bootpull import resolver
 from bootpull.dhcp import MalformedDhcp, check_domain
+from bootpull.settings import IMAGE_MARKER as IMAGE_MARKER  # the one marker of the image
 from bootpull.state import write_atomic
 
-#: only the boot image has this file (image-build/bootpull_image/settings.py)
-IMAGE_MARKER = Path("/etc/bootpull/image.conf")
 #: how many ``nameserver`` lines glibc and musl read (MAXNS)
 MAX_NAMESERVERS = 3
 #: how many ``search`` domains are written (glibc before 2.26 read six)

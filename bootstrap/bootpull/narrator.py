@@ -4,26 +4,29 @@ The pipeline decides; the :class:`Narrator` says. It owns the :class:`Reporter` 
 spool and the POSTs to the home base, docs/contract.md §7), the banners (one per
 distinct failure, so polling does not print the same one every minute), the status
 file (``bootpull node status``) and the counters' persistence. Nothing here changes
-what the node does next.
+what the node does next: a state disk too full or failing for the status file, the
+counters, the bad-version list or the spool is an error on the console (once, until it
+is written again), never the end of the run.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from bootpull.backoff import Counters
+from bootpull.backoff import Backoff, Counters
 from bootpull.console import Console
 from bootpull.errors import BootpullError
 from bootpull.health import RepoHealth
 from bootpull.install import check_drift
 from bootpull.report import ReportContext, Reporter, Spool, SyslogMirror
-from bootpull.state import Installed, NodeStatus, StateDir
+from bootpull.state import DiskTrouble, Installed, NodeStatus, StateDir
 from bootpull.supervise import Happening, Identity, Supervisor
 
 CONSOLE_LOG_MAX = 4 * 2**20
 ONESHOT_REPORT_TIMEOUT = 5.0
+#: ``--oneshot``'s waits between delivery tries before it exits (full jitter)
+ONESHOT_BACKOFF = Backoff(base=0.5, cap=4.0)
 
 
 def open_console_log(console: Console, state: StateDir) -> None:
@@ -45,6 +48,7 @@ class Narrator:
                  stale: Callable[[], bool]) -> None:
         self.console = console
         self.state = state
+        self.disk = DiskTrouble(console, state.root)
         self.counters: Counters = state.load_counters()
         self.status: NodeStatus = state.load_status()
         self.reporter: Reporter | None = None
@@ -52,6 +56,8 @@ class Narrator:
         self.discovered_hostname: str | None = None
         self._stale = stale
         self._banners: set[str] = set()
+        #: ``state-disk``, ``none`` (diskless: the version floor is in RAM) or ``unknown``
+        self.rollback_protection: str | None = None
 
     def start(self, identity: Identity, *, url: str | None, log_servers: list[str],
               oneshot: bool, hostname: str | None = None) -> None:
@@ -61,7 +67,8 @@ class Narrator:
         self.reporter = Reporter(
             spool=Spool(self.state.spool), context=ReportContext(identity.mac),
             console=self.console, counters=self.counters, url=url,
-            syslog=SyslogMirror(log_servers, self.console) if log_servers else None)
+            syslog=SyslogMirror(log_servers, self.console) if log_servers else None,
+            disk=self.disk)
         if oneshot:
             self.reporter.timeout = ONESHOT_REPORT_TIMEOUT
 
@@ -89,12 +96,23 @@ class Narrator:
 
     def report(self, stage: str, status: str, message: str,
                details: dict[str, Any] | None = None) -> None:
-        self.state.save_counters(self.counters)
+        self.save_counters()
+        if self.rollback_protection is not None:  # on every event (docs/contract.md §7.3)
+            details = {**(details or {}), "rollback_protection": self.rollback_protection}
         if self.reporter is not None:
-            try:
+            with self.disk.writing("events to the spool", "they are not sent while it "
+                                   "cannot be written; the role keeps running"):
                 self.reporter.emit(stage, status, message, details)
-            except OSError as exc:
-                self.console.error(f"could not spool an event: {exc}")
+
+    def save_counters(self) -> None:
+        with self.disk.writing("the counters", "they are kept in memory meanwhile"):
+            self.state.save_counters(self.counters)
+
+    def mark_bad(self, ident: str, why: str) -> None:
+        """Never retry ``ident`` (in this run also when ``bad.json`` cannot be written)."""
+        with self.disk.writing("the list of bad versions", f"{ident} is not retried in "
+                               "this run, but may be tried once more after a reboot"):
+            self.state.mark_bad(ident, why)
 
     def report_error(self, err: BootpullError) -> None:
         """A ``fail`` event and status for ``err``, once however often it is raised."""
@@ -133,11 +151,10 @@ class Narrator:
             st.health = health
         st.last_stage, st.last_status, st.last_message = stage, status, message
         st.stale = self._stale()
-        try:
+        with self.disk.writing("the status file", "'bootpull node status' shows older "
+                               "news meanwhile; the role keeps running"):
             self.state.save_status(st)
-            self.state.save_counters(self.counters)
-        except OSError as exc:
-            self.console.error(f"could not write the status file: {exc}")
+        self.save_counters()
 
     def happening(self, happening: Happening) -> None:
         """What the supervisor saw: an event, and the status file where it says more."""
@@ -169,13 +186,19 @@ class Narrator:
         self.report("heartbeat", status, message, {
             "files_changed": files, "stale": health.stale, "restarts": self.counters.restarts})
 
+    def deliver_spool(self, seconds: float) -> int:
+        """``--oneshot``: keep trying to deliver the spool for up to ``seconds``; the
+        number of events still in it (they stay for the next run)."""
+        if self.reporter is None:
+            return 0
+        self.reporter.flush_until(seconds, backoff=ONESHOT_BACKOFF)
+        return len(self.reporter.spool)
+
     def close(self) -> None:
         if self.reporter is not None:
-            with contextlib.suppress(OSError):
-                self.reporter.flush(force=True)
+            self.reporter.flush(force=True)
             self.reporter.close()
-        with contextlib.suppress(OSError):
-            self.state.save_counters(self.counters)
+        self.save_counters()
 
 
 def heartbeat_status(*, role: str, version: str, stale: bool, running: bool,

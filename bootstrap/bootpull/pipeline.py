@@ -22,7 +22,8 @@ What happens when a stage fails (exit codes: docs/contract.md §6, ``docs/node.m
   checks ``Policy.tries`` times in a row is handled the same way.
 
 ``--oneshot`` stops after the role started and passed its first health check, stops
-the role, tries once more to deliver the spooled reports, and exits 0.
+the role, keeps trying to deliver the spooled reports up to ``bootpull.report_deadline=``
+(30 s), and exits 0, or 15 when events remain (it prints how many and where).
 Without it the node runs until SIGTERM/SIGINT (then it stops the role and exits 0),
 polling the repository every ``bootpull.poll=SECONDS`` (kernel command line; 60 s).
 """
@@ -36,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bootpull import diskless
 from bootpull.backoff import Backoff
 from bootpull.console import Console
 from bootpull.errors import (
@@ -44,6 +46,7 @@ from bootpull.errors import (
     ExpiredMetadata,
     FetchError,
     RunError,
+    UndeliveredError,
 )
 from bootpull.health import RepoHealth
 from bootpull.install import bundle_id, install, recover, revert_to_lkg
@@ -51,14 +54,16 @@ from bootpull.narrator import Narrator, open_console_log
 from bootpull.reporturl import origin_events_url as origin_events_url  # the old name
 from bootpull.reporturl import resolve as resolve_report_url
 from bootpull.schedule import Schedule
-from bootpull.settings import Settings, unknown_key_warnings
+from bootpull.settings import Settings, check_dhcp_allowed, unknown_key_warnings
 from bootpull.state import Installed, StateDir
 from bootpull.stopper import Stopper
 from bootpull.supervise import Happening, Identity, Supervisor, contract_env, role_env
 
 if TYPE_CHECKING:
+
     from bootpull.bundle import Bundle
     from bootpull.discover import Discovery
+    from bootpull.lease_keeper import LeaseKeeper, LeaseNews
     from bootpull.pull import PullResult
 
 
@@ -75,6 +80,8 @@ def command(args: argparse.Namespace) -> int:
 def run(settings: Settings, console: Console) -> int:
     """The boot pipeline. Returns the exit code; every failure has printed its banner."""
     try:
+        if not (settings.repo_url and settings.mac):  # DHCP: only where it may be sent
+            check_dhcp_allowed("node run", settings.interfaces)
         node = Node(settings, console)
     except BootpullError as err:
         console.banner(err)
@@ -83,6 +90,7 @@ def run(settings: Settings, console: Console) -> int:
     try:
         with node.stopper.on_signals():
             node.discover()
+            node.check_clock()
             node.pull_and_install()
             node.start_role_or_wait()
             if settings.oneshot:
@@ -112,6 +120,7 @@ class Node:
     health: RepoHealth = field(default_factory=RepoHealth)  # pull_and_install
     reverted: RunError | None = None  # start_role: the LKG runs; --oneshot exits with it
     supervisor: Supervisor | None = None  # start_role
+    lease: LeaseKeeper | None = None  # discover: renews the DHCP lease (not with --repo --mac)
     _lock_fd: int = field(init=False)
     _names: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # discover
 
@@ -124,6 +133,20 @@ class Node:
         recover(self.state, self.console)
         self.say = Narrator(self.console, self.state, stale=lambda: self.health.stale)
         self.stopper = Stopper(self.console)
+        self._check_rollback_protection()
+
+    def _check_rollback_protection(self) -> None:
+        """Say at boot, and in every event, whether the floor survives a reboot."""
+        s = self.settings
+        self.say.rollback_protection, warning = diskless.rollback_protection(
+            self.state.root, s.mounts_file)
+        if warning:
+            self.console.warn(warning)
+
+    def _require_persistent_floor(self) -> None:
+        if self.settings.require_state:
+            diskless.require_persistent_floor(self.say.rollback_protection or "unknown",
+                                              self.state.root, self.settings.mounts_file)
 
     # -- discover ------------------------------------------------------------------
 
@@ -163,15 +186,56 @@ class Node:
         self.say.report("discover", "ok", f"repository {self.repo_url} via "
                         f"{found.repo_url_source} on {found.interface}",
                         {"discovery": found.to_json()})
+        if found.lease is not None and not s.oneshot:
+            from bootpull.lease_keeper import LeaseKeeper
+
+            self.lease = LeaseKeeper(found.interface, found.lease, state_dir=self.state.root,
+                                     console=self.console, counters=self.say.counters,
+                                     rediscover=self._discover_once)
 
     def _use_lease_dns(self, found: Discovery) -> None:
         """Host names in the repository and report URLs: ask the lease's DNS servers."""
+        from bootpull import names
         from bootpull.resolver import lease_names
 
+        search = names.search_list(found.domain, found.search)
         if found.dns_servers:  # discover runs once per node run
-            self._names.enter_context(lease_names(found.dns_servers))
+            self._names.enter_context(lease_names(found.dns_servers, search))
             self.console.info(f"host names resolve through the lease's DNS servers "
-                              f"{', '.join(found.dns_servers)}", stage="discover")
+                              f"{', '.join(found.dns_servers)}"
+                              + (f", search {' '.join(search)}" if search else ""),
+                              stage="discover")
+        self._apply_names(found, found.hostname
+                          or f"node-{(self.settings.mac or found.mac).canonical}")
+
+    def _apply_names(self, found: Discovery | None, hostname: str) -> None:
+        """In the image: /etc/resolv.conf and /etc/hosts for the role (bootpull.names)."""
+        from bootpull import names
+
+        if found is None:
+            return  # --repo and --mac: no lease, no names
+        try:
+            for path in names.apply(found, hostname=hostname):
+                self.console.info(f"wrote {path} from the lease", stage="discover")
+        except OSError as exc:
+            self.console.warn(f"could not write the role's name files: {exc}",
+                              stage="discover")
+
+    def check_clock(self) -> None:
+        """Before verification: ask NTP (bootpull.ntp=, else option 42) and step the
+        clock when it is more than clock.STEP_THRESHOLD off; a step is an event."""
+        from bootpull import clock
+
+        lease = self.discovered.lease if self.discovered is not None else None
+        s = self.settings
+        outcome = clock.check(
+            list(s.ntp_servers) or ([str(a) for a in lease.ntp_servers] if lease else []),
+            setter=s.clock_setter, build_time_file=s.build_time_file,
+            state_root=self.state.root, console=self.console)
+        if outcome is not None and outcome.status is not None:
+            if outcome.status != "ok":
+                self.console.warn(outcome.message, stage="clock")
+            self.say.report("clock", outcome.status, outcome.message, outcome.details())
 
     def _discover_once(self) -> Discovery:
         from bootpull.discover import discover
@@ -210,10 +274,11 @@ class Node:
                 self.say.report_error(err)
                 if self.state.current() is not None:
                     return False  # keep running what is installed
-                self.stopper.sleep(self.settings.poll_interval)
+                self._sleep_keeping_lease(self.settings.poll_interval)
 
     def _update_once(self) -> bool:
         """One poll (writes pulled, health, repo_url)."""
+        self._require_persistent_floor()
         current = self.state.current()
         try:
             result = self._pull()
@@ -332,9 +397,10 @@ class Node:
                 if not self._give_up_on(installed, err):
                     raise err
                 continue
-            sup = Supervisor(installed, role_env(installed, self.say.identity_for(
-                installed.record.assignment.hostname)), console=self.console,
-                counters=self.say.counters, policy=self.settings.policy)
+            identity = self.say.identity_for(installed.record.assignment.hostname)
+            self._apply_names(self.discovered, identity.hostname)  # the host file's name
+            sup = Supervisor(installed, role_env(installed, identity), console=self.console,
+                             counters=self.say.counters, policy=self.settings.policy)
             try:
                 with self.console.step(f"run {installed.role} {installed.version}") as step:
                     sup.start()
@@ -357,7 +423,7 @@ class Node:
     def _give_up_on(self, installed: Installed, err: BootpullError) -> bool:
         """Mark ``installed`` bad and revert to the LKG (writes reverted); False when
         there is none."""
-        self.state.mark_bad(installed.id, err.what)
+        self.say.mark_bad(installed.id, err.what)
         self.say.banner_once(err)
         lkg = self.state.lkg()
         if lkg is None or lkg.id == installed.id or lkg.id in self.state.bad_ids():
@@ -378,17 +444,30 @@ class Node:
         return True
 
     def finish_oneshot(self) -> int:
-        """--oneshot: the role started and is healthy; stop it and leave. The exit code
-        is 0, or the reason the last-known-good runs (a failed start, expired metadata)."""
+        """--oneshot: the role started and is healthy; stop it, deliver the spool (up to
+        the report deadline) and leave. The exit code is the reason the last-known-good
+        runs (a failed start, expired metadata), else 15 if events remain, else 0."""
         assert self.supervisor is not None
         self.supervisor.stop()
         self.supervisor = None
         self.say.save_status("run", "ok", "oneshot: stopped after the first health check",
                              health="stopped")
         deferred = self.reverted or (self.health.error if self.health.stale else None)
+        left = self.say.deliver_spool(self.settings.report_deadline)
         if deferred is not None:
             self.console.banner(deferred)
             return deferred.exit_code
+        if left:
+            err = UndeliveredError(
+                f"the role ran, but {left} event(s) were not delivered",
+                why=f"the home base did not take them within "
+                f"{self.settings.report_deadline:g} s; they are kept in {self.state.spool}",
+                hint="check that the report URL is up; the next node run sends them "
+                "first (bootpull.report_deadline=S waits longer)")
+            print(f"bootpull: {left} event(s) not delivered, kept in {self.state.spool}",
+                  flush=True)
+            self.console.banner(err)
+            return err.exit_code
         return 0
 
     # -- the long run --------------------------------------------------------------
@@ -404,6 +483,8 @@ class Node:
             for happening in sup.tick() if sup is not None else []:
                 if not self._on_happening(happening):
                     break
+            for news in self.lease.tick() if self.lease is not None else []:
+                self._on_lease_news(news)
             if plan.poll_due(time.monotonic()):
                 plan = plan.polled(time.monotonic(), failed=self._poll(),
                                    poll_interval=s.poll_interval, backoff=poll_backoff.delay)
@@ -414,7 +495,8 @@ class Node:
             reporter = self.say.reporter
             if reporter is not None and reporter.next_due() == 0.0:
                 reporter.flush()
-            also = [x.next_due() for x in (self.supervisor, reporter) if x is not None]
+            also = [x.next_due() for x in (self.supervisor, reporter, self.lease)
+                    if x is not None]
             self.stopper.sleep(plan.sleep_for(time.monotonic(), *also))
 
     def _on_happening(self, happening: Happening) -> bool:
@@ -430,6 +512,33 @@ class Node:
                                                     why=str(happening.details))):
             self.start_role_or_wait()
         return False
+
+    def _sleep_keeping_lease(self, seconds: float) -> None:
+        """Sleep (waiting for a first install), renewing the DHCP lease meanwhile."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            for news in self.lease.tick() if self.lease is not None else []:
+                self._on_lease_news(news)
+            self.stopper.sleep(min(left, self.lease.next_due() + 0.01 if self.lease else left))
+
+    def _on_lease_news(self, news: LeaseNews) -> None:
+        """A renewal, a lost lease, a new one; after a new discovery a repository from the
+        network is adopted (--repo and bootpull.repo= stay)."""
+        found = news.discovery
+        if found is not None:
+            self.discovered = found
+            url = self.settings.repo_url or found.repo_url
+            if url != self.repo_url:
+                self.console.info(f"the repository is now {url} (was {self.repo_url})",
+                                  stage="lease")
+                news.details["repo_url"] = {"previous": self.repo_url, "now": url}
+                self.repo_url = url
+            self.say.retarget(self._report_url())
+            if self.say.identity is not None:  # names follow the new lease
+                current = self.state.current()
+                self._apply_names(found, self.say.identity_for(
+                    current.record.assignment.hostname if current else None).hostname)
+        self.say.report("lease", news.status, news.message, news.details)
 
     def _poll(self) -> bool:
         """Poll the repository and switch to a new install; True if the poll failed."""
@@ -457,3 +566,4 @@ class Node:
         self.say.close()
         self._names.close()
         os.close(self._lock_fd)
+

@@ -20,6 +20,10 @@ the events themselves: the batch is resent one event at a time, and each refused
 is moved to ``spool/rejected/`` (kept, never resent), so one bad event cannot block
 every later one.
 
+A full or failing state disk loses what cannot be written, never the node: an event
+that cannot be spooled is said on the console and not sent; a spool that cannot be
+read or cleaned up after a delivery is said once and tried again later (a retry).
+
 Key events are also sent as RFC 5424 messages over UDP to the syslog servers DHCP
 option 7 named (port 514, or ``host:port``), and to no one else.
 """
@@ -32,7 +36,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +45,7 @@ from bootpull.backoff import Backoff, Counters
 from bootpull.console import Console
 from bootpull.events import make_event
 from bootpull.mac import Mac
-from bootpull.state import fsync_dir, read_json, write_atomic
+from bootpull.state import DiskTrouble, fsync_dir, read_json, write_atomic
 
 if TYPE_CHECKING:
     import urllib3
@@ -67,10 +71,12 @@ class Spool:
         self.rejected = self.dir / "rejected"
 
     def _files(self) -> list[Path]:
-        if not self.dir.is_dir():
+        """The spooled events in order; none while the directory cannot be read."""
+        try:
+            return sorted(p for p in self.dir.iterdir()
+                          if p.suffix == ".json" and p.stem.isdigit() and len(p.stem) == 12)
+        except OSError:
             return []
-        return sorted(p for p in self.dir.iterdir()
-                      if p.suffix == ".json" and p.stem.isdigit() and len(p.stem) == 12)
 
     def _next_seq(self) -> int:
         files = self._files()
@@ -85,7 +91,10 @@ class Spool:
         seq = self._next_seq()
         path = self.dir / f"{seq:012d}.json"
         write_atomic(path, json.dumps(event, sort_keys=True).encode())
-        write_atomic(self.dir / "seq", str(seq + 1).encode())
+        # the event is spooled; the counter is only a floor for the next number (the
+        # files set it too), so a disk too full for it loses nothing
+        with contextlib.suppress(OSError):
+            write_atomic(self.dir / "seq", str(seq + 1).encode())
         return path
 
     def pending(self) -> list[tuple[Path, dict[str, Any]]]:
@@ -206,8 +215,13 @@ class Reporter:
     backoff: Backoff = field(default_factory=lambda: Backoff(base=2.0, cap=300.0))
     clock: Callable[[], float] = time.monotonic
     pool: urllib3.PoolManager | None = None
+    disk: InitVar[DiskTrouble | None] = None  # says a failing spool once (the Narrator's)
     _attempt: int = 0
     _next_try: float = 0.0
+    _disk: DiskTrouble = field(init=False, repr=False)
+
+    def __post_init__(self, disk: DiskTrouble | None) -> None:
+        self._disk = disk or DiskTrouble(self.console, self.spool.dir.parent)
 
     def emit(self, stage: str, status: str, message: str,
              details: dict[str, Any] | None = None, *, deliver: bool = True) -> dict[str, Any]:
@@ -231,11 +245,21 @@ class Reporter:
         return max(0.0, self._next_try - self.clock())
 
     def flush(self, *, force: bool = False) -> bool:
-        """Deliver what waits, oldest first. True when the spool is empty afterwards."""
+        """Deliver what waits, oldest first. True when the spool is empty afterwards.
+
+        A spool that cannot be read or cleaned up (a full or failing disk) is tried
+        again later, like a failed delivery: counted in ``retries``, said once.
+        """
         if not self.url:
             return not len(self.spool)
         if not force and self.clock() < self._next_try:
             return False
+        with self._disk.writing("the spool", "delivery is tried again later"):
+            return self._deliver()
+        self._retry_later(None, "spool")  # reached only when the spool failed
+        return False
+
+    def _deliver(self) -> bool:
         while True:
             pending = self.spool.pending()[:BATCH]
             if not pending:
@@ -261,14 +285,39 @@ class Reporter:
             elif outcome == "rejected":
                 self._refused([path for path, _ in pending])
                 continue
-            delay = retry_after if retry_after is not None else self.backoff.delay(
-                self._attempt)
-            self._attempt += 1
-            self._next_try = self.clock() + delay
-            self.counters.count("retries", "report")
+            delay = self._retry_later(retry_after, "report")
             self.console.warn(f"report to {self.url} failed ({outcome}); "
                               f"{len(self.spool)} event(s) spooled, retry in {delay:.1f}s")
             return False
+
+    def _retry_later(self, retry_after: float | None, reason: str) -> float:
+        """Back off before the next delivery try (counted in ``retries``); the delay."""
+        delay = retry_after if retry_after is not None else self.backoff.delay(self._attempt)
+        self._attempt += 1
+        self._next_try = self.clock() + delay
+        self.counters.count("retries", reason)
+        return delay
+
+    def flush_until(self, seconds: float, *, backoff: Backoff,
+                    sleep: Callable[[float], object] = time.sleep) -> bool:
+        """Try to deliver the spool for at most ``seconds`` (``--oneshot``'s last words):
+        a try, then a full-jitter wait from ``backoff`` (or ``Retry-After``), and again,
+        each POST's timeout cut to the time left. True when the spool is empty. Without
+        a report URL there is nothing to wait for."""
+        end = self.clock() + max(0.0, seconds)
+        timeout, own = self.timeout, self.backoff
+        self.backoff, self._attempt = backoff, 0
+        try:
+            while True:
+                self.timeout = max(0.1, min(timeout, end - self.clock()))
+                if self.flush(force=True):
+                    return True
+                left = end - self.clock()
+                if not self.url or left <= 0:
+                    return False
+                sleep(min(max(0.0, self._next_try - self.clock()), left))
+        finally:
+            self.timeout, self.backoff = timeout, own
 
     def _refused(self, paths: list[Path]) -> None:
         self.console.warn(f"the home base refused {len(paths)} event(s); kept in "

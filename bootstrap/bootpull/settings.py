@@ -29,7 +29,7 @@ meaning and their accepted values are the init's (image-build/bootpull_image/ini
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +50,15 @@ DEFAULT_HEARTBEAT = 60.0  # well inside the home base's default SILENT deadline 
 DEFAULT_DHCP_DELAY = 1.0
 MAX_DHCP_DELAY = 60.0
 DEFAULT_DISCOVER_TIMEOUT = 30.0
+#: ``--oneshot``: how long the node keeps trying to deliver its spool before it exits
+DEFAULT_REPORT_DEADLINE = 30.0
+MAX_REPORT_DEADLINE = 600.0
+#: A file only the boot image has (``bootpull image build`` writes it). Outside the
+#: image, DHCP goes out only on interfaces named with ``--interface`` or
+#: ``bootpull.interface=`` (:func:`check_dhcp_allowed`); tests point this elsewhere.
+IMAGE_MARKER = Path("/etc/bootpull/image.conf")
+#: What the state directory's filesystem is read from (docs/security.md, diskless nodes)
+MOUNTS_FILE = Path("/proc/mounts")
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,10 @@ KERNEL_KEYS: tuple[KernelKey, ...] = (
     KernelKey("heartbeat", "node run", "seconds between heartbeat events"),
     KernelKey("trust", "node run", "the trust anchors file, unless --trust is given"),
     KernelKey("build_time", "node run", "the image build time file, the clock floor"),
+    KernelKey("ntp", "node run", "NTP servers HOST[:PORT][,HOST...] instead of option 42"),
+    KernelKey("require_state", "node run", "1: install nothing without a state disk"),
+    KernelKey("report_deadline", "node run",
+              "--oneshot: seconds to keep trying to deliver the spool before exiting"),
     KernelKey("state", "init", "an ext4 disk mounted on the state directory"),
     KernelKey("rescue", "init", "a shell on the console instead of retrying"),
     KernelKey("init.backoff", "init", "the first wait before the init runs the node again"),
@@ -115,6 +128,9 @@ class KernelLine:
     heartbeat: float = DEFAULT_HEARTBEAT
     trust: Path | None = None
     build_time: Path | None = None
+    ntp: tuple[str, ...] = ()
+    require_state: bool = False
+    report_deadline: float = DEFAULT_REPORT_DEADLINE
     unknown_keys: tuple[str, ...] = ()
     problems: tuple[Problem, ...] = ()
 
@@ -169,12 +185,25 @@ class KernelLine:
 
         poll = seconds("poll", DEFAULT_POLL)
         heartbeat = seconds("heartbeat", DEFAULT_HEARTBEAT)
+        report_deadline = seconds("report_deadline", DEFAULT_REPORT_DEADLINE)
+        if not 0 <= report_deadline <= MAX_REPORT_DEADLINE:
+            problems.append(Problem("report_deadline", text("report_deadline") or "",
+                                    f"not from 0 to {MAX_REPORT_DEADLINE:g} seconds"))
+            report_deadline = DEFAULT_REPORT_DEADLINE
+        require_state = False
+        require_text = text("require_state")
+        if require_text in ("1", "0"):
+            require_state = require_text == "1"
+        elif require_text is not None:
+            problems.append(Problem("require_state", require_text, "not 1 or 0"))
         return cls(
             repo=text("repo"), report=text("report") or None,
             interface=tuple(params.get("interface", [])), mac=mac, log=log,
             console=text("console") or None, dhcp_delay=_dhcp_delay(text("dhcp_delay")),
             poll=poll, heartbeat=heartbeat, trust=path("trust"),
-            build_time=path("build_time"),
+            build_time=path("build_time"), require_state=require_state,
+            ntp=tuple(h.strip() for h in (text("ntp") or "").split(",") if h.strip()),
+            report_deadline=report_deadline,
             unknown_keys=tuple(key for key in params if key not in KNOWN_KEYS),
             problems=tuple(problems),
         )
@@ -254,6 +283,15 @@ class Settings:
     kernel_repo_url: str | None = None
     dhcp_delay: float = DEFAULT_DHCP_DELAY  # bootpull.dhcp_delay=
     unknown_keys: tuple[str, ...] = ()  # bootpull.* keys not in KERNEL_KEYS
+    ntp_servers: tuple[str, ...] = ()  # bootpull.ntp=; else the lease's option 42
+    #: what sets the clock (tests); None: the system clock, as root in the image only
+    clock_setter: Callable[[float], None] | None = None
+    #: bootpull.require_state=1: install nothing unless the version floor persists
+    require_state: bool = False
+    #: --oneshot: seconds to keep trying to deliver the spool (bootpull.report_deadline=)
+    report_deadline: float = DEFAULT_REPORT_DEADLINE
+    #: where the state directory's filesystem type is read (tests point it elsewhere)
+    mounts_file: Path = MOUNTS_FILE
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kernel: KernelLine | None = None) -> Settings:
@@ -275,7 +313,7 @@ class Settings:
         level = _level(args.log, kernel, "--log: ")
         if args.repo is not None:
             _check_repo_option(args.repo)
-        for key in ("poll", "heartbeat"):
+        for key in ("poll", "heartbeat", "require_state", "report_deadline"):
             problem = kernel.problem(key)
             if problem is not None:
                 raise UsageError(problem.text)
@@ -295,7 +333,31 @@ class Settings:
             kernel_repo_url=kernel.repo,
             dhcp_delay=kernel.dhcp_delay,
             unknown_keys=kernel.unknown_keys,
+            ntp_servers=kernel.ntp,
+            require_state=kernel.require_state,
+            report_deadline=kernel.report_deadline,
         )
+
+
+def in_boot_image() -> bool:
+    """True in the boot image: :data:`IMAGE_MARKER` exists."""
+    return IMAGE_MARKER.is_file()
+
+
+def check_dhcp_allowed(command: str, interfaces: Sequence[str]) -> None:
+    """Outside the boot image, DHCP only on interfaces named with ``--interface`` or
+    ``bootpull.interface=``: an admin's workstation must not send DISCOVERs on every one
+    of its interfaces. A :class:`UsageError` (exit 2), raised before any packet."""
+    if interfaces or in_boot_image():
+        return
+    skip = (" or give --repo URL and --mac MAC, which do no DHCP at all"
+            if command == "node run" else "")
+    raise UsageError(
+        f"{command}: no --interface given, and this is not the boot image",
+        why=f"{IMAGE_MARKER} does not exist, so this looks like an admin's machine; "
+        "without --interface it would send DHCP DISCOVERs on every one of its interfaces",
+        hint="name the interface(s) to get a lease on: --interface IF (repeatable) or "
+        f"bootpull.interface=IF on the kernel command line{skip}")
 
 
 def _check_repo_option(url: str) -> None:

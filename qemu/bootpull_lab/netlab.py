@@ -401,8 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{', '.join(f'{x.client_if} ({x.client_mac})' for x in links)}; "
               f"dnsmasq on {link.server_if} {link.server_ip} serving {args.source}",
               file=sys.stderr, flush=True)
-        proc = subprocess.run(client.argv(bootpull_argv("node", "discover", "--json")),
-                              check=False)
+        # every client NIC, named: outside the boot image discover needs --interface
+        names = [arg for x in links for arg in ("--interface", x.client_if)]
+        proc = subprocess.run(client.argv(bootpull_argv("node", "discover", "--json",
+                                                        *names)), check=False)
         return proc.returncode
 
 
