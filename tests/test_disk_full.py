@@ -16,7 +16,6 @@ import contextlib
 import errno
 import os
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from marker_role import add_marker_role
 from sample_bundles import make_bundle
 from signed_repo import MAC_NEW, SignedRepo
 from test_pipeline import Node, running_node
+from tmpfs import mounted_tmpfs
 
 DISK_SIZE = "1m"
 BIG = 1 << 19  # a payload file bigger than what is left; zeros: its pack is tiny
@@ -56,18 +56,8 @@ def installed(tmp_path: Path, *versions: str) -> tuple[StateDir, Console, Instal
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs at ``tmp_path/disk``; unmounted at the end, even on a failure."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},mode=0755", "tmpfs",
-                    str(disk)], check=True, timeout=30)
-    try:
+    with mounted_tmpfs(tmp_path / "disk", f"size={DISK_SIZE},mode=0755") as disk:
         yield disk
-    finally:
-        done = subprocess.run(["umount", str(disk)], capture_output=True, timeout=30)
-        if done.returncode != 0:  # something still has a file open there: detach it
-            subprocess.run(["umount", "-l", str(disk)], check=True, timeout=30)
 
 
 @dataclass(frozen=True)
@@ -327,13 +317,7 @@ def test_prune_keeps_the_installs_the_links_name_even_when_they_cannot_be_read(
 
 
 def test_a_read_only_state_disk_is_exit_13_not_a_traceback(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(disk)],
-                   check=True, timeout=30)
-    try:
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=64k") as disk:
         out = CapturingWriter()
         settings = Settings(state_dir=disk / "state", repo_url="http://127.0.0.1:9/r",
                             mac=MAC_NEW, trust_file=tmp_path / "none", oneshot=True)
@@ -342,8 +326,6 @@ def test_a_read_only_state_disk_is_exit_13_not_a_traceback(tmp_path: Path) -> No
         assert "INSTALL FAILED (exit 13)" in flat
         assert f"the state disk is read-only: the state directory {disk / 'state'} cannot be" \
             " used" in flat
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True, timeout=30)
 
 
 # -- the console's event log -----------------------------------------------------------

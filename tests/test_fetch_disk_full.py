@@ -5,7 +5,6 @@ a real (tiny) tmpfs as the cache's disk."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,21 +14,13 @@ from bootpull.console import Console
 from bootpull.errors import FetchError
 from bootpull.fetch import FetchLimits, GitRemote
 from gitserver import GitHttpServer, make_bare_repo
+from tmpfs import mounted_tmpfs
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)],
-                   check=True, timeout=30)
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "size=96k") as disk:
         yield disk
-    finally:
-        if subprocess.run(["umount", str(disk)], capture_output=True, timeout=30).returncode:
-            subprocess.run(["umount", "-l", str(disk)], check=True, timeout=30)
 
 
 def test_a_pack_that_does_not_fit_the_cache_is_a_fetch_error(tmp_path: Path,
