@@ -7,6 +7,9 @@ veth pair, dnsmasq with ``no-ping`` (so the server's ~3 s address probe does not
 hide the clients' own cost). The runs alternate between the two clients:
 
 - udhcpc: ``busybox udhcpc -i eth0 -f -q -n -T 1 -t 5 -s /bin/true`` (no configuring);
+- udhcpc -a: the same with ``-a1000``, udhcpc's own ARP check of the offered address
+  (bootpull probes every offered address, RFC 5227: the fair reference for the whole
+  process);
 - bootpull: ``bootpull node discover --no-configure --json`` with the repository
   given by option 43, so no DNS question is asked: a DHCP exchange and nothing else.
 
@@ -47,10 +50,11 @@ def main() -> None:
                   "-s", "/bin/true"]
         ours = bootpull_argv("node", "discover", "--no-configure", "--json", "--interface",
                              "eth0", "--timeout", "30", "--cmdline", str(cmdline), "--log", "debug")
-        walls: dict[str, list[float]] = {"udhcpc": [], "bootpull": []}
+        arp = [*udhcpc[:2], "-a1000", *udhcpc[2:]]
+        walls: dict[str, list[float]] = {"udhcpc": [], "udhcpc -a": [], "bootpull": []}
         exchange: list[float] = []
         for _ in range(args.runs):
-            for name, argv in (("udhcpc", udhcpc), ("bootpull", ours)):
+            for name, argv in (("udhcpc", udhcpc), ("udhcpc -a", arp), ("bootpull", ours)):
                 started = time.perf_counter()
                 proc = client.run(argv, check=True, timeout=120)
                 walls[name].append(time.perf_counter() - started)
@@ -69,15 +73,18 @@ def main() -> None:
     bare = interpreter("pass")
     scapy = interpreter("import bootpull.dhcp_client; bootpull.dhcp_client.preload()") - bare
     u = statistics.median(walls["udhcpc"])
+    ua = statistics.median(walls["udhcpc -a"])
     b = statistics.median(walls["bootpull"])
     x = statistics.median(exchange) if exchange else float("nan")
     print(f"| what (median of {args.runs}) | seconds | × udhcpc |")
     print("|---|---|---|")
     print(f"| busybox udhcpc, whole process (reference) | {u:.3f} | 1.0 |")
-    print(f"| bootpull node discover, whole process | {b:.3f} | {b / u:.1f} |")
+    print(f"| busybox udhcpc -a1000 (its ARP check), whole process | {ua:.3f} | {ua / u:.1f} |")
+    print(f"| bootpull node discover, whole process (ARP probe included) | {b:.3f} | "
+          f"{b / u:.1f} ({b / ua:.2f} × udhcpc -a) |")
     print(f"| bootpull DHCP exchange alone (DISCOVER to ACK, in-process) | {x:.3f} | "
           f"{x / u:.1f} |")
-    print(f"| bootpull start-up and imports (whole minus exchange) | {b - x:.3f} | "
+    print(f"| bootpull start-up, imports and the ARP probe (whole minus exchange) | {b - x:.3f} | "
           f"{(b - x) / u:.1f} |")
     print(f"| of which: importing the scapy layers (measured apart) | {scapy:.3f} | "
           f"{scapy / u:.1f} |")
