@@ -150,3 +150,11 @@ def check(servers: Sequence[str], *, setter: Setter | None, build_time_file: Pat
         outcome = sync(servers, setter=setter, not_allowed=why, floor=floor)
         step.note(outcome.message)
     return outcome
+
+
+def servers(from_cmdline: Sequence[str], lease: Any | None) -> list[str]:
+    """Whom to ask: ``bootpull.ntp=`` if given, else the lease's option 42 (a
+    :class:`bootpull.dhcp.Lease`; None with ``--repo`` and ``--mac``)."""
+    if from_cmdline:
+        return list(from_cmdline)
+    return [str(a) for a in lease.ntp_servers] if lease is not None else []

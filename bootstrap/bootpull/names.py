@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bootpull import resolver
+from bootpull.console import Console
 from bootpull.dhcp import MalformedDhcp, check_domain
 from bootpull.settings import IMAGE_MARKER as IMAGE_MARKER  # the one marker of the image
 from bootpull.state import write_atomic
@@ -135,3 +136,16 @@ def apply(lease: LeaseNames, *, hostname: str | None = None,
         write_atomic(path, text.encode(), mode=0o644)
         written.append(path)
     return written
+
+
+def apply_said(lease: LeaseNames | None, hostname: str, console: Console) -> None:
+    """:func:`apply` for the running node: each file written is said on the console, a
+    failure to write one is a warning (the role runs without it). ``None``: no lease
+    (``--repo`` and ``--mac``), nothing to do."""
+    if lease is None:
+        return
+    try:
+        for path in apply(lease, hostname=hostname):
+            console.info(f"wrote {path} from the lease", stage="discover")
+    except OSError as exc:
+        console.warn(f"could not write the role's name files: {exc}", stage="discover")

@@ -16,7 +16,7 @@ from typing import Any
 
 from bootpull.backoff import Backoff, Counters
 from bootpull.console import Console
-from bootpull.errors import BootpullError
+from bootpull.errors import BootpullError, UndeliveredError
 from bootpull.health import RepoHealth
 from bootpull.install import check_drift
 from bootpull.report import ReportContext, Reporter, Spool, SyslogMirror
@@ -155,6 +155,17 @@ class Narrator:
                                "news meanwhile; the role keeps running"):
             self.state.save_status(st)
         self.save_counters()
+
+    def undelivered(self, left: int, deadline: float) -> UndeliveredError:
+        """--oneshot ends with ``left`` events still spooled: say how many and where (on
+        stdout, for scripts) and give the error to exit with (docs/contract.md §6)."""
+        spool = self.state.spool
+        print(f"bootpull: {left} event(s) not delivered, kept in {spool}", flush=True)
+        return UndeliveredError(
+            f"the role ran, but {left} event(s) were not delivered",
+            why=f"the home base did not take them within {deadline:g} s; they are kept "
+            f"in {spool}", hint="check that the report URL is up; the next node run "
+            "sends them first (bootpull.report_deadline=S waits longer)")
 
     def happening(self, happening: Happening) -> None:
         """What the supervisor saw: an event, and the status file where it says more."""

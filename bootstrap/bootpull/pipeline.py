@@ -46,18 +46,18 @@ from bootpull.errors import (
     ExpiredMetadata,
     FetchError,
     RunError,
-    UndeliveredError,
 )
 from bootpull.health import RepoHealth
-from bootpull.install import bundle_id, install, recover, revert_to_lkg
+from bootpull.install import bundle_id, install, recover
 from bootpull.narrator import Narrator, open_console_log
 from bootpull.reporturl import origin_events_url as origin_events_url  # the old name
 from bootpull.reporturl import resolve as resolve_report_url
+from bootpull.runner import RoleRunner
 from bootpull.schedule import Schedule
 from bootpull.settings import Settings, check_dhcp_allowed, unknown_key_warnings
 from bootpull.state import Installed, StateDir
 from bootpull.stopper import Stopper
-from bootpull.supervise import Happening, Identity, Supervisor, contract_env, role_env
+from bootpull.supervise import Happening, Identity, contract_env
 
 if TYPE_CHECKING:
 
@@ -118,8 +118,7 @@ class Node:
     discovered: Discovery | None = None  # discover
     pulled: PullResult | None = None  # pull_and_install
     health: RepoHealth = field(default_factory=RepoHealth)  # pull_and_install
-    reverted: RunError | None = None  # start_role: the LKG runs; --oneshot exits with it
-    supervisor: Supervisor | None = None  # start_role
+    runner: RoleRunner = field(init=False)  # start_role: the role and its supervisor
     lease: LeaseKeeper | None = None  # discover: renews the DHCP lease (not with --repo --mac)
     _lock_fd: int = field(init=False)
     _names: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # discover
@@ -133,6 +132,9 @@ class Node:
         recover(self.state, self.console)
         self.say = Narrator(self.console, self.state, stale=lambda: self.health.stale)
         self.stopper = Stopper(self.console)
+        self.runner = RoleRunner(self.state, self.say, self.console, self.settings.policy,
+                                 on_identity=lambda name: self._apply_names(self.discovered,
+                                                                            name))
         self._check_rollback_protection()
 
     def _check_rollback_protection(self) -> None:
@@ -212,14 +214,7 @@ class Node:
         """In the image: /etc/resolv.conf and /etc/hosts for the role (bootpull.names)."""
         from bootpull import names
 
-        if found is None:
-            return  # --repo and --mac: no lease, no names
-        try:
-            for path in names.apply(found, hostname=hostname):
-                self.console.info(f"wrote {path} from the lease", stage="discover")
-        except OSError as exc:
-            self.console.warn(f"could not write the role's name files: {exc}",
-                              stage="discover")
+        names.apply_said(found, hostname, self.console)
 
     def check_clock(self) -> None:
         """Before verification: ask NTP (bootpull.ntp=, else option 42) and step the
@@ -228,10 +223,9 @@ class Node:
 
         lease = self.discovered.lease if self.discovered is not None else None
         s = self.settings
-        outcome = clock.check(
-            list(s.ntp_servers) or ([str(a) for a in lease.ntp_servers] if lease else []),
-            setter=s.clock_setter, build_time_file=s.build_time_file,
-            state_root=self.state.root, console=self.console)
+        outcome = clock.check(clock.servers(s.ntp_servers, lease), setter=s.clock_setter,
+                              build_time_file=s.build_time_file, state_root=self.state.root,
+                              console=self.console)
         if outcome is not None and outcome.status is not None:
             if outcome.status != "ok":
                 self.console.warn(outcome.message, stage="clock")
@@ -374,101 +368,29 @@ class Node:
     def start_role_or_wait(self) -> None:
         """Start the role; without --oneshot a failure leaves the node polling for a fix."""
         try:
-            self.start_role()
+            self.runner.start(stale=self.health.stale)
         except RunError as err:
             if self.settings.oneshot:
                 raise
             self.say.banner_once(err)
             self.say.report_error(err)
 
-    def start_role(self) -> None:
-        """Start ``current``; on failure mark it bad, revert to the LKG and start that."""
-        for _ in range(3):
-            installed = self.state.current()
-            if installed is None:
-                raise RunError("there is no installed role to run",
-                               hint="check the banners above: nothing was installed")
-            self.say.set_context(installed)
-            bad = self.state.bad_ids()
-            if installed.id in bad:
-                err = RunError(f"{installed.role} {installed.version} failed before "
-                               f"({bad[installed.id]}); not started again",
-                               hint="publish a fixed version of the role")
-                if not self._give_up_on(installed, err):
-                    raise err
-                continue
-            identity = self.say.identity_for(installed.record.assignment.hostname)
-            self._apply_names(self.discovered, identity.hostname)  # the host file's name
-            sup = Supervisor(installed, role_env(installed, identity), console=self.console,
-                             counters=self.say.counters, policy=self.settings.policy)
-            try:
-                with self.console.step(f"run {installed.role} {installed.version}") as step:
-                    sup.start()
-                    sup.wait_started()
-                    step.note("healthy" if installed.record.role.health else "started")
-            except RunError as err:
-                sup.stop()
-                if not self._give_up_on(installed, err):
-                    raise
-                continue
-            self.supervisor = sup
-            stale = self.health.stale
-            self.say.save_status("run", "ok", "running", health="healthy")
-            self.say.report("run", "warn" if stale else "ok",
-                            f"{installed.role} {installed.version} is running"
-                            + (" on expired metadata" if stale else ""), {"stale": stale})
-            return
-        raise RunError("no install could be started", hint="see the banners above")
-
-    def _give_up_on(self, installed: Installed, err: BootpullError) -> bool:
-        """Mark ``installed`` bad and revert to the LKG (writes reverted); False when
-        there is none."""
-        self.say.mark_bad(installed.id, err.what)
-        self.say.banner_once(err)
-        lkg = self.state.lkg()
-        if lkg is None or lkg.id == installed.id or lkg.id in self.state.bad_ids():
-            self.say.report_error(err)
-            return False
-        revert_to_lkg(self.state)
-        self.say.counters.count("fallbacks", "health")
-        self.reverted = RunError(
-            f"{installed.role} {installed.version} failed to start or failed its health "
-            "check", why=f"{err.what}; the last-known-good {lkg.version} was started "
-            "instead", hint="fix the role and publish a new version; the failed one is "
-            "not retried")
-        self.console.warn(f"reverted to the last-known-good {lkg.role} {lkg.version}")
-        self.say.report("run", "fail", f"{installed.role} {installed.version} failed "
-                        f"({err.what}); reverted to {lkg.version}",
-                        {"error": err.what, "why": err.why, "bad_version": installed.version,
-                         "fallback": lkg.version})
-        return True
-
     def finish_oneshot(self) -> int:
         """--oneshot: the role started and is healthy; stop it, deliver the spool (up to
         the report deadline) and leave. The exit code is the reason the last-known-good
         runs (a failed start, expired metadata), else 15 if events remain, else 0."""
-        assert self.supervisor is not None
-        self.supervisor.stop()
-        self.supervisor = None
+        assert self.runner.supervisor is not None
+        self.runner.stop()
         self.say.save_status("run", "ok", "oneshot: stopped after the first health check",
                              health="stopped")
-        deferred = self.reverted or (self.health.error if self.health.stale else None)
+        deferred = self.runner.reverted or (self.health.error if self.health.stale else None)
         left = self.say.deliver_spool(self.settings.report_deadline)
-        if deferred is not None:
-            self.console.banner(deferred)
-            return deferred.exit_code
-        if left:
-            err = UndeliveredError(
-                f"the role ran, but {left} event(s) were not delivered",
-                why=f"the home base did not take them within "
-                f"{self.settings.report_deadline:g} s; they are kept in {self.state.spool}",
-                hint="check that the report URL is up; the next node run sends them "
-                "first (bootpull.report_deadline=S waits longer)")
-            print(f"bootpull: {left} event(s) not delivered, kept in {self.state.spool}",
-                  flush=True)
-            self.console.banner(err)
-            return err.exit_code
-        return 0
+        err = deferred or (self.say.undelivered(left, self.settings.report_deadline)
+                           if left else None)
+        if err is None:
+            return 0
+        self.console.banner(err)
+        return err.exit_code
 
     # -- the long run --------------------------------------------------------------
 
@@ -479,7 +401,7 @@ class Node:
         plan = Schedule.start(time.monotonic(), poll_interval=s.poll_interval,
                               heartbeat_interval=s.heartbeat_interval)
         while not self.stopper.stopping:
-            sup = self.supervisor
+            sup = self.runner.supervisor
             for happening in sup.tick() if sup is not None else []:
                 if not self._on_happening(happening):
                     break
@@ -489,13 +411,13 @@ class Node:
                 plan = plan.polled(time.monotonic(), failed=self._poll(),
                                    poll_interval=s.poll_interval, backoff=poll_backoff.delay)
             if plan.heartbeat_due(time.monotonic()):
-                self.say.heartbeat(self.state.current(), self.supervisor, self.health)
+                self.say.heartbeat(self.state.current(), self.runner.supervisor, self.health)
                 plan = plan.heartbeat_sent(time.monotonic(),
                                            heartbeat_interval=s.heartbeat_interval)
             reporter = self.say.reporter
             if reporter is not None and reporter.next_due() == 0.0:
                 reporter.flush()
-            also = [x.next_due() for x in (self.supervisor, reporter, self.lease)
+            also = [x.next_due() for x in (self.runner.supervisor, reporter, self.lease)
                     if x is not None]
             self.stopper.sleep(plan.sleep_for(time.monotonic(), *also))
 
@@ -504,12 +426,11 @@ class Node:
         self.say.happening(happening)
         if happening.kind != "unhealthy":
             return True
-        sup = self.supervisor
+        sup = self.runner.supervisor
         assert sup is not None
-        sup.stop()
-        self.supervisor = None
-        if self._give_up_on(sup.installed, RunError(happening.message,
-                                                    why=str(happening.details))):
+        self.runner.stop()
+        if self.runner.give_up_on(sup.installed, RunError(happening.message,
+                                                          why=str(happening.details))):
             self.start_role_or_wait()
         return False
 
@@ -552,16 +473,13 @@ class Node:
         if changed:
             self.console.info(f"switching from {before.version if before else '-'} "
                               "to the new install")
-            if self.supervisor is not None:
-                self.supervisor.stop()
-                self.supervisor = None
+            self.runner.stop()
             self.start_role_or_wait()
         return self.health.stale
 
     def close(self) -> None:
-        if self.supervisor is not None:
-            self.supervisor.stop()
-            self.supervisor = None
+        if self.runner.supervisor is not None:
+            self.runner.stop()
             self.say.save_status("run", "ok", "stopped", health="stopped")
         self.say.close()
         self._names.close()
