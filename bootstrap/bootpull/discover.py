@@ -34,7 +34,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,6 +243,32 @@ def discover(
                  mac=result.mac.canonical, interface=result.interface, repo_url=found_url,
                  source=result.repo_url_source)
     return result
+
+
+def until_found(once: Callable[[], Discovery], *, console: Console, counters: Counters,
+                oneshot: bool, poll_interval: float, sleep: Callable[[float], None],
+                banner: Callable[[DiscoveryError], None]) -> Discovery:
+    """``node run``'s discover stage: ``once()`` until it finds the repository, with a
+    jittered backoff (2 s, doubling, at most 60 s or 4 polls) and each failure's banner
+    once and counted (retries ``discover``); ``--oneshot`` gives up at the first."""
+    from bootpull.backoff import Backoff
+
+    backoff = Backoff(base=2.0, cap=min(60.0, poll_interval * 4))
+    attempt = 0
+    while True:
+        try:
+            with console.step("discover") as step:
+                found = once()
+                step.note(f"{found.interface} {found.ip} {found.mac} repo {found.repo_url} "
+                          f"({found.repo_url_source})")
+            return found
+        except DiscoveryError as err:
+            if oneshot:
+                raise
+            banner(err)
+            counters.count("retries", "discover")
+            sleep(backoff.delay(attempt))
+            attempt += 1
 
 
 def _decide(

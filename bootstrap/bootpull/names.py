@@ -24,6 +24,7 @@ servers and rewrites the files.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,3 +150,15 @@ def apply_said(lease: LeaseNames | None, hostname: str, console: Console) -> Non
             console.info(f"wrote {path} from the lease", stage="discover")
     except OSError as exc:
         console.warn(f"could not write the role's name files: {exc}", stage="discover")
+
+
+def use_lease(lease: LeaseNames, console: Console) -> contextlib.AbstractContextManager[object]:
+    """The node's own lookups go to ``lease``'s DNS servers, with its search list, until
+    the returned context ends (said on the console; no servers: nothing changes)."""
+    search = search_list(lease.domain, lease.search)
+    if not lease.dns_servers:
+        return contextlib.nullcontext()
+    servers = [str(s) for s in lease.dns_servers]
+    console.info(f"host names resolve through the lease's DNS servers {', '.join(servers)}"
+                 + (f", search {' '.join(search)}" if search else ""), stage="discover")
+    return resolver.lease_names(servers, search)

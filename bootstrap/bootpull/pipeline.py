@@ -42,7 +42,6 @@ from bootpull.backoff import Backoff
 from bootpull.console import Console
 from bootpull.errors import (
     BootpullError,
-    DiscoveryError,
     ExpiredMetadata,
     FetchError,
     RunError,
@@ -162,22 +161,12 @@ class Node:
                 self.say.start(Identity(s.mac), url=None, log_servers=[], oneshot=s.oneshot)
                 self.say.retarget(self._report_url())
             return
-        backoff = Backoff(base=2.0, cap=min(60.0, s.poll_interval * 4))
-        attempt = 0
-        found = None
-        while found is None:
-            try:
-                with self.console.step("discover") as step:
-                    found = self._discover_once()
-                    step.note(f"{found.interface} {found.ip} {found.mac} repo "
-                              f"{found.repo_url} ({found.repo_url_source})")
-            except DiscoveryError as err:
-                if s.oneshot:
-                    raise
-                self.say.banner_once(err)
-                self.say.counters.count("retries", "discover")
-                self.stopper.sleep(backoff.delay(attempt))
-                attempt += 1
+        from bootpull.discover import until_found
+
+        found = until_found(self._discover_once, console=self.console,
+                            counters=self.say.counters, oneshot=s.oneshot,
+                            poll_interval=s.poll_interval, sleep=self.stopper.sleep,
+                            banner=self.say.banner_once)
         self._use_lease_dns(found)
         self.discovered = found
         self.repo_url = s.repo_url or found.repo_url
@@ -198,15 +187,8 @@ class Node:
     def _use_lease_dns(self, found: Discovery) -> None:
         """Host names in the repository and report URLs: ask the lease's DNS servers."""
         from bootpull import names
-        from bootpull.resolver import lease_names
 
-        search = names.search_list(found.domain, found.search)
-        if found.dns_servers:  # discover runs once per node run
-            self._names.enter_context(lease_names(found.dns_servers, search))
-            self.console.info(f"host names resolve through the lease's DNS servers "
-                              f"{', '.join(found.dns_servers)}"
-                              + (f", search {' '.join(search)}" if search else ""),
-                              stage="discover")
+        self._names.enter_context(names.use_lease(found, self.console))
         self._apply_names(found, found.hostname
                           or f"node-{(self.settings.mac or found.mac).canonical}")
 
