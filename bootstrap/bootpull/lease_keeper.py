@@ -1,7 +1,8 @@
 """Keeps the node's DHCP lease alive while it runs: the I/O around :mod:`bootpull.lease`.
 
 ``pipeline.Node.supervise_forever`` calls :meth:`LeaseKeeper.tick` from its loop and
-sleeps no longer than :meth:`LeaseKeeper.next_due`. A tick sends at most one REQUEST
+sleeps no longer than :meth:`LeaseKeeper.next_due`; :func:`sleep_renewing` does the
+same while the node waits for its first install. A tick sends at most one REQUEST
 and waits at most ``reply_timeout`` for its answer, so the role's supervision goes on.
 What happened comes back as :class:`LeaseNews`, which the pipeline reports as events
 of stage ``lease`` (docs/contract.md §7.2). ``<state>/lease.json`` says where the lease
@@ -202,3 +203,15 @@ def _nic_mac(iface: str) -> Mac:
     if isinstance(nic, Unusable):
         raise DiscoveryError(f"cannot keep the lease on {iface}: {nic.reason}")
     return nic.mac
+
+
+def sleep_renewing(keeper: LeaseKeeper | None, seconds: float, *,
+                   sleep: Callable[[float], None],
+                   on_news: Callable[[LeaseNews], None]) -> None:
+    """Sleep ``seconds`` (a node waiting for its first install), keeping the lease:
+    ``keeper`` ticks whenever it is due and what it reports goes to ``on_news``."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        for news in keeper.tick() if keeper is not None else []:
+            on_news(news)
+        sleep(min(left, keeper.next_due() + 0.01) if keeper is not None else left)

@@ -130,6 +130,23 @@ class Narrator:
             self._banners.add(key)
             self.console.banner(err)
 
+    def fallback(self, health: RepoHealth, before: RepoHealth, current: Installed,
+                 status: str, message: str) -> None:
+        """``current`` runs instead of a fresh pull (``health`` says why, ``before`` was
+        the health until now): a banner per failure, counted and reported once per
+        outage, a console line on every poll."""
+        err, stage = health.error, health.fallback_stage
+        assert err is not None and stage is not None
+        self.banner_once(err)
+        if not health.is_new_outage(before):
+            self.console.warn(f"{message} (still): {err.what}")
+            return
+        self.counters.count("fallbacks", stage)
+        self.console.warn(f"{message}: {current.role} {current.version}")
+        self.report(stage, status, f"{message}: {current.role} {current.version}",
+                    {"error": err.what, "why": err.why, "fallback": current.version,
+                     "stale": health.stale})
+
     def failed(self, err: BootpullError) -> None:
         """The run ends on ``err``: banner, report, status."""
         self.banner_once(err)

@@ -47,20 +47,20 @@ from bootpull.errors import (
     RunError,
 )
 from bootpull.health import RepoHealth
-from bootpull.install import bundle_id, install, recover
+from bootpull.install import recover
+from bootpull.install_stage import install_bundle
 from bootpull.narrator import Narrator, open_console_log
 from bootpull.reporturl import origin_events_url as origin_events_url  # the old name
 from bootpull.reporturl import resolve as resolve_report_url
 from bootpull.runner import RoleRunner
 from bootpull.schedule import Schedule
 from bootpull.settings import Settings, check_dhcp_allowed, unknown_key_warnings
-from bootpull.state import Installed, StateDir
+from bootpull.state import StateDir
 from bootpull.stopper import Stopper
-from bootpull.supervise import Happening, Identity, contract_env
+from bootpull.supervise import Happening, Identity
 
 if TYPE_CHECKING:
 
-    from bootpull.bundle import Bundle
     from bootpull.discover import Discovery
     from bootpull.lease_keeper import LeaseKeeper, LeaseNews
     from bootpull.pull import PullResult
@@ -134,20 +134,11 @@ class Node:
         self.runner = RoleRunner(self.state, self.say, self.console, self.settings.policy,
                                  on_identity=lambda name: self._apply_names(self.discovered,
                                                                             name))
-        self._check_rollback_protection()
-
-    def _check_rollback_protection(self) -> None:
-        """Say at boot, and in every event, whether the floor survives a reboot."""
-        s = self.settings
-        self.say.rollback_protection, warning = diskless.rollback_protection(
-            self.state.root, s.mounts_file)
-        if warning:
-            self.console.warn(warning)
-
-    def _require_persistent_floor(self) -> None:
-        if self.settings.require_state:
-            diskless.require_persistent_floor(self.say.rollback_protection or "unknown",
-                                              self.state.root, self.settings.mounts_file)
+        # whether the version floor survives a reboot: said at boot and in every event
+        self.say.rollback_protection, unsafe = diskless.rollback_protection(
+            self.state.root, self.settings.mounts_file)
+        if unsafe:
+            self.console.warn(unsafe)
 
     # -- discover ------------------------------------------------------------------
 
@@ -203,11 +194,10 @@ class Node:
         clock when it is more than clock.STEP_THRESHOLD off; a step is an event."""
         from bootpull import clock
 
-        lease = self.discovered.lease if self.discovered is not None else None
-        s = self.settings
-        outcome = clock.check(clock.servers(s.ntp_servers, lease), setter=s.clock_setter,
-                              build_time_file=s.build_time_file, state_root=self.state.root,
-                              console=self.console)
+        s, found = self.settings, self.discovered
+        outcome = clock.check(clock.servers(s.ntp_servers, found.lease if found else None),
+                              setter=s.clock_setter, build_time_file=s.build_time_file,
+                              state_root=self.state.root, console=self.console)
         if outcome is not None and outcome.status is not None:
             if outcome.status != "ok":
                 self.console.warn(outcome.message, stage="clock")
@@ -250,20 +240,25 @@ class Node:
                 self.say.report_error(err)
                 if self.state.current() is not None:
                     return False  # keep running what is installed
-                self._sleep_keeping_lease(self.settings.poll_interval)
+                from bootpull.lease_keeper import sleep_renewing
+
+                sleep_renewing(self.lease, self.settings.poll_interval,
+                               sleep=self.stopper.sleep, on_news=self._on_lease_news)
 
     def _update_once(self) -> bool:
         """One poll (writes pulled, health, repo_url)."""
-        self._require_persistent_floor()
+        if self.settings.require_state:  # exit 12 unless the floor survives a reboot
+            diskless.require_persistent_floor(self.say.rollback_protection or "unknown",
+                                              self.state.root, self.settings.mounts_file)
         current = self.state.current()
         try:
             result = self._pull()
         except ExpiredMetadata as err:
             if current is None:
                 raise
-            self._fall_back(self.health.expired(err), current, "fail",
-                            "signed metadata expired: running the installed version; "
-                            "it is not fresh")
+            before, self.health = self.health, self.health.expired(err)
+            self.say.fallback(self.health, before, current, "fail", "signed metadata "
+                              "expired: running the installed version; it is not fresh")
             return False
         except FetchError as err:
             if current is None:
@@ -271,8 +266,9 @@ class Node:
                     f"check that the repository at {self.repo_url} is up and reachable "
                     "from this node; it has no last-known-good role to run meanwhile")
                     ) from None
-            self._fall_back(self.health.fetch_failed(err), current, "warn",
-                            "fetch failed: running the installed version")
+            before, self.health = self.health, self.health.fetch_failed(err)
+            self.say.fallback(self.health, before, current, "warn",
+                              "fetch failed: running the installed version")
             return False
         before, self.health = self.health, self.health.verified()
         if stage := self.health.recovered_from(before):
@@ -284,7 +280,7 @@ class Node:
             self.repo_url = result.repo_url
         self.say.status.report_url = result.settings.report_url or ""
         self.say.retarget(self._report_url())
-        return self._install(result.bundle)
+        return install_bundle(result.bundle, self.state, self.say, self.console)
 
     def _pull(self) -> PullResult:
         from bootpull.pull import pull_url
@@ -298,52 +294,6 @@ class Node:
                         else s.fetch_deadline, max_attempts=4 if quick else None,
                         console=self.console, counters=self.say.counters,
                         build_time_file=s.build_time_file)
-
-    def _fall_back(self, health: RepoHealth, current: Installed, status: str,
-                   message: str) -> None:
-        """Run what is installed instead; counted and reported once per outage."""
-        before, self.health = self.health, health
-        err, stage = health.error, health.fallback_stage
-        assert err is not None and stage is not None
-        self.say.banner_once(err)
-        if not health.is_new_outage(before):
-            self.console.warn(f"{message} (still): {err.what}")
-            return
-        self.say.counters.count("fallbacks", stage)
-        self.console.warn(f"{message}: {current.role} {current.version}")
-        self.say.report(stage, status, f"{message}: {current.role} {current.version}",
-                        {"error": err.what, "why": err.why, "fallback": current.version,
-                         "stale": health.stale})
-
-    def _install(self, bundle: Bundle) -> bool:
-        ident = bundle_id(bundle)
-        bad = self.state.bad_ids()
-        if ident in bad:
-            message = (f"{bundle.role.name} {bundle.version} failed before "
-                       f"({bad[ident]}); not retried")
-            self.console.warn(message + "; publish a fixed version")
-            self.say.report("install", "warn", message, {"bad_version": bundle.version})
-            if self.state.current() is None:
-                raise RunError(message, hint="publish a fixed version of the role")
-            return False
-        env = contract_env(role=bundle.role.name, version=bundle.version,
-                           commit=bundle.commit, variables=bundle.assignment.vars,
-                           identity=self.say.identity_for(bundle.assignment.hostname))
-        with self.console.step(f"install {bundle.role.name} {bundle.version}") as step:
-            outcome = install(bundle, self.state, env=env, console=self.console)
-            step.note("unchanged: nothing to do" if not outcome.changed
-                      else f"{len(bundle.files)} files into {outcome.installed.path}")
-        self.say.set_context(outcome.installed)
-        if outcome.repaired:
-            self.say.report("drift", "warn", f"{len(outcome.repaired)} installed file(s) "
-                            "had changed on disk: reinstalled from the verified bundle",
-                            {"files_changed": list(outcome.repaired), "repaired": True})
-        elif outcome.changed:
-            self.say.report("install", "ok", f"installed {bundle.role.name} {bundle.version}",
-                            {"previous": outcome.previous.version if outcome.previous
-                             else None, "files": len(bundle.files)})
-        self.say.save_status("install", "ok", "installed" if outcome.changed else "unchanged")
-        return outcome.changed
 
     # -- run -----------------------------------------------------------------------
 
@@ -415,14 +365,6 @@ class Node:
                                                           why=str(happening.details))):
             self.start_role_or_wait()
         return False
-
-    def _sleep_keeping_lease(self, seconds: float) -> None:
-        """Sleep (waiting for a first install), renewing the DHCP lease meanwhile."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            for news in self.lease.tick() if self.lease is not None else []:
-                self._on_lease_news(news)
-            self.stopper.sleep(min(left, self.lease.next_due() + 0.01 if self.lease else left))
 
     def _on_lease_news(self, news: LeaseNews) -> None:
         """A renewal, a lost lease, a new one; after a new discovery a repository from the
