@@ -14,6 +14,8 @@
   10.0.2.100:8080, which ``guestfwd`` maps to 127.0.0.1:PORT through
   :mod:`bootpull_lab.forward`; ``bootfile`` is handed out in the BOOTP file field.
   Or a tap device inside a network namespace the caller made (:class:`TapNet`).
+- ``rtc_base`` starts the guest's RTC at that date (a dead RTC battery); the clock
+  then runs from there, and the guest does not take this machine's time by kvmclock.
 - The QEMU monitor (QMP) on a unix socket drives ``set_link`` and ``reboot``.
 """
 
@@ -129,6 +131,7 @@ class Vm:
         echo: Callable[[str], None] | None = None,
         accelerator: str | None = None,
         name: str = "bootpull-node",
+        rtc_base: str | None = None,
     ) -> None:
         if not nics:
             raise LabError("a node needs at least one NIC")
@@ -140,6 +143,7 @@ class Vm:
         self.state_disk = state_disk
         self.echo = echo
         self.name = name
+        self.rtc_base = rtc_base  # the battery-backed clock's start, "2020-01-01" say
         self._accel = accelerator
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -181,6 +185,11 @@ class Vm:
             # another second.
             argv += ["-cpu", "max"]
             extra.insert(0, "mitigations=off")
+        if self.rtc_base is not None:
+            # A box whose RTC battery died: the guest reads its wall clock from the RTC
+            # only (kvmclock would hand it this machine's time).
+            argv += ["-rtc", f"base={self.rtc_base},clock=vm"]
+            extra.append("no-kvmclock")
         if self.state_disk is not None:
             argv += ["-drive", f"file={self.state_disk},if=virtio,format=raw"]
             extra.append("bootpull.state=/dev/vda")
