@@ -109,6 +109,13 @@ def test_qemu_command_line_tap_and_bzimage(tmp_path: Path) -> None:
     argv = vm.argv(tmp_path / "qmp.sock")
     assert argv[argv.index("-kernel") + 1].endswith("vmlinuz")
     assert "tap,id=n0,ifname=tap0,script=no,downscript=no" in argv
+    assert "-rtc" not in argv and "no-kvmclock" not in argv[argv.index("-append") + 1]
+    (tmp_path / "b").mkdir()
+    dead_battery = Vm(_image(tmp_path / "b", "vmlinuz"), [Nic(MAC, TapNet("ns1", "tap0"))],
+                      log=tmp_path / "log", accelerator="kvm", rtc_base="2020-01-01")
+    argv = dead_battery.argv(tmp_path / "qmp.sock")
+    assert argv[argv.index("-rtc") + 1] == "base=2020-01-01,clock=vm"
+    assert "no-kvmclock" in argv[argv.index("-append") + 1].split()
 
 
 def test_vm_without_image_says_how_to_build_one(tmp_path: Path) -> None:
