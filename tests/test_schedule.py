@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from bootpull.schedule import MAX_SLEEP, MIN_POLL_WAIT, MIN_SLEEP, Schedule
 from hypothesis import given
 from hypothesis import strategies as st
@@ -47,4 +48,5 @@ def test_the_loop_sleeps_until_the_first_thing_due_and_wakes_often(
     sleep = plan.sleep_for(now, *others)
     assert MIN_SLEEP <= sleep <= MAX_SLEEP
     first = min([to_poll, to_beat, *others])
-    assert sleep == max(MIN_SLEEP, min(first, MAX_SLEEP))
+    # (now + x) - now is x to within a rounding of now
+    assert sleep == pytest.approx(max(MIN_SLEEP, min(first, MAX_SLEEP)), abs=1e-9)
