@@ -13,6 +13,7 @@ settings.load_profile("bootpull")
 
 # Fixture plugins for real servers (network namespaces + dnsmasq, git smart HTTP, ...).
 # Each area adds the module that holds its session-scoped fixtures here.
+# (nginxserver before lab_fixtures, which imports it)
 pytest_plugins: list[str] = ["gitserver", "homebase_fixtures", "signed_repo", "netfixtures",
-                             "example_fixtures", "eventsink", "lab_fixtures", "ci_skips",
-                             "ntpserver", "pytester"]
+                             "example_fixtures", "eventsink", "nginxserver", "lab_fixtures",
+                             "ci_skips", "ntpserver", "gitserver_kinds", "pytester"]

@@ -2,7 +2,8 @@
 
 - ``lab_template``: the example repository, signed with its own keys (session).
 - ``lab_image``: the boot image built once per session with that repository's trust
-  anchors (downloads cached in ./cache, so only the first run on a machine downloads).
+  anchors and the test site's CA (downloads cached in ./cache, so only the first run on
+  a machine downloads).
 - ``lab_repo``: a private copy of the repository and its keys for one test (same keys,
   so the session image trusts it).
 - ``lab_homebase``: ``bootpull serve`` for ``lab_repo`` on 127.0.0.1.
@@ -20,6 +21,7 @@ import pytest
 from bootpull.console import Console
 from bootpull_lab.deploy import LabRepo, make_repo
 from bootpull_lab.homebase import HomeBase
+from nginxserver import SitePki
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +43,15 @@ def node_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def lab_image_dir(tmp_path_factory: pytest.TempPathFactory, lab_template: LabRepo,
-                  node_source: Path) -> Path:
+                  node_source: Path, site_pki: SitePki) -> Path:
+    """The session's one image: the lab repository's anchors, and the test site's CA
+    (``--ca``), so a node can boot from the https server of tests/nginxserver.py."""
     from bootpull_image.build import build_image
     from bootpull_image.settings import BuildSettings
 
     out = tmp_path_factory.mktemp("lab-image")
     build_image(BuildSettings(out=out, trust=lab_template.trust, source_date_epoch=1700000000,
-                              node_source=node_source), Console())
+                              node_source=node_source, ca=(site_pki.ca_file,)), Console())
     return out
 
 

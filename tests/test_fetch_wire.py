@@ -414,3 +414,187 @@ def test_mutated_packs_only_ever_raise_pack_problem(real_pack: bytes, data: st.D
 def test_a_tiny_file_is_not_a_pack() -> None:
     with pytest.raises(PackProblem, match="too short"):
         scan_pack(io.BytesIO(b"PACK"), max_inflated=1)  # type: ignore[arg-type]
+
+
+# -- caps on what is not pack data (issue 10, item 5: memory) ---------------------------
+
+_PAYLOADS = st.lists(st.binary(max_size=300).filter(lambda p: not p.startswith(b"ERR ")),
+                     max_size=20)
+
+
+def answer_of(payloads: list[bytes]) -> bytes:
+    return b"".join(gitwire.pkt(p) for p in payloads) + gitwire.FLUSH
+
+
+@given(_PAYLOADS, st.lists(st.integers(0, 10**6)))
+def test_a_small_answer_parses_the_same_in_any_chunking(payloads: list[bytes],
+                                                        cuts: list[int]) -> None:
+    stream = answer_of(payloads)
+    answer = gitwire.SmallAnswer("ls-refs")
+    for chunk in split(stream, cuts):
+        answer.feed(chunk)
+    assert answer.packets == gitwire.parse_packets(stream) == [*payloads, gitwire.Special.FLUSH]
+    assert answer.data == stream and answer.not_git is None and not answer.cut_short
+
+
+@given(_PAYLOADS, st.integers(0, 10**6))
+def test_an_answer_that_stops_anywhere_before_its_flush_is_cut_short(
+        payloads: list[bytes], at: int) -> None:
+    stream = answer_of(payloads)
+    answer = gitwire.SmallAnswer("ls-refs")
+    answer.feed(stream[: at % len(stream)])
+    assert answer.cut_short
+
+
+@given(st.integers(1, 5000), st.binary(min_size=1, max_size=9000),
+       st.lists(st.integers(0, 10**6)))
+def test_a_small_answer_never_holds_more_than_its_cap(limit: int, data: bytes,
+                                                      cuts: list[int]) -> None:
+    """Pkt-lines or not: past ``limit`` bytes it raises TooLarge, never holding more."""
+    answer = gitwire.SmallAnswer("ls-refs", limit=limit)
+    try:
+        for chunk in split(data, cuts):
+            answer.feed(chunk)
+    except gitwire.TooLarge as exc:
+        assert len(data) > limit and len(answer.data) <= limit
+        assert str(exc) == f"ls-refs was larger than {limit} bytes"
+    else:
+        assert len(data) <= limit and answer.data == data
+
+
+def test_a_giant_declared_length_is_not_git_at_once() -> None:
+    answer = gitwire.SmallAnswer("ls-refs")
+    answer.feed(b"ffff" + b"x" * 100)
+    assert answer.not_git is not None and "over git's limit of 65520" in str(answer.not_git)
+    assert not answer.cut_short and answer.packets == []  # the caller reports what it is
+    with pytest.raises(gitwire.TooLarge):
+        for _ in range(20):
+            answer.feed(b"x" * 65536)
+
+
+@given(st.integers(5, gitwire.MAX_PKT), st.integers(0, 3 * gitwire.MAX_PKT))
+def test_a_length_that_never_arrives_waits_for_one_line_at_most(size: int, extra: int) -> None:
+    parser = gitwire.PktParser()
+    fed = b"%04x" % size + b"y" * min(extra, size - 5)
+    assert parser.feed(fed) == [] and parser.pending == len(fed) < gitwire.MAX_PKT
+
+
+@given(st.lists(st.binary(max_size=gitwire.MAX_PKT - 4), max_size=4),
+       st.lists(st.integers(0, 10**6), max_size=10))
+def test_the_pkt_parser_holds_less_than_one_line_between_feeds(payloads: list[bytes],
+                                                               cuts: list[int]) -> None:
+    parser = gitwire.PktParser()
+    for chunk in split(b"".join(gitwire.pkt(p) for p in payloads), cuts):
+        parser.feed(chunk)
+        assert parser.pending < gitwire.MAX_PKT
+
+
+def test_the_pkt_parser_keeps_failing_after_a_bad_length() -> None:
+    parser = gitwire.PktParser()
+    with pytest.raises(gitwire.WireError, match="length prefix"):
+        parser.feed(gitwire.pkt(b"ok") + b"zzzz")
+    with pytest.raises(gitwire.WireError, match="length prefix"):
+        parser.feed(gitwire.pkt(b"more"))  # not "ok" again, not a fresh start
+
+
+def test_parsers_take_the_packets_a_small_answer_kept() -> None:
+    answer = gitwire.SmallAnswer("ls-refs")
+    answer.feed(lines(f"{OID} refs/heads/main\n".encode(), None))
+    assert gitwire.parse_ls_refs(answer.packets) == gitwire.parse_ls_refs(answer.data)
+
+
+@given(_BANDS, st.lists(st.integers(0, 10**5)))
+def test_what_a_fetch_response_carries_besides_its_pack_is_capped(
+        bands: list[tuple[int, bytes]], cuts: list[int]) -> None:
+    """Exactly the bytes that are not pack data count, in any chunking: at the cap the
+    response parses, one byte under it raises TooLarge."""
+    stream = (gitwire.pkt(b"packfile\n")
+              + b"".join(gitwire.pkt(bytes([band]) + data) for band, data in bands)
+              + gitwire.FLUSH)
+    non_pack = 13 + 4 + sum(5 + len(data) for band, data in bands if band == 2)
+    for limit, fits in ((non_pack, True), (non_pack - 1, False)):
+        response = gitwire.FetchResponse(limit=limit)
+        try:
+            for chunk in split(stream, cuts):
+                response.feed(chunk)
+            response.finish()
+        except gitwire.TooLarge:
+            assert not fits
+        else:
+            assert fits and response.non_pack_bytes == non_pack
+
+
+def test_endless_progress_stops_at_1_mib_and_pack_data_does_not_count() -> None:
+    response = gitwire.FetchResponse()
+    response.feed(gitwire.pkt(b"packfile\n"))
+    for _ in range(100):  # 6.4 MB of pack data
+        response.feed(gitwire.pkt(b"\x01" + b"p" * 65000))
+    progress = gitwire.pkt(b"\x02" + b"Counting objects\r" * 3000)
+    with pytest.raises(gitwire.TooLarge, match="larger than 1 MiB"):
+        for _ in range(100):
+            response.feed(progress)
+    kept = gitwire.FetchResponse()
+    kept.feed(gitwire.pkt(b"packfile\n") + gitwire.pkt(b"\x02done\n") * 1000)
+    assert len(kept.progress) == gitwire.FetchResponse.MAX_PROGRESS  # the rest are dropped
+
+
+def test_endless_acknowledgments_stop_at_1_mib() -> None:
+    response = gitwire.FetchResponse()
+    response.feed(gitwire.pkt(b"acknowledgments\n"))
+    with pytest.raises(gitwire.TooLarge):
+        for _ in range(2**20 // 10):
+            response.feed(gitwire.pkt(b"NAK\n") * 10)
+
+
+def test_the_sinks_turn_caps_into_fetch_errors_that_are_not_retried() -> None:
+    from bootpull.fetch import _BytesSink, _PackSink
+    from bootpull.fetch_http import Transient
+
+    sink = _BytesSink()
+    with pytest.raises(FetchError) as refs:
+        for _ in range(20):
+            sink.write(gitwire.pkt(f"{OID} refs/heads/main\n".encode()) * 1000)
+    assert refs.value.exit_code == 11
+    assert str(refs.value).startswith("the server's answer to ls-refs was larger than 1 MiB")
+    assert "broken or hostile" in refs.value.why
+    pack_sink = _PackSink(None, 2**30)  # no pack data ever comes: no object store needed
+    pack_sink.write(gitwire.pkt(b"packfile\n"))
+    with pytest.raises(FetchError, match="besides the pack") as progress:
+        for _ in range(100):
+            pack_sink.write(gitwire.pkt(b"\x02" + b"x" * 60000))
+    assert "broken or hostile" in progress.value.why
+    cut = _BytesSink()
+    cut.write(b"fff0" + b"x" * 1000)
+    with pytest.raises(Transient, match="cut short"):
+        cut.finish()
+
+
+@pytest.mark.parametrize("body", [b"<html>not git</html>", gitwire.pkt(b"ERR no such ref\n")])
+def test_an_answer_that_is_not_git_or_an_error_is_the_callers_to_report(body: bytes) -> None:
+    from bootpull.fetch import _BytesSink
+
+    sink = _BytesSink()
+    sink.write(body)
+    sink.finish()  # not "cut short": retrying would not change it
+    with pytest.raises(gitwire.WireError):
+        gitwire.parse_ls_refs(sink.data)
+
+
+def test_objects_and_deltas_over_their_caps_are_refused_before_they_are_inflated() -> None:
+    from bootpull.packscan import ObjectTooLarge
+
+    blob = make_pack(entry(3, 2 * 2**20) + zlib.compress(bytes(2 * 2**20)))
+    assert scan(blob, max_inflated=2**30) == 1
+    with tempfile.TemporaryFile() as f:
+        f.write(blob)
+        with pytest.raises(ObjectTooLarge, match="blob of 2097152 bytes, over the cap of"):
+            scan_pack(f, max_inflated=2**30, max_object=2**20)
+    for head, words in ((b"\x01\x80\x80\x80\x01", "from a 1-byte object to a 2097152-byte"),
+                        (b"\x80\x80\x80\x01\x01", "from a 2097152-byte object to a 1-byte"),
+                        (b"\x01\x01" + b"\x90\x01" * 2**20, "delta of 2097154 bytes")):
+        delta = make_pack(entry(7, len(head)) + b"\x11" * 20 + zlib.compress(head))
+        with tempfile.TemporaryFile() as f:
+            f.write(delta)
+            assert scan_pack(f, max_inflated=2**30, max_object=2**20) == 1  # a delta
+            with pytest.raises(ObjectTooLarge, match=words):
+                scan_pack(f, max_inflated=2**30, max_delta=2**20)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from bootpull import bundle
 from bootpull.cli import main
 from bootpull_repo.example import git_env, make_example_repo
 
@@ -297,3 +298,18 @@ def test_lint_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
     code, out, err = lint(tmp_path / "nowhere")
     assert (code, out) == (2, "")
     assert "is not a directory" in err
+
+
+def test_a_file_larger_than_a_node_fetches_is_reported(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes refuse a git object past bootpull.bundle.MAX_FILE_BYTES (32 MiB): lint says
+    so at commit time (the cap is lowered here so the test stays small)."""
+    monkeypatch.setattr(bundle, "MAX_FILE_BYTES", 4 * 2**20)
+    root = broken_repo(tmp_path, [write("roles/web/files/big.bin", "x" * (4 * 2**20 + 1)),
+                                  write("roles/web/files/small.bin", "x" * (4 * 2**20))])
+    code, out, _ = lint(root)
+    assert code == 1
+    assert out == ("roles/web/files/big.bin: it is 4194305 bytes, more than a node fetches "
+                   "as one file (4 MiB): nodes would refuse the role — split it into smaller "
+                   "files (split -b 16M, and join them in an install hook), or fetch it from "
+                   "elsewhere in an install hook and check its hash\n")

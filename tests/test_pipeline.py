@@ -164,8 +164,9 @@ def test_fetch_failure_with_an_install_runs_it_and_counts_a_fallback(
     assert status["version"] == version
     assert status["counters"]["fallbacks"] == 1  # type: ignore[index]
     assert (markers / "runs").read_text().splitlines() == [version, version]
-    fallback = [e for e in sink.received if e["stage"] == "fetch"]
-    assert fallback and fallback[0]["status"] == "warn"
+    fallback = [e for e in sink.received
+                if e["stage"] == "fetch" and "fallback" in e["details"]]
+    assert len(fallback) == 1 and fallback[0]["status"] == "warn"
     assert fallback[0]["counters"]["fallbacks"] == 1
 
 
@@ -273,7 +274,8 @@ def test_report_url_down_spools_then_delivers_in_order(
     try:
         assert node.run()[0] == 0
         messages = [(e["stage"], e["message"]) for e in back.received]
-        assert messages[0][0] == "install"  # the oldest spooled event first
+        # the oldest spooled event first: the fetch (its rung), then the install
+        assert [m[0] for m in messages[:2]] == ["fetch", "install"]
         times = [e["time"] for e in back.received]
         assert times == sorted(times)
         assert node.status["spooled_events"] == 0
@@ -511,7 +513,7 @@ def test_settings_from_the_command_line_and_the_kernel_command_line(tmp_path: Pa
                        "bootpull.interface=eth1,eth2 bootpull.mac=52:54:00:00:00:01\n")
     args = argparse.Namespace(cmdline=str(cmdline), mac=None, log=None, trust=None,
                               state_dir="/var/lib/bootpull", repo=None, oneshot=False,
-                              interface=[], console=None)
+                              interface=[], console=None, ca=[])
     s = Settings.from_args(args)
     assert s.poll_interval == 7 and s.trust_file == Path("/etc/t.json")
     assert s.report_url == "http://10.0.0.1/api/v1/events"

@@ -20,7 +20,10 @@ import pytest
 from bootpull.mac import Mac
 from bootpull_lab.deploy import LabRepo, make_repo
 from bootpull_lab.homebase import HomeBase
-from bootpull_lab.vm import Nic, UserNet, Vm, make_state_disk, user_url
+from bootpull_lab.vm import GUEST_HOST, GUEST_PORT, Nic, UserNet, Vm, make_state_disk, user_url
+from gitserver import GitHttpServer
+from gitserver_kinds import STOCK
+from nginxserver import SitePki
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
@@ -228,3 +231,38 @@ def test_failing_health_after_upgrade_reverts_to_lkg(lab_image_dir: Path, lab_re
         record = _wait_until(_reported(lab_homebase, WEB_MAC, version=good), 90,
                              "the node reporting the last-known-good")
         assert record["counters"]["fallbacks"] >= 1, record
+
+
+# -- 9. the servers sites run --------------------------------------------------------------
+
+
+def test_boots_from_a_stock_git_server(lab_image_dir: Path, lab_repo: LabRepo,
+                                       tmp_path: Path) -> None:
+    """git http-backend with git's default config (no allowFilter): the node takes the
+    whole tip over protocol v2, says so and what to enable, and runs its role."""
+    server = GitHttpServer(git_config=STOCK)
+    server.add_repo("repo.git", lab_repo.root / ".git")
+    with server, node(lab_image_dir, tmp_path, [Nic(WEB_MAC, UserNet(
+            port=server.port, bootfile=user_url("/repo.git")))]) as vm:
+        vm.wait_for(RUNNING.format(role="web"), BOOT_TIMEOUT)
+        flat = " ".join(vm.console.split())
+    assert "fetching over v2: git protocol v2 without partial fetch" in flat
+    assert "to fetch less, set uploadpack.allowFilter=true" in flat
+    assert any(s.path.endswith("/git-upload-pack") for s in server.log)
+
+
+def test_boots_from_https_with_the_site_ca(lab_image_dir: Path, lab_repo: LabRepo,
+                                          site_pki: SitePki, tmp_path: Path,
+                                          nginx_git_server: Callable[..., Any]) -> None:
+    """nginx + fcgiwrap + git http-backend over https with a private CA, which the image
+    trusts (``bootpull image build --ca``): the node fetches its role over v2+filter."""
+    server = nginx_git_server({"repo.git": lab_repo.root}, cert=site_pki.valid,
+                              git_config={"uploadpack.allowFilter": "true"})
+    url = f"https://{GUEST_HOST}:{GUEST_PORT}/repo.git"
+    with node(lab_image_dir, tmp_path, [Nic(WEB_MAC, UserNet(port=server.port,
+                                                            bootfile=url))]) as vm:
+        vm.wait_for(RUNNING.format(role="web"), BOOT_TIMEOUT)
+        flat = " ".join(vm.console.split())
+    assert f"repository {url} (from dhcp-67)" in flat
+    assert "fetching over v2+filter" in flat
+    assert "FETCH FAILED" not in flat and "certificate" not in flat, flat[-3000:]

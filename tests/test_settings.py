@@ -33,7 +33,7 @@ CONTRACT = Path(__file__).resolve().parent.parent / "docs" / "contract.md"
 def run_args(**kw: object) -> argparse.Namespace:
     base: dict[str, object] = dict(cmdline=None, mac=None, log=None, trust=None,
                                    state_dir="/var/lib/bootpull", repo=None, oneshot=False,
-                                   interface=[], console=None)
+                                   interface=[], console=None, ca=[])
     base.update(kw)
     return argparse.Namespace(**base)
 

@@ -23,7 +23,7 @@ def test_servers_in_order_last_key_wins() -> None:
 def test_node_run_settings_take_them(tmp_path: Path) -> None:
     args = argparse.Namespace(state_dir=str(tmp_path), repo=None, mac=None, trust=None,
                               oneshot=True, interface=None, console=None, log=None,
-                              cmdline=None)
+                              cmdline=None, ca=[])
     settings = Settings.from_args(args, KernelLine.parse("bootpull.ntp=10.0.0.1,10.0.0.2"))
     assert settings.ntp_servers == ("10.0.0.1", "10.0.0.2")
     assert settings.clock_setter is None  # the system clock, in the image only

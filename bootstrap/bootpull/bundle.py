@@ -98,6 +98,12 @@ class Bundle:
     role_toml: bytes = b""  # the verified role.toml itself, installed beside files/
 
 
+#: The largest file a role may hold: a node refuses a bigger git object (exit 12), since
+#: inflating and indexing it would take more memory than a 192 MB node has to spare
+#: (bootpull.fetch; docs/node.md, "Memory"). ``bootpull repo lint`` says so first.
+MAX_FILE_BYTES = 32 * 2**20
+
+
 @dataclass(frozen=True)
 class Limits:
     """``[limits]`` of ``bootpull.toml``: what one node agrees to fetch for its role."""

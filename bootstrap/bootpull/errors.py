@@ -54,6 +54,12 @@ class FetchError(BootpullError):
     stage = "fetch"
 
 
+class TlsError(FetchError):
+    """The TLS handshake failed in a way no retry mends: an untrusted, expired or not yet
+    valid certificate, one for another name, no TLS at all (exit 11, never retried).
+    Its hint is the fix: a CA, a name, a clock."""
+
+
 class VerifyError(BootpullError):
     """The repository is wrong: content did not verify; nothing was installed (exit 12)."""
 

@@ -49,17 +49,18 @@ import builtins
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from bootpull import gitwire
+from bootpull import gitwire, gitwire_v0
 from bootpull.backoff import Backoff, Counters
-from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry
+from bootpull.bundle import MAX_FILE_BYTES, MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry
 from bootpull.console import Console
 from bootpull.errors import FetchError, VerifyError
 from bootpull.fetch_cache import ObjectCache, cache_problems
+from bootpull.fetch_dumb import DumbObjects, parse_info_refs
 from bootpull.fetch_http import (
     AGENT,
     Budget,
@@ -70,8 +71,11 @@ from bootpull.fetch_http import (
     Transient,
     parse_retry_after,
 )
+from bootpull.fetch_ladder import DUMB, Rung, choose_v0, choose_v2
 
 if TYPE_CHECKING:
+    import ssl
+
     from dulwich.objects import ShaFile
     from dulwich.repo import Repo
 
@@ -80,6 +84,7 @@ MODE_GITLINK = 0o160000
 MAX_TREE_DEPTH = 256  # directory nesting; deeper than this is a hostile tree
 MAX_REDIRECTS = 5
 ADVERTISEMENT = "/info/refs?service=git-upload-pack"
+FIRST_TREE_DEPTH = 3  # a first fetch's filter: the root tree and two levels below it
 HOME_BASE_REPO = "/repo.git"  # where `bootpull serve` serves the repository (docs/contract.md §4.1)
 
 
@@ -110,6 +115,7 @@ class GitRemote:
         counters: Counters,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._url = url.rstrip("/")
         self.cache_dir = Path(cache_dir)
@@ -119,8 +125,14 @@ class GitRemote:
         self.requests = 0
         self._sleep = sleep
         self._budget = Budget(limits.deadline, limits.max_bytes, self._url, clock=clock)
-        self._http = HttpTransport(self._url, self._budget, stall_timeout=limits.stall_timeout)
+        self._tls = tls  # https: every request's context, after a redirect too
+        self._http = HttpTransport(self._url, self._budget, stall_timeout=limits.stall_timeout,
+                                   tls=tls)
         self._caps: gitwire.Capabilities | None = None
+        self.rung: Rung | None = None  # how this server is fetched from (fetch_ladder)
+        self._v0: gitwire_v0.Advertisement | None = None  # the refs, from a v0 server
+        self._dumb_refs: dict[str, gitwire.RemoteRef] | None = None
+        self._dumb: DumbObjects | None = None
         self._cache = ObjectCache(self.cache_dir, max_bytes=limits.max_cache_bytes,
                                   console=console, counters=counters)
 
@@ -133,7 +145,8 @@ class GitRemote:
 
     def _move_to(self, url: str) -> None:
         """Talk to the repository at ``url`` from now on (a redirect, or the home base's)."""
-        self._http = HttpTransport(url, self._budget, stall_timeout=self.limits.stall_timeout)
+        self._http = HttpTransport(url, self._budget, stall_timeout=self.limits.stall_timeout,
+                                   tls=self._tls)
         self._budget.url = url
         self._url = url
 
@@ -154,6 +167,8 @@ class GitRemote:
 
     def close(self) -> None:
         """Close the object cache (snapshots of this remote can no longer read)."""
+        if self._dumb is not None:
+            self._dumb.close()
         self._cache.close()
 
     def __enter__(self) -> GitRemote:
@@ -219,7 +234,7 @@ class GitRemote:
             hint="check the network path to the repository server; a node with a "
                  "last-known-good role keeps running it")
 
-    def _advertisement(self) -> tuple[Response, _BytesSink]:
+    def _advertisement(self) -> tuple[Response, _AdvertisementSink]:
         """GET info/refs, following redirects (as git does for this first request) and,
         for a URL that names a home base rather than a repository, trying /repo.git."""
         tried_home_base = False
@@ -227,7 +242,7 @@ class GitRemote:
             try:
                 response, sink = self._call(
                     "reading the capability advertisement", "GET", ADVERTISEMENT, body=None,
-                    headers={"Git-Protocol": "version=2"}, sink_factory=_BytesSink)
+                    headers={"Git-Protocol": "version=2"}, sink_factory=_AdvertisementSink)
                 return response, sink
             except Redirect as redirect:
                 self._follow(redirect)
@@ -265,37 +280,97 @@ class GitRemote:
                           stage="fetch")
         self._move_to(new_base)
 
-    def capabilities(self) -> gitwire.Capabilities:
-        """The server's v2 capabilities (asked once per GitRemote)."""
-        if self._caps is None:
+    def discover(self) -> Rung:
+        """Read the advertisement once and choose the rung of the fetch ladder
+        (:mod:`bootpull.fetch_ladder`): protocol v2, v0/v1, or dumb HTTP. Said once."""
+        if self.rung is None:
             response, sink = self._advertisement()
             ctype = response.headers.get("Content-Type", "")
-            if ctype != "application/x-git-upload-pack-advertisement":
+            if ctype == "application/x-git-upload-pack-advertisement":
+                self.rung = self._smart(sink.data)
+            elif (refs := parse_info_refs(sink.data)) is not None:
+                self._dumb_refs, self.rung = refs, DUMB
+                self._dumb = DumbObjects(self.url, self.get_file)
+            else:
                 raise FetchError(
-                    f"{self.url} is not a git smart HTTP repository",
-                    why=f"info/refs came back as {ctype or 'no content type'!r}",
+                    f"{self.url} is not a git repository the node can fetch from",
+                    why=f"info/refs came back as {ctype or 'no content type'!r}, neither "
+                        "git smart HTTP nor a dumb HTTP ref list",
                     hint="serve the repository with git http-backend (smart HTTP) or "
-                         "`bootpull serve`; dumb HTTP is not supported")
-            try:
-                caps = gitwire.parse_capabilities(sink.data)
-            except gitwire.WireError as exc:
-                raise FetchError(f"{self.url} does not speak git protocol v2", why=str(exc),
-                                 hint="use git 2.18 or newer on the server "
-                                      "(protocol v2 is the default from git 2.26)") from None
-            if caps.object_format != "sha1":
-                raise FetchError(f"{self.url} is a {caps.object_format} repository",
-                                 why="the node's object cache holds sha1 objects only",
-                                 hint="keep the deploy repository in git's default sha1 format")
-            self._caps = caps
+                         "`bootpull serve`; for a static copy, run `git update-server-info` "
+                         "in it")
+            # said once per run, with the pull's figures (Narrator.fetched_over)
+            self.console.debug(f"fetch: {self.rung.line()}")
+        return self.rung
+
+    def _smart(self, body: bytes) -> Rung:
+        """The rung for a smart HTTP advertisement: v2 if the server speaks it, else v0."""
+        try:
+            self._caps = caps = gitwire.parse_capabilities(body)
+        except gitwire.ServerRefused as exc:
+            raise FetchError(f"{self.url} refused to advertise its refs", why=str(exc),
+                             hint="check the server's git configuration") from None
+        except gitwire.WireError as v2_error:
+            return self._smart_v0(body, v2_error)
+        self._check_format(caps.object_format)
+        if not caps.supports("ls-refs"):
+            raise FetchError(f"{self.url} does not offer ls-refs",
+                             hint="use git 2.18 or newer on the server")
+        return choose_v2(filter_ok=caps.supports("fetch", "filter"))
+
+    def _smart_v0(self, body: bytes, v2_error: gitwire.WireError) -> Rung:
+        try:
+            self._v0 = adv = gitwire_v0.parse_advertisement(gitwire.parse_packets(body))
+        except gitwire.WireError as exc:
+            raise FetchError(f"the ref advertisement from {self.url} is malformed",
+                             why=f"{v2_error}; as v0: {exc}",
+                             hint="the server does not speak the git protocol "
+                                  "correctly") from None
+        self._check_format(adv.object_format)
+        if not adv.supports("side-band-64k"):
+            raise FetchError(f"{self.url} offers no side-band-64k",
+                             hint="use git 1.7 or newer (git http-backend) on the server")
+        return choose_v0(filter_ok=adv.supports("filter"), by_id=adv.by_id,
+                         shallow_ok=adv.supports("shallow"))
+
+    def _check_format(self, object_format: str) -> None:
+        if object_format != "sha1":
+            raise FetchError(f"{self.url} is a {object_format} repository",
+                             why="the node's object cache holds sha1 objects only",
+                             hint="keep the deploy repository in git's default sha1 format")
+
+    def capabilities(self) -> gitwire.Capabilities:
+        """The server's v2 capabilities (FetchError from a server that is not v2)."""
+        self.discover()
+        if self._caps is None:
+            raise FetchError(f"{self.url} does not speak git protocol v2",
+                             hint="pass the Git-Protocol header to git http-backend")
         return self._caps
 
-    def _post(self, what: str, body: bytes, sink_factory: Callable[[], Any]) -> Any:
-        _response, sink = self._call(
-            what, "POST", "/git-upload-pack", body=body,
-            headers={"Git-Protocol": "version=2",
-                     "Content-Type": "application/x-git-upload-pack-request",
-                     "Accept": "application/x-git-upload-pack-result"},
-            sink_factory=sink_factory)
+    def get_file(self, path: str) -> bytes | None:
+        """The file at ``path`` under the repository URL (dumb HTTP), None for a 404."""
+        try:
+            _response, sink = self._call(f"reading {path}", "GET", "/" + path, body=None,
+                                         headers={}, sink_factory=_RawSink)
+        except FetchError as exc:
+            if exc.why.startswith("the server said HTTP 404"):
+                return None
+            raise
+        except Redirect as redirect:
+            raise FetchError(f"{self.url}/{path} redirects", why=f"HTTP {redirect.status} to "
+                             f"{redirect.location[:200]!r}",
+                             hint="serve the repository's files without redirects") from None
+        data: bytes = sink.data
+        return data
+
+    def _post(self, what: str, body: bytes, sink_factory: Callable[[], Any], *,
+              v2: bool = True) -> Any:
+        headers = {"Content-Type": "application/x-git-upload-pack-request",
+                   "Accept": "application/x-git-upload-pack-result"}
+        if v2:
+            headers["Git-Protocol"] = "version=2"
+        _response, sink = self._call(what, "POST", "/git-upload-pack", body=body,
+                                     headers=headers, sink_factory=sink_factory)
         return sink
 
     # -- refs --------------------------------------------------------------------------
@@ -307,19 +382,15 @@ class GitRemote:
         except ValueError as exc:
             raise FetchError(str(exc), hint="name a branch (main) or a full ref "
                                             "(refs/tags/role/web/1.0)") from None
-        caps = self.capabilities()
-        if not caps.supports("ls-refs"):
-            raise FetchError(f"{self.url} does not offer ls-refs",
-                             hint="use git 2.18 or newer on the server")
-        sink = self._post(f"listing {ref}", gitwire.ls_refs_request(candidates, agent=AGENT),
-                          _BytesSink)
-        try:
-            refs = gitwire.parse_ls_refs(sink.data)
-        except gitwire.ServerRefused as exc:
-            raise FetchError(f"the server refused to list {ref}", why=str(exc)) from None
-        except gitwire.WireError as exc:
-            raise FetchError(f"the ref listing from {self.url} is malformed", why=str(exc),
-                             hint="the server does not speak git protocol v2 correctly") from None
+        rung = self.discover()
+        if rung.protocol == "v0":
+            assert self._v0 is not None
+            refs = self._v0.refs  # a v0 server lists every ref up front
+        elif rung.protocol == "dumb":
+            assert self._dumb_refs is not None
+            refs = self._dumb_refs
+        else:
+            refs = self._ls_refs(ref, candidates)
         for name in candidates:
             if name in refs:
                 return refs[name]
@@ -327,6 +398,19 @@ class GitRemote:
                          why=f"the server has no {' or '.join(candidates)}",
                          hint="push the branch or tag, or fix the name (a release is "
                               "refs/tags/role/<role>/<version>: `bootpull repo release`)")
+
+    def _ls_refs(self, ref: str, candidates: list[str]) -> dict[str, gitwire.RemoteRef]:
+        sink = self._post(f"listing {ref}", gitwire.ls_refs_request(candidates, agent=AGENT),
+                          _BytesSink)
+        try:
+            return gitwire.parse_ls_refs(sink.data)
+        except gitwire.ServerRefused as exc:
+            raise FetchError(f"the server refused to list {ref}", why=str(exc),
+                             hint="the server's message says why; check its git "
+                                  "configuration and its logs") from None
+        except gitwire.WireError as exc:
+            raise FetchError(f"the ref listing from {self.url} is malformed", why=str(exc),
+                             hint="the server does not speak git protocol v2 correctly") from None
 
     # -- objects -----------------------------------------------------------------------
 
@@ -361,26 +445,15 @@ class GitRemote:
         missing = sorted({oid for oid in wants if not self.has(oid)})
         if not missing:
             return
-        caps = self.capabilities()
-        if depth is not None and not caps.supports("fetch", "shallow"):
-            raise FetchError(f"{self.url} cannot do shallow fetches",
-                             hint="use git 2.18 or newer on the server")
-        if filter_spec is not None and not caps.supports("fetch", "filter"):
-            raise FetchError(f"{self.url} does not allow partial fetches (filter)",
-                             hint="set uploadpack.allowFilter=true in the served repository "
-                                  "(git config uploadpack.allowFilter true)")
-        request = gitwire.fetch_request(missing, depth=depth, filter_spec=filter_spec,
-                                        agent=AGENT)
-        store = self.store.object_store
-        try:
-            self._post(what, request, lambda: _PackSink(store, self.limits.max_inflated))
-        except gitwire.ServerRefused as exc:
-            hint = "check the server's git configuration"
-            if "not our ref" in str(exc):
-                hint = ("set uploadpack.allowAnySHA1InWant=true (or allowReachableSHA1InWant) "
-                        "in the served repository, so nodes can fetch single files by id")
-            raise FetchError(f"the server refused to send {what}", why=str(exc),
-                             hint=hint) from None
+        rung = self.discover()
+        if not rung.lazy:
+            filter_spec = None  # the whole tip came with the commit (snapshot)
+        if rung.protocol == "dumb":
+            self._fetch_dumb(missing)
+        elif rung.protocol == "v0":
+            self._fetch_v0(missing, what=what, depth=depth, filter_spec=filter_spec)
+        else:
+            self._fetch_v2(missing, what=what, depth=depth, filter_spec=filter_spec)
         still = [oid for oid in missing if not self.has(oid)]
         if still:
             raise VerifyError(
@@ -389,13 +462,56 @@ class GitRemote:
                 expected=still[0], got="",
                 hint="the repository server is broken or hostile; nothing was installed")
 
+    def _fetch_v2(self, missing: list[str], *, what: str, depth: int | None,
+                  filter_spec: str | None) -> None:
+        caps = self.capabilities()
+        if depth is not None and not caps.supports("fetch", "shallow"):
+            raise FetchError(f"{self.url} cannot do shallow fetches",
+                             hint="use git 2.18 or newer on the server")
+        request = gitwire.fetch_request(missing, depth=depth, filter_spec=filter_spec,
+                                        agent=AGENT)
+        store = self.store.object_store
+        with _refusal(what):
+            self._post(what, request, lambda: _PackSink(store, self.limits.max_inflated))
+
+    def _fetch_v0(self, missing: list[str], *, what: str, depth: int | None,
+                  filter_spec: str | None) -> None:
+        adv = self._v0
+        assert adv is not None
+        deepen = depth if depth is not None and adv.supports("shallow") else None
+        request = gitwire_v0.fetch_request(
+            missing, caps=[c for c in gitwire_v0.WANTED_CAPS if adv.supports(c)],
+            depth=deepen, filter_spec=filter_spec, agent=AGENT)
+        store = self.store.object_store
+        with _refusal(what):
+            self._post(what, request, lambda: _PackSink(
+                store, self.limits.max_inflated,
+                gitwire_v0.FetchResponse(deepen=deepen is not None)), v2=False)
+
+    def _fetch_dumb(self, missing: list[str]) -> None:
+        """Each object by id from the static files, checked, into the cache."""
+        assert self._dumb is not None
+        for oid in missing:
+            obj = self._dumb.get(oid)
+            if obj is None:
+                continue  # the caller says which objects the server lacks
+            try:
+                self.store.object_store.add_object(obj)
+            except OSError as exc:
+                raise cache_write_error(exc) from None
+
     def snapshot(self, ref: str) -> GitSnapshot:
-        """Resolve ``ref`` and make sure its commit is cached: the commit and its root
-        tree (``deepen 1``, ``filter tree:1``). Other trees come as the snapshot is read."""
+        """Resolve ``ref`` and make sure its commit is cached. On a lazy rung: the
+        commit and its root tree (``deepen 1``, ``filter tree:1``), other trees and the
+        files coming as the snapshot is read; otherwise the whole tip, at depth 1."""
         remote_ref = self.resolve(ref)
         commit_id = remote_ref.target
+        # A first boot (an empty cache) takes the trees two levels down with the commit:
+        # every pull reads .bootpull/metadata/, hosts/ and roles/<role>/, so that saves
+        # a request per level. Later, trees come as read, and only those not cached.
+        first = next(iter(self.store.object_store), None) is None
         self.fetch_objects([commit_id], what=f"commit {commit_id[:12]} ({ref})", depth=1,
-                           filter_spec="tree:1")
+                           filter_spec=f"tree:{FIRST_TREE_DEPTH if first else 1}")
         commit = self.get(commit_id)
         if commit.type_name != b"commit":
             raise VerifyError(f"{ref} names a {commit.type_name.decode()}, not a commit",
@@ -405,24 +521,46 @@ class GitRemote:
         return GitSnapshot(self, commit_id, tree_id, ref=ref)
 
 
-class _BytesSink:
-    """Collects a small response (advertisements, ref lists) in memory."""
+@contextlib.contextmanager
+def _refusal(what: str) -> Iterator[None]:
+    """An ``ERR`` from upload-pack as a FetchError, with the hint for the usual cause."""
+    try:
+        yield
+    except gitwire.ServerRefused as exc:
+        hint = "check the server's git configuration"
+        if "not our ref" in str(exc):
+            hint = ("set uploadpack.allowAnySHA1InWant=true (or allowReachableSHA1InWant) "
+                    "in the served repository, so nodes can fetch single files by id")
+        raise FetchError(f"the server refused to send {what}", why=str(exc),
+                         hint=hint) from None
+
+
+class _RawSink:
+    """A whole response body in memory: dumb HTTP's files, up to :attr:`MAX`.
+
+    dulwich's dumb client takes each file whole, and copies it, so one file is held
+    about three times over: past 32 MiB (a pack of the whole history, say) the node
+    says to serve the repository over smart HTTP instead of running out of memory.
+    """
+
+    MAX = 32 * 2**20
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
     def write(self, data: bytes) -> None:
+        if len(self._buf) + len(data) > self.MAX:
+            raise FetchError(
+                f"a file of the dumb HTTP repository is larger than {self.MAX // 2**20} MiB",
+                why="dumb HTTP sends every pack whole, and the node holds a file in memory "
+                    "while it reads it",
+                hint="serve the repository with git http-backend (smart HTTP), which "
+                     "sends only what the node asks for; or repack it into smaller packs "
+                     "(git repack -a -d --max-pack-size=16m, then git update-server-info)")
         self._buf += data
 
     def finish(self) -> None:
-        """A git answer that stops mid-way (the server died) is worth another try."""
-        parser = gitwire.PktParser()
-        try:
-            packets = parser.feed(bytes(self._buf))
-        except gitwire.WireError:
-            return  # not git at all: the caller says so, clearly
-        if parser.pending or not packets or packets[-1] is not gitwire.Special.FLUSH:
-            raise Transient("the response was cut short", kind="cut-short")
+        pass
 
     def abort(self) -> None:
         self._buf.clear()
@@ -430,6 +568,86 @@ class _BytesSink:
     @property
     def data(self) -> bytes:
         return bytes(self._buf)
+
+
+class _AdvertisementSink(_RawSink):
+    """The answer to ``info/refs``: smart HTTP (pkt-lines) or a dumb ref list.
+
+    Only an answer that begins as git's smart advertisements do (``# service=`` or
+    ``version 2`` in the first pkt-line) is checked for being whole, so a dumb
+    ``info/refs``, whose object ids also begin with four hex digits, is not taken for
+    a pkt-line stream that was cut short.
+    """
+
+    MAX = gitwire.MAX_ANSWER  # an advertisement lists refs; a longer one is broken or hostile
+
+    def write(self, data: bytes) -> None:
+        if len(self._buf) + len(data) > self.MAX:
+            raise FetchError(
+                f"the server's answer to info/refs is larger than {self.MAX // 2**20} MiB",
+                why="a ref advertisement that long is not from a working git server",
+                hint="the repository server is broken or hostile; check its URL")
+        super().write(data)
+
+    def finish(self) -> None:
+        """A smart answer that stops mid-way (the server died) is worth another try."""
+        data = bytes(self._buf)
+        if not data[4:20].startswith((b"# service=", b"version 2")):
+            return  # dumb HTTP, or not git at all: the caller says which
+        parser = gitwire.PktParser()
+        try:
+            packets = parser.feed(data)
+        except gitwire.WireError:
+            return  # not git after all: the caller says so, clearly
+        if parser.pending or not packets or packets[-1] is not gitwire.Special.FLUSH:
+            raise Transient("the response was cut short", kind="cut-short")
+
+
+class _BytesSink:
+    """A small answer (a ref list) parsed as it streams: :class:`gitwire.SmallAnswer`.
+
+    Over :data:`gitwire.MAX_ANSWER` (1 MiB) it is a FetchError at once, never retried:
+    no working server sends that much, and a hostile one must not fill the node's
+    memory. ``answer_to`` names the request in that error.
+    """
+
+    def __init__(self, answer_to: str = "ls-refs") -> None:
+        self._answer = gitwire.SmallAnswer(answer_to)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._answer.feed(data)
+        except gitwire.TooLarge as exc:
+            not_git = self._answer.not_git
+            raise _too_large(f"the server's answer to {exc.what}", exc.limit,
+                             why=f"what it sends is not git ({not_git})" if not_git else
+                             "a git server lists one ref in a few lines") from None
+
+    def finish(self) -> None:
+        """A git answer that stops mid-way (the server died) is worth another try; one
+        that is not git at all is the caller's to report, clearly."""
+        if self._answer.cut_short:
+            raise Transient("the response was cut short", kind="cut-short")
+
+    def abort(self) -> None:
+        self._answer = gitwire.SmallAnswer(self._answer.what)
+
+    @property
+    def data(self) -> bytes:
+        return self._answer.data
+
+    @property
+    def packets(self) -> list[gitwire.Packet]:
+        """The answer's packets, parsed as they came (for ``gitwire.parse_*``)."""
+        return self._answer.packets
+
+
+def _too_large(what: str, limit: int, *, why: str) -> FetchError:
+    """``what`` passed a cap that no working git server comes near: exit 11, at once."""
+    return FetchError(f"{what} was larger than {limit // 2**20} MiB",
+                      why=f"the server is broken or hostile: {why}",
+                      hint="check what answers at the repository URL; nothing from it was "
+                           "installed")
 
 
 def cache_write_error(exc: OSError) -> FetchError:
@@ -451,12 +669,26 @@ class _PackSink:
     complete is it scanned (:func:`bootpull.packscan.scan_pack`: inflation bombs,
     malformed entries) and then indexed by dulwich, which checks the pack's checksum and
     computes every object's id from its content. An aborted try leaves nothing behind.
+
+    Memory stays bounded whatever the server sends: pack data goes to the file; what
+    the response carries besides (progress, acknowledgments) is capped by the parser
+    (:class:`gitwire.TooLarge`: a FetchError, not retried); dulwich indexes the pack
+    one object at a time, each built whole in memory, so no object may inflate past
+    :attr:`MAX_OBJECT`, nor a delta's base or result past :attr:`MAX_DELTA` (a 0.5 MB
+    pack can hold a 512 MiB blob of zeros). Measured (tests/test_fetch_hostile_memory.py):
+    at these caps the node's peak RSS stays near 110 MiB; one 64 MiB object took it to
+    156 MiB, one of 512 MiB to 600 MiB.
     """
 
-    def __init__(self, object_store: Any, max_inflated: int) -> None:
+    #: the largest whole object a pack may hold
+    MAX_OBJECT = MAX_FILE_BYTES
+    #: the largest base or result of a delta in a pack
+    MAX_DELTA = 16 * 2**20
+
+    def __init__(self, object_store: Any, max_inflated: int, parser: Any = None) -> None:
         self._store = object_store
         self._max_inflated = max_inflated
-        self._parser = gitwire.FetchResponse()
+        self._parser = parser if parser is not None else gitwire.FetchResponse()
         self._file: BinaryIO | None = None
         self._commit: Callable[[], Any] | None = None
         self._abort: Callable[[], None] | None = None
@@ -467,6 +699,12 @@ class _PackSink:
             pack = self._parser.feed(data)
         except gitwire.ServerRefused:
             raise
+        except gitwire.TooLarge as exc:
+            self.abort()
+            raise _too_large("what the server's answer to a fetch carried besides the pack "
+                             "(progress messages, acknowledgments)", exc.limit,
+                             why="git sends no progress when asked for none, and "
+                                 "acknowledgments of a few lines") from None
         except gitwire.WireError as exc:
             raise Transient(f"the fetch response is malformed ({exc})", kind="wire") from exc
         if pack:
@@ -487,17 +725,27 @@ class _PackSink:
             raise Transient(str(exc), kind="cut-short") from exc
         if self._file is None:
             return
-        from bootpull.packscan import PackProblem, scan_pack
+        from bootpull.packscan import ObjectTooLarge, PackProblem, scan_pack
 
         assert self._commit is not None
         try:
             self._file.flush()
             self._file.seek(0)
-            scan_pack(self._file, max_inflated=self._max_inflated)
+            scan_pack(self._file, max_inflated=self._max_inflated,
+                      max_object=min(self.MAX_OBJECT, self._max_inflated),
+                      max_delta=min(self.MAX_DELTA, self._max_inflated))
             self._file.seek(0, os.SEEK_END)
         except OSError as exc:
             self.abort()
             raise cache_write_error(exc) from None
+        except ObjectTooLarge as exc:
+            self.abort()
+            raise VerifyError("the server sent a malformed or hostile pack", why=str(exc),
+                              hint=f"the node holds each object whole in memory: a file it "
+                                   f"fetches may have {self.MAX_OBJECT // 2**20} MiB, "
+                                   f"{self.MAX_DELTA // 2**20} MiB if git sends it as a delta "
+                                   "of another; with no file that large, the server is "
+                                   "hostile. Nothing was installed") from None
         except PackProblem as exc:
             self.abort()
             raise VerifyError("the server sent a malformed or hostile pack", why=str(exc),

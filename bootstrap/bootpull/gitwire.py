@@ -13,12 +13,13 @@ difference. Writing pkt-lines is a one-liner, so both directions live here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 MAX_PKT = 65520  # git's LARGE_PACKET_MAX: the longest pkt-line, length prefix included
 _OID = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
+_HEX4 = re.compile(rb"[0-9a-f]{4}")
 _REFNAME = re.compile(r"[\x21-\x7e]+")
 
 
@@ -53,39 +54,64 @@ DELIM = b"0001"
 class PktParser:
     """Incremental pkt-line parser: feed it bytes as they arrive, take packets out.
 
-    It never buffers more than one pkt-line (at most 65520 bytes) of input, so a
-    hostile stream cannot make it grow without bound.
+    Between feeds it holds only the start of the pkt-line that is not complete yet
+    (at most 65519 bytes), and each feed returns the packets its bytes completed, so a
+    hostile stream cannot make it grow without bound. A length prefix that is not
+    four lowercase hex digits, ``0003``, or over git's 65520 is a WireError at once
+    (not a wait for bytes that cannot make a pkt-line); after one, every feed raises it
+    again.
     """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = bytearray()  # appended to, consumed from the front: linear in the input
+        self._error: WireError | None = None
 
     def feed(self, data: bytes) -> list[Packet]:
-        self._buf += data
+        if self._error is not None:
+            raise self._error
+        buf: bytes | bytearray = data
+        if self._buf:
+            self._buf += data
+            buf = self._buf
         out: list[Packet] = []
-        while len(self._buf) >= 4:
-            head = bytes(self._buf[:4])
-            if not re.fullmatch(rb"[0-9a-f]{4}", head):
-                raise WireError(f"not a pkt-line length prefix: {head!r}")
-            size = int(head, 16)
-            if size < 4:
-                if size == 3:
-                    raise WireError("invalid pkt-line length 0003")
-                out.append(Special(size))
-                del self._buf[:4]
-                continue
-            if size > MAX_PKT:
-                raise WireError(f"pkt-line of {size} bytes is over git's limit of {MAX_PKT}")
-            if len(self._buf) < size:
-                break
-            out.append(bytes(self._buf[4:size]))
-            del self._buf[:size]
+        at, end = 0, len(buf)
+        try:
+            while end - at >= 4:
+                size = _length(bytes(buf[at:at + 4]))
+                if size < 4:
+                    out.append(Special(size))
+                    at += 4
+                    continue
+                if end - at < size:
+                    break
+                out.append(bytes(buf[at + 4:at + size]))
+                at += size
+        except WireError as exc:
+            self._error = exc
+            raise
+        finally:
+            if buf is self._buf:
+                del self._buf[:at]
+            else:
+                self._buf = bytearray(buf[at:])
         return out
 
     @property
     def pending(self) -> int:
         """Bytes of an incomplete pkt-line still waiting for the rest."""
         return len(self._buf)
+
+
+def _length(head: bytes) -> int:
+    """A pkt-line's length prefix: 0, 1 or 2 (special packets), or 4 to MAX_PKT."""
+    if not _HEX4.fullmatch(head):
+        raise WireError(f"not a pkt-line length prefix: {head!r}")
+    size = int(head, 16)
+    if size == 3:
+        raise WireError("invalid pkt-line length 0003")
+    if size > MAX_PKT:
+        raise WireError(f"pkt-line of {size} bytes is over git's limit of {MAX_PKT}")
+    return size
 
 
 def parse_packets(data: bytes) -> list[Packet]:
@@ -96,6 +122,77 @@ def parse_packets(data: bytes) -> list[Packet]:
         raise WireError(f"the response ends in the middle of a pkt-line ({parser.pending} "
                         "bytes left over)")
     return packets
+
+
+# -- small answers, capped ------------------------------------------------------------
+
+#: The cap on an answer that is not pack data (the capability advertisement, an
+#: ``ls-refs`` answer), and on what a fetch response carries besides its pack
+#: (progress messages, acknowledgments, shallow lines). git's are kilobytes: more is a
+#: server that is broken or hostile, and every byte of it would be held in memory.
+MAX_ANSWER = 2**20
+
+
+class TooLarge(WireError):
+    """``what`` was larger than ``limit`` bytes: the server is broken or hostile.
+
+    Not worth another try, so callers turn it into a permanent error."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} was larger than {_size(limit)}")
+        self.what = what
+        self.limit = limit
+
+
+def _size(n: int) -> str:
+    return f"{n // 2**20} MiB" if n % 2**20 == 0 else f"{n} bytes"
+
+
+class SmallAnswer:
+    """A small answer (an advertisement, an ``ls-refs`` answer) parsed as it streams.
+
+    ``feed`` parses each chunk as it arrives and keeps its packets; a byte past
+    ``limit`` raises :class:`TooLarge` at once, so what it holds (the bytes and their
+    packets) stays within a few MiB whatever the server sends. An answer that is not
+    pkt-lines is not an error here: ``not_git`` says why, and its bytes (up to the
+    cap, in ``data``) are the caller's to report.
+    """
+
+    def __init__(self, what: str, limit: int = MAX_ANSWER) -> None:
+        self.what = what
+        self.limit = limit
+        self.packets: list[Packet] = []
+        self.not_git: WireError | None = None
+        self._parser = PktParser()
+        self._data = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        if len(self._data) + len(data) > self.limit:
+            raise TooLarge(self.what, self.limit)
+        self._data += data
+        if self.not_git is None:
+            try:
+                self.packets += self._parser.feed(data)
+            except WireError as exc:
+                self.not_git = exc
+
+    @property
+    def data(self) -> bytes:
+        """Every byte of the answer so far."""
+        return bytes(self._data)
+
+    @property
+    def cut_short(self) -> bool:
+        """Pkt-lines that stop before the flush-pkt (or response-end) that ends a git
+        answer: the server died mid-way. An ``ERR`` line ends an answer too."""
+        if self.not_git is not None:
+            return False
+        if self._parser.pending or not self.packets:
+            return True
+        last = self.packets[-1]
+        if isinstance(last, bytes):
+            return not last.startswith(b"ERR ")
+        return last not in (Special.FLUSH, Special.END)
 
 
 def _text(packet: Packet) -> str:
@@ -126,13 +223,20 @@ class Capabilities:
         return self.values.get("object-format", "sha1")
 
 
-def parse_capabilities(body: bytes) -> Capabilities:
+def _packets(answer: bytes | Sequence[Packet]) -> list[Packet]:
+    """A whole answer as packets: its bytes, or the packets a :class:`SmallAnswer` kept."""
+    if isinstance(answer, bytes | bytearray):
+        return parse_packets(bytes(answer))
+    return list(answer)
+
+
+def parse_capabilities(body: bytes | Sequence[Packet]) -> Capabilities:
     """Parse the v2 capability advertisement; WireError if the server is not v2.
 
     Over HTTP the advertisement may be preceded by ``# service=git-upload-pack`` and a
     flush (git does that only for v0, but some servers always do).
     """
-    packets = parse_packets(body)
+    packets = _packets(body)
     if packets and isinstance(packets[0], bytes) and packets[0].startswith(b"# service="):
         packets = packets[1:]
         if packets and packets[0] is Special.FLUSH:
@@ -190,10 +294,12 @@ def _oid(text: str, what: str) -> str:
     return text
 
 
-def parse_ls_refs(body: bytes) -> dict[str, RemoteRef]:
+def parse_ls_refs(body: bytes | Sequence[Packet]) -> dict[str, RemoteRef]:
     """The ``ls-refs`` response: ``oid refname [symref-target:…] [peeled:oid]`` lines."""
     refs: dict[str, RemoteRef] = {}
-    packets = parse_packets(body)
+    packets = _packets(body)
+    if packets and packets[-1] is Special.END:  # response-end after the flush-pkt
+        packets.pop()
     if not packets or packets[-1] is not Special.FLUSH:
         raise WireError("the ls-refs response does not end with a flush-pkt (cut short?)")
     for packet in packets[:-1]:
@@ -227,6 +333,20 @@ def candidate_refs(ref: str) -> list[str]:
 # -- fetch -----------------------------------------------------------------------------
 
 
+def shallow_and_filter(depth: int | None, filter_spec: str | None) -> list[str]:
+    """The ``deepen N`` and ``filter SPEC`` lines of a fetch (v2 and v0 alike), checked."""
+    lines = []
+    if depth is not None:
+        if depth < 1:
+            raise ValueError("depth must be at least 1")
+        lines.append(f"deepen {depth}")
+    if filter_spec is not None:
+        if not re.fullmatch(r"[a-z:0-9.+-]+", filter_spec):
+            raise ValueError(f"{filter_spec!r} is not a filter spec")
+        lines.append(f"filter {filter_spec}")
+    return lines
+
+
 def fetch_request(
     wants: Iterable[str],
     *,
@@ -239,15 +359,7 @@ def fetch_request(
     No ``thin-pack``: the pack we get back is self-contained, so nothing in it can
     refer to an object outside it.
     """
-    args = ["no-progress", "ofs-delta"]
-    if depth is not None:
-        if depth < 1:
-            raise ValueError("depth must be at least 1")
-        args.append(f"deepen {depth}")
-    if filter_spec is not None:
-        if not re.fullmatch(r"[a-z:0-9.+-]+", filter_spec):
-            raise ValueError(f"{filter_spec!r} is not a filter spec")
-        args.append(f"filter {filter_spec}")
+    args = ["no-progress", "ofs-delta", *shallow_and_filter(depth, filter_spec)]
     count = 0
     for want in wants:
         args.append(f"want {_oid(want, 'want')}")
@@ -258,27 +370,60 @@ def fetch_request(
     return _command("fetch", args, agent=agent)
 
 
+def side_band(packet: bytes, progress: list[str], keep: int) -> bytes:
+    """One side-band-64k packet of a pack: band 1's payload (pack data) is returned;
+    band 2 (progress) goes to ``progress``, up to ``keep`` lines; band 3 (an error for a
+    person) raises :class:`ServerRefused`."""
+    band, payload = packet[0], packet[1:]
+    if band == 1:
+        return payload
+    if band == 2:
+        if len(progress) < keep:
+            progress.append(payload.decode("utf-8", "replace").strip())
+        return b""
+    if band == 3:
+        raise ServerRefused(payload.decode("utf-8", "replace").strip())
+    raise WireError(f"unknown side-band {band} in the pack")
+
+
 class FetchResponse:
     """Feed-driven parser for a v2 ``fetch`` response.
 
     ``feed(data)`` returns the pack bytes found in ``data`` (side-band 1); progress
-    (band 2) is collected in ``progress``; an error band or ``ERR`` line raises
-    :class:`ServerRefused`. ``done`` turns true at the flush-pkt that closes the
-    ``packfile`` section: only then is the pack complete.
+    (band 2) is collected in ``progress`` (the first 100 messages); an error band or
+    ``ERR`` line raises :class:`ServerRefused`. ``done`` turns true at the flush-pkt
+    that closes the ``packfile`` section: only then is the pack complete.
+
+    Everything but pack data (progress, the other sections, their delimiters) counts
+    against ``limit`` (:data:`MAX_ANSWER`); past it, :class:`TooLarge`. So a server
+    that streams progress, or acknowledgments, forever is stopped at once rather than
+    at the pull's byte cap or deadline. Pack data is the caller's to bound.
     """
 
     _SECTIONS = ("acknowledgments", "shallow-info", "wanted-refs", "packfile-uris")
+    MAX_PROGRESS = 100  # progress messages kept; the rest are counted, then dropped
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_ANSWER) -> None:
         self._parser = PktParser()
         self._section: str | None = None
+        self.limit = limit
+        self.non_pack_bytes = 0
         self.shallow: list[str] = []
         self.progress: list[str] = []
         self.done = False
 
+    def _count(self, packet: Packet) -> None:
+        self.non_pack_bytes += 4 + (len(packet) if isinstance(packet, bytes) else 0)
+        if self.non_pack_bytes > self.limit:
+            raise TooLarge("what the fetch response carried besides the pack (progress "
+                           "messages, acknowledgments)", self.limit)
+
     def feed(self, data: bytes) -> bytes:
         pack = bytearray()
         for packet in self._parser.feed(data):
+            if not (self._section == "packfile" and isinstance(packet, bytes)
+                    and packet[:1] == b"\x01"):
+                self._count(packet)
             if self.done:
                 if packet is Special.END:
                     continue
@@ -295,16 +440,7 @@ class FetchResponse:
                     continue
                 if not isinstance(packet, bytes) or not packet:
                     raise WireError("a delim-pkt or empty line inside the packfile section")
-                band, payload = packet[0], packet[1:]
-                if band == 1:
-                    pack += payload
-                elif band == 2:
-                    if len(self.progress) < 100:
-                        self.progress.append(payload.decode("utf-8", "replace").strip())
-                elif band == 3:
-                    raise ServerRefused(payload.decode("utf-8", "replace").strip())
-                else:
-                    raise WireError(f"unknown side-band {band} in the packfile section")
+                pack += side_band(packet, self.progress, self.MAX_PROGRESS)
                 continue
             if packet is Special.DELIM:
                 self._section = None

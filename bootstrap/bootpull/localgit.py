@@ -44,7 +44,8 @@ class StoreTree:
         self._store = store
         commit = store[commit_id.encode("ascii")]
         if not isinstance(commit, Commit):
-            raise FetchError(f"{commit_id} is not a commit")
+            raise FetchError(f"{commit_id} is not a commit",
+                             hint="point the branch or tag at a commit")
         self._commit = commit_id
         self._tree_id: bytes = commit.tree
 

@@ -12,6 +12,7 @@ is written again), never the end of the run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bootpull.backoff import Backoff, Counters
@@ -45,8 +46,9 @@ class Narrator:
     status file from it."""
 
     def __init__(self, console: Console, state: StateDir, *,
-                 stale: Callable[[], bool]) -> None:
+                 stale: Callable[[], bool], ca_files: tuple[Path, ...] = ()) -> None:
         self.console = console
+        self.ca_files = ca_files  # node run --ca: for an https home base too
         self.state = state
         self.disk = DiskTrouble(console, state.root)
         self.counters: Counters = state.load_counters()
@@ -58,6 +60,7 @@ class Narrator:
         self._banners: set[str] = set()
         #: ``state-disk``, ``none`` (diskless: the version floor is in RAM) or ``unknown``
         self.rollback_protection: str | None = None
+        self._rung: str | None = None  # the fetch ladder's rung last said
 
     def start(self, identity: Identity, *, url: str | None, log_servers: list[str],
               oneshot: bool, hostname: str | None = None) -> None:
@@ -68,7 +71,7 @@ class Narrator:
             spool=Spool(self.state.spool), context=ReportContext(identity.mac),
             console=self.console, counters=self.counters, url=url,
             syslog=SyslogMirror(log_servers, self.console) if log_servers else None,
-            disk=self.disk)
+            disk=self.disk, ca_files=self.ca_files)
         if oneshot:
             self.reporter.timeout = ONESHOT_REPORT_TIMEOUT
 
@@ -146,6 +149,18 @@ class Narrator:
         self.report(stage, status, f"{message}: {current.role} {current.version}",
                     {"error": err.what, "why": err.why, "fallback": current.version,
                      "stale": health.stale})
+
+    def fetched_over(self, fetch: dict[str, Any] | None) -> None:
+        """Which rung of the fetch ladder the pull took and what it costs: said on the
+        console and as a ``fetch`` event when it is new in this run (docs/node.md)."""
+        if fetch is None or fetch.get("rung") == self._rung:
+            return
+        from bootpull.fetch_ladder import describe
+
+        self._rung = fetch.get("rung")
+        line = describe(str(fetch["rung"]), str(fetch["cost"]), fetch.get("enable") or "")
+        self.console.info(line, stage="fetch")
+        self.report("fetch", "ok", line, {"fetch": fetch})
 
     def failed(self, err: BootpullError) -> None:
         """The run ends on ``err``: banner, report, status."""

@@ -50,6 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--mac", default=None, metavar="MAC", help="identity override")
     run.add_argument("--trust", default=None, metavar="FILE",
                      help="trust anchors (default: the ones baked into the image)")
+    run.add_argument("--ca", action="append", default=[], metavar="FILE",
+                     help="a PEM CA certificate https trusts besides the system's "
+                     "(repeatable)")
     run.add_argument("--console", default=None, metavar="DEV")
     run.add_argument("--oneshot", action="store_true",
                      help="stop after the role has started and passed its first health check")

@@ -11,6 +11,10 @@ inflating into a bounded window that is thrown away, and refuses a pack that:
   points before the start of the pack;
 - inflates (or, for deltas, declares a result) larger than ``max_inflated``, per
   entry or in total;
+- holds a whole object larger than ``max_object``, or a delta larger than
+  ``max_delta`` or whose base or result is: dulwich builds each object whole in memory while it
+  indexes the pack (a delta with its base), so these bound the node's memory
+  (:class:`ObjectTooLarge`);
 - inflates to a size other than the one its header declares;
 - has anything but the checksum after its last entry.
 
@@ -33,6 +37,10 @@ class PackProblem(ValueError):
     """The pack is malformed or hostile; the message says which entry and how."""
 
 
+class ObjectTooLarge(PackProblem):
+    """An object in the pack is larger than the node agrees to hold in memory."""
+
+
 def _varint_le(data: bytes, pos: int) -> tuple[int, int]:
     """A delta header size: 7 bits a byte, least significant first."""
     value = shift = 0
@@ -49,17 +57,25 @@ def _varint_le(data: bytes, pos: int) -> tuple[int, int]:
             raise PackProblem("a delta header size is too long")
 
 
-def scan_pack(file: BinaryIO, *, max_inflated: int, hash_len: int | None = None) -> int:
-    """Check the pack in ``file``; return its number of entries or raise PackProblem."""
+def scan_pack(file: BinaryIO, *, max_inflated: int, max_object: int | None = None,
+              max_delta: int | None = None, hash_len: int | None = None) -> int:
+    """Check the pack in ``file``; return its number of entries or raise PackProblem.
+
+    ``max_object`` caps each whole object, ``max_delta`` a delta's base and result
+    (both default to ``max_inflated``)."""
     file.seek(0, 2)
     size = file.tell()
     if size < 12 + 20:
         raise PackProblem(f"a pack of {size} bytes is too short to be a pack")
+    caps = (max_inflated, max_inflated if max_object is None else max_object,
+            max_inflated if max_delta is None else max_delta)
     with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return _scan(data, size, max_inflated, hash_len)
+        return _scan(data, size, caps, hash_len)
 
 
-def _scan(data: mmap.mmap, size: int, max_inflated: int, hash_len: int | None) -> int:
+def _scan(data: mmap.mmap, size: int, caps: tuple[int, int, int],
+          hash_len: int | None) -> int:
+    max_inflated, max_object, max_delta = caps
     magic, version, count = struct.unpack(">4sLL", data[:12])
     count = int(count)
     if magic != b"PACK":
@@ -90,6 +106,12 @@ def _scan(data: mmap.mmap, size: int, max_inflated: int, hash_len: int | None) -
         if declared > max_inflated:
             raise PackProblem(f"entry {index} declares {declared} bytes, over the cap of "
                               f"{max_inflated}")
+        if kind not in (6, 7) and declared > max_object:
+            raise ObjectTooLarge(f"entry {index} is a {_TYPES[kind]} of {declared} bytes, "
+                                 f"over the cap of {max_object} on one object")
+        if kind in (6, 7) and declared > max_delta:  # its instructions, held whole too
+            raise ObjectTooLarge(f"entry {index} is a delta of {declared} bytes, over the "
+                                 f"cap of {max_delta} on one")
         if kind == 6:
             if pos >= size:
                 raise PackProblem(f"entry {index}: the delta offset is cut off")
@@ -112,11 +134,15 @@ def _scan(data: mmap.mmap, size: int, max_inflated: int, hash_len: int | None) -
             raise PackProblem(f"entry {index} inflates to {inflated} bytes, but its header "
                               f"says {declared}")
         if kind in (6, 7):
-            _source, at = _varint_le(head, 0)
+            source, at = _varint_le(head, 0)
             result, _ = _varint_le(head, at)
             if result > max_inflated:
                 raise PackProblem(f"entry {index} is a delta to a {result}-byte object, over "
                                   f"the cap of {max_inflated}")
+            if max(source, result) > max_delta:
+                raise ObjectTooLarge(f"entry {index} is a delta from a {source}-byte object "
+                                     f"to a {result}-byte one, over the cap of {max_delta} "
+                                     "on either")
             total += result
         else:
             total += declared

@@ -129,7 +129,8 @@ class Node:
         for warning in unknown_key_warnings(self.settings.unknown_keys):
             self.console.warn(warning)
         recover(self.state, self.console)
-        self.say = Narrator(self.console, self.state, stale=lambda: self.health.stale)
+        self.say = Narrator(self.console, self.state, stale=lambda: self.health.stale,
+                            ca_files=self.settings.ca_files)
         self.stopper = Stopper(self.console)
         self.runner = RoleRunner(self.state, self.say, self.console, self.settings.policy,
                                  on_identity=lambda name: self._apply_names(self.discovered,
@@ -261,11 +262,10 @@ class Node:
                               "expired: running the installed version; it is not fresh")
             return False
         except FetchError as err:
-            if current is None:
-                raise FetchError(err.what, why=err.why, hint=(
-                    f"check that the repository at {self.repo_url} is up and reachable "
-                    "from this node; it has no last-known-good role to run meanwhile")
-                    ) from None
+            if current is None:  # the hint of the error behind it, and what that means
+                first = err.hint or f"check that the repository at {self.repo_url} is up"
+                err.hint = f"{first}; this node has no last-known-good role to run meanwhile"
+                raise
             before, self.health = self.health, self.health.fetch_failed(err)
             self.say.fallback(self.health, before, current, "warn",
                               "fetch failed: running the installed version")
@@ -280,6 +280,7 @@ class Node:
             self.repo_url = result.repo_url
         self.say.status.report_url = result.settings.report_url or ""
         self.say.retarget(self._report_url())
+        self.say.fetched_over(result.fetch)
         return install_bundle(result.bundle, self.state, self.say, self.console)
 
     def _pull(self) -> PullResult:
@@ -293,7 +294,7 @@ class Node:
                         deadline=min(s.fetch_deadline, s.fetch_deadline_with_lkg) if quick
                         else s.fetch_deadline, max_attempts=4 if quick else None,
                         console=self.console, counters=self.say.counters,
-                        build_time_file=s.build_time_file)
+                        build_time_file=s.build_time_file, ca_files=s.ca_files)
 
     # -- run -----------------------------------------------------------------------
 

@@ -21,10 +21,11 @@ raises :class:`~bootpull.errors.VerifyError` (exit 12) and nothing is returned.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from bootpull import layout
 from bootpull.backoff import Counters
@@ -73,6 +74,9 @@ class PullResult:
     # the repository URL in effect after redirects and the home base's /repo.git (the
     # remote's url); None for a remote that has no URL (a local repository)
     repo_url: str | None = None
+    # the fetch ladder's rung, its cost, and what this pull moved (the fetch event's
+    # details); None for a local repository
+    fetch: dict[str, Any] | None = None
 
 
 def pull(
@@ -171,21 +175,34 @@ def pull(
     verifier.record_success(branch)
     return PullResult(bundle=bundle, settings=settings, metadata=versions, branch=branch,
                       head_commit=head.commit,
-                      repo_url=remote.url if isinstance(remote, _Located) else None)
+                      repo_url=remote.url if isinstance(remote, _Located) else None,
+                      fetch=_fetch_facts(remote))
+
+
+def _fetch_facts(remote: Remote) -> dict[str, Any] | None:
+    """The rung of the fetch ladder and what the pull cost, from a network remote."""
+    rung = getattr(remote, "rung", None)
+    if rung is None:
+        return None
+    return {**rung.details(), "bytes": getattr(remote, "bytes_received", None),
+            "requests": getattr(remote, "requests", None)}
 
 
 def pull_url(url: str, mac: Mac, *, trust_file: Path, cache_dir: Path, state_dir: Path,
              deadline: float, max_attempts: int | None, console: Console,
-             counters: Counters, build_time_file: Path) -> PullResult:
+             counters: Counters, build_time_file: Path,
+             ca_files: Sequence[Path] = ()) -> PullResult:
     """The node's fetch and verify stages: :func:`pull` over smart HTTP from ``url``,
     with the trust anchors in ``trust_file`` and the object cache in ``cache_dir``.
 
     ``deadline`` bounds the whole fetch, across its retries; ``max_attempts`` (None:
-    the default) the tries of each request.
+    the default) the tries of each request. https trusts the system's CAs plus the PEM
+    certificates in ``ca_files`` (``node run --ca``).
     """
     from dataclasses import replace
 
     from bootpull.fetch import FetchLimits, GitRemote
+    from bootpull.fetch_http import tls_context
 
     try:
         trust = trust_file.read_bytes()
@@ -196,7 +213,8 @@ def pull_url(url: str, mac: Mac, *, trust_file: Path, cache_dir: Path, state_dir
     limits = FetchLimits(deadline=deadline)
     if max_attempts is not None:
         limits = replace(limits, max_attempts=min(limits.max_attempts, max_attempts))
-    remote = GitRemote(url, cache_dir, limits=limits, console=console, counters=counters)
+    remote = GitRemote(url, cache_dir, limits=limits, console=console, counters=counters,
+                       tls=tls_context(ca_files) if ca_files else None)
     try:
         return pull(remote, mac, trust_root=trust, state_dir=state_dir, console=console,
                     counters=counters, build_time=image_build_time(build_time_file))

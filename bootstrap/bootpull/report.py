@@ -216,6 +216,7 @@ class Reporter:
     clock: Callable[[], float] = time.monotonic
     pool: urllib3.PoolManager | None = None
     disk: InitVar[DiskTrouble | None] = None  # says a failing spool once (the Narrator's)
+    ca_files: tuple[Path, ...] = ()  # node run --ca: CAs an https home base may use
     _attempt: int = 0
     _next_try: float = 0.0
     _disk: DiskTrouble = field(init=False, repr=False)
@@ -330,7 +331,11 @@ class Reporter:
         import urllib3
 
         if self.pool is None:
-            self.pool = urllib3.PoolManager(retries=False)  # retries are ours, counted
+            from bootpull.fetch_http import tls_context
+
+            tls = tls_context(self.ca_files) if self.ca_files else None
+            self.pool = urllib3.PoolManager(retries=False,  # retries are ours, counted
+                                            ssl_context=tls)
         assert self.url is not None
         try:
             resp = self.pool.request(

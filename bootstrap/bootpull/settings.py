@@ -292,13 +292,17 @@ class Settings:
     report_deadline: float = DEFAULT_REPORT_DEADLINE
     #: where the state directory's filesystem type is read (tests point it elsewhere)
     mounts_file: Path = MOUNTS_FILE
+    #: --ca FILE...: PEM CA certificates https trusts besides the system's (the image's
+    #: bundle, which ``bootpull image build --ca`` extends); checked when parsed
+    ca_files: tuple[Path, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kernel: KernelLine | None = None) -> Settings:
         """``node run``'s options over ``kernel`` (default: ``--cmdline FILE`` or /proc/cmdline).
 
-        A bad MAC, log level, ``bootpull.poll=`` or ``bootpull.heartbeat=`` is a
-        :class:`UsageError` (exit 2), checked in that order.
+        A bad MAC, log level, ``bootpull.poll=`` or ``bootpull.heartbeat=``, or a ``--ca``
+        file that is not a PEM certificate is a :class:`UsageError` (exit 2), checked in
+        that order.
         """
         kernel = kernel if kernel is not None else KernelLine.read(args.cmdline)
         mac = kernel.mac
@@ -317,6 +321,11 @@ class Settings:
             problem = kernel.problem(key)
             if problem is not None:
                 raise UsageError(problem.text)
+        ca_files = tuple(Path(f) for f in args.ca or ())
+        if ca_files:  # a file that is not a PEM certificate: exit 2 now, not at the fetch
+            from bootpull.fetch_http import tls_context
+
+            tls_context(ca_files)
         return cls(
             state_dir=Path(args.state_dir),
             repo_url=args.repo,
@@ -336,6 +345,7 @@ class Settings:
             ntp_servers=kernel.ntp,
             require_state=kernel.require_state,
             report_deadline=kernel.report_deadline,
+            ca_files=ca_files,
         )
 
 

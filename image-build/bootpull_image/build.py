@@ -28,7 +28,7 @@ from bootpull import __version__
 from bootpull.console import Console
 from bootpull.errors import BootpullError
 
-from bootpull_image import cpio, debs, iso, kernel, trim
+from bootpull_image import cabundle, cpio, debs, iso, kernel, trim
 from bootpull_image.settings import (
     BASE_PACKAGES,
     BUILD_TIME_PATH,
@@ -321,6 +321,20 @@ def configure(ctx: Context) -> None:
         (root / TRUST_PATH).write_bytes(data)
 
 
+def install_ca_bundle(ctx: Context) -> None:
+    """Write the CA bundle, certifi's CAs and the --ca ones; certifi's file links to it."""
+    certifi = ctx.root / cabundle.CERTIFI_PATH
+    if not certifi.is_file():
+        raise BuildError("certifi's CA bundle is not in the image",
+                         why=f"{cabundle.CERTIFI_PATH} is missing",
+                         hint="keep certifi in image-build/bootpull_image/pins.toml")
+    target = ctx.root / cabundle.BUNDLE_PATH
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(cabundle.bundle(certifi.read_bytes(), ctx.site_cas))
+    certifi.unlink()
+    certifi.symlink_to("/" + cabundle.BUNDLE_PATH)
+
+
 def _image_python(ctx: Context) -> tuple[list[str], dict[str, str]]:
     """Run the image's own Python on the build host, through the image's own loader."""
     root = ctx.root
@@ -500,6 +514,7 @@ def write_manifest(ctx: Context) -> None:
         part["files"] += 1
         part["size"] += len(entry.data)
     trust = ctx.root / TRUST_PATH
+    ca_bundle = ctx.root / cabundle.BUNDLE_PATH
     manifest = {
         "format": 1,
         "bootpull": __version__,
@@ -512,6 +527,10 @@ def write_manifest(ctx: Context) -> None:
                      "python": ctx.python_packages},
         "trust": ({"path": "/" + TRUST_PATH, "sha256": _sha256(trust.read_bytes())}
                   if trust.exists() else None),
+        "ca_bundle": (cabundle.manifest_entry(ca_bundle.read_bytes(),
+                                              ctx.python_packages.get("certifi", ""),
+                                              ctx.site_cas)
+                      if ca_bundle.exists() else None),
         "build_time": {"path": "/" + BUILD_TIME_PATH,
                        "time": build_time(ctx.settings.source_date_epoch)},
         "components": dict(sorted(summary.items())),
@@ -544,6 +563,7 @@ STEPS: tuple[Callable[[Context], None], ...] = (
     strip_binaries,
     link_libraries,
     configure,
+    install_ca_bundle,
     compile_bytecode,
     drop_sources,
     smoke_test,
@@ -557,12 +577,16 @@ STEPS: tuple[Callable[[Context], None], ...] = (
 def build_image(settings: BuildSettings, console: Console | None = None) -> dict[str, Any]:
     """Build the image into ``settings.out``; return the manifest."""
     console = console or Console()
+    site_cas = cabundle.load(settings.ca)  # a bad --ca file: exit 2 before any download
+    for ca in cabundle.expired_by(site_cas, settings.source_date_epoch):
+        console.warn(f"--ca {ca.file}: {ca.subject} expired at {ca.not_after}, before this "
+                     "image's build time: no node of this image will trust it")
     settings.out.mkdir(parents=True, exist_ok=True)
     if settings.trust is None:
         console.warn("no --trust given: the image has no trust anchors, so its nodes "
                      "will refuse every repository (make them with 'bootpull repo trust')")
     with tempfile.TemporaryDirectory(prefix="bootpull-image-") as tmp:
-        ctx = Context(settings, Path(tmp), Path(tmp) / "root")
+        ctx = Context(settings, Path(tmp), Path(tmp) / "root", site_cas=site_cas)
         ctx.root.mkdir()
         for step in STEPS:
             summary = (step.__doc__ or step.__name__).strip().splitlines()[0].rstrip(".")

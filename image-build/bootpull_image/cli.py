@@ -20,6 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="where to write the image")
     build.add_argument("--trust", type=Path, default=None, metavar="FILE",
                        help="trust anchors to bake in (from 'bootpull repo trust')")
+    build.add_argument("--ca", type=Path, action="append", default=[], metavar="FILE",
+                       help="a PEM CA certificate the node's https trusts besides the "
+                       "public ones (repeatable)")
     build.add_argument("--console", default="ttyS0,115200", metavar="DEV",
                        help="the node's default console (default ttyS0,115200)")
     build.add_argument("--iso", action="store_true", help="also write bootpull.iso")
@@ -33,8 +36,8 @@ def _build(args: argparse.Namespace) -> int:
     from bootpull_image.settings import BuildSettings
 
     kwargs = {} if args.cache is None else {"cache": args.cache}
-    settings = BuildSettings(out=args.out, trust=args.trust, console=args.console,
-                             iso=args.iso, **kwargs)
+    settings = BuildSettings(out=args.out, trust=args.trust, ca=tuple(args.ca),
+                             console=args.console, iso=args.iso, **kwargs)
     console = Console()
     manifest = build_image(settings, console)
     outputs = manifest["outputs"]

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bootpull_image.cabundle import SiteCA
+
 #: where the image's init and node look for the baked-in trust anchors
 TRUST_PATH = "etc/bootpull/trust.json"
 #: the image's own settings, read by the init (shell ``KEY=value`` lines)
@@ -79,6 +81,8 @@ def default_epoch(env: dict[str, str] | None = None, checkout: Path = CHECKOUT,
 class BuildSettings:
     out: Path
     trust: Path | None = None
+    #: --ca FILE...: PEM CA certificates the image's https trusts besides certifi's
+    ca: tuple[Path, ...] = ()
     console: str = "ttyS0,115200"
     iso: bool = False
     cache: Path = field(default_factory=default_cache)
@@ -103,3 +107,4 @@ class Context:
     modules: list[str] = field(default_factory=list)
     removed: dict[str, list[str]] = field(default_factory=dict)
     removed_bytes: int = 0
+    site_cas: tuple[SiteCA, ...] = ()  # the --ca certificates, read before the first step

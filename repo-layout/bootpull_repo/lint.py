@@ -10,7 +10,8 @@ node can select from, install and start:
 - a role command, install hook or health command that is not in the role's ``files/``
   (or not executable there);
 - the same node described twice, under two MAC notations;
-- a role larger than ``[limits]`` of ``bootpull.toml`` (what the node agrees to fetch);
+- a role larger than ``[limits]`` of ``bootpull.toml`` (what the node agrees to fetch),
+  or with a file larger than a node fetches (:data:`bootpull.bundle.MAX_FILE_BYTES`);
 - role files the node's installer would refuse (:func:`bootpull.install.check_files`)
   and role names it would refuse;
 - a pinned release whose tagged commit has no valid role.
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bootpull import layout
+from bootpull import bundle, layout
 from bootpull.bundle import MODE_EXEC, MODE_SYMLINK, BundleFile, Limits, TreeReader
 from bootpull.errors import BootpullError, InstallError, UsageError
 from bootpull.layout import Problem, Report
@@ -198,6 +199,13 @@ def check_role(tree: TreeReader, role: str, limits: Limits) -> list[Problem]:
             f"role {role!r} is {size} bytes, more than the limit of {limits.max_bundle_bytes}"
             f"{where}",
             "make the role smaller, or raise [limits] max_bundle_bytes in bootpull.toml"))
+    for big in (f for f in files if len(f.data) > bundle.MAX_FILE_BYTES):
+        problems.append(Problem(
+            f"{layout.ROLES_DIR}/{role}/files/{big.path}", 0,
+            f"it is {len(big.data)} bytes, more than a node fetches as one file "
+            f"({bundle.MAX_FILE_BYTES // 2**20} MiB): nodes would refuse the role",
+            "split it into smaller files (split -b 16M, and join them in an install "
+            "hook), or fetch it from elsewhere in an install hook and check its hash"))
     if count > limits.max_files:
         problems.append(Problem(
             f"{layout.ROLES_DIR}/{role}/files", 0,
