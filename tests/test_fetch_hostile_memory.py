@@ -6,7 +6,8 @@ answer, pkt-line lengths that are too large or never arrive, an endless side-ban
 progress channel, an endless pack stream, a zlib bomb, and a real pack far larger than
 the role. Against each one the real node runs as a process (``bootpull node run
 --oneshot``) and its peak memory is measured: ``ru_maxrss`` from ``wait4`` (the node
-and its children: every page it touched, those of the files it mapped included) and
+and its children: every page it touched, those of the files it mapped included; read
+by a small parent process, see :data:`MEASURE`) and
 ``RssAnon`` sampled while it runs (what cannot be given back, so what gets a 192 MB
 node OOM-killed). Both must stay under :data:`RSS_LIMIT`, and the node must end with a
 clear reason: exit 11 (12 for a hostile pack) and the banner on stderr, or, with a
@@ -266,6 +267,24 @@ class NodeRun:
         assert self.peak_rss < RSS_LIMIT, (self.peak_rss, self.console[-3000:])
 
 
+# The node runs as the child of a small Python process, which reports the child's
+# ru_maxrss. Started straight from pytest it would not be the node's own: Linux keeps
+# in ru_maxrss the high-water mark of the memory a process had before exec, and a
+# child of pytest starts in pytest's (hundreds of MiB late in a full run).
+MEASURE = """
+import os, sys
+from pathlib import Path
+report = Path(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+report.with_suffix(".pid").write_text(str(pid))
+_, status, usage = os.wait4(pid, 0)
+report.with_suffix(".rss").write_text(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_node(url: str, trust: Path, state: Path, *, mac: str = MAC,
              timeout: float = 120.0) -> NodeRun:
     """``bootpull node run --oneshot`` against ``url``: exit code, console, peak memory."""
@@ -276,17 +295,17 @@ def run_node(url: str, trust: Path, state: Path, *, mac: str = MAC,
            "--mac", mac, "--trust", str(trust), "--state-dir", str(state),
            "--cmdline", str(cmdline)]
     started = time.monotonic()
+    report = state.parent / f"rusage-{time.monotonic_ns()}"
     with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-    anon = 0
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: no second wait
-            break
+        proc = subprocess.Popen([sys.executable, "-c", MEASURE, str(report), *cmd[1:]],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    anon, node_pid = 0, 0
+    while proc.poll() is None:
+        if not node_pid and report.with_suffix(".pid").exists():
+            node_pid = int(report.with_suffix(".pid").read_text() or 0)
         try:
             found = re.search(r"RssAnon:\s+(\d+) kB",
-                              Path(f"/proc/{proc.pid}/status").read_text())
+                              Path(f"/proc/{node_pid}/status").read_text()) if node_pid else None
         except OSError:
             found = None
         if found:
@@ -297,8 +316,9 @@ def run_node(url: str, trust: Path, state: Path, *, mac: str = MAC,
             raise AssertionError(f"the node ran for more than {timeout}s:\n"
                                  f"{log.read_text()[-3000:]}")
         time.sleep(0.02)
-    return NodeRun(proc.returncode, log.read_text(),
-                   usage.ru_maxrss * 1024, anon, time.monotonic() - started)
+    maxrss_kib = int(report.with_suffix(".rss").read_text())
+    return NodeRun(proc.returncode, log.read_text(), maxrss_kib * 1024, anon,
+                   time.monotonic() - started)
 
 
 @pytest.fixture

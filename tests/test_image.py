@@ -366,13 +366,14 @@ def test_size_budget(lab_manifest: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 def test_two_builds_are_byte_identical(lab_image_dir: Path, lab_template: Any,
-                                       node_source: Path, tmp_path: Path) -> None:
+                                       node_source: Path, site_pki: Any,
+                                       tmp_path: Path) -> None:
     from bootpull_image.build import build_image
     from bootpull_image.settings import BuildSettings
 
-    again = tmp_path / "again"
+    again = tmp_path / "again"  # the settings of lab_image_dir (tests/lab_fixtures.py)
     build_image(BuildSettings(out=again, trust=lab_template.trust, source_date_epoch=1700000000,
-                              node_source=node_source), Console())
+                              node_source=node_source, ca=(site_pki.ca_file,)), Console())
     first = json.loads((lab_image_dir / "manifest.json").read_text())["files"]
     second = json.loads((again / "manifest.json").read_text())["files"]
     differ = sorted(p for p in set(first) | set(second) if first.get(p) != second.get(p))
