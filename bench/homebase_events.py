@@ -70,7 +70,9 @@ def main() -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bootpull", "serve", "--repo", str(repo), "--db",
              str(root / "events.db"), "--listen", "127.0.0.1:0", "--rate", "1e9",
-             "--burst", "1e9"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             "--burst", "1e9", "--max-unknown-nodes", "-1",  # 5000 nodes, one address
+             "--client-bytes-per-s", "1e12", "--node-bytes-per-s", "1e12"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             assert proc.stdout is not None
             port = int(proc.stdout.readline().rstrip().rstrip("/").rsplit(":", 1)[1])

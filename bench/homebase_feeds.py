@@ -72,10 +72,11 @@ def main() -> None:
             hb.homebase.feeds.invalidate({"web"})
 
             def load() -> None:
-                nodes = store.nodes("web")
-                store.recent_transitions([n.mac for n in nodes], HISTORY)
+                found = store.feed_items("web")
+                store.recent_transitions([f.node.mac for f in found], HISTORY)
 
-            nodes = store.nodes("web")
+            found = store.feed_items("web")
+            nodes = [f.node for f in found]
             histories = store.recent_transitions([n.mac for n in nodes], HISTORY)
 
             def reference() -> None:
@@ -84,8 +85,8 @@ def main() -> None:
 
             loading = best(load)
             ref = best(reference)
-            rss = best(lambda: render("rss", "web", nodes, histories, "http://bench"))
-            atom = best(lambda: render("atom", "web", nodes, histories, "http://bench"))
+            rss = best(lambda: render("rss", "web", found, histories, "http://bench"))
+            atom = best(lambda: render("atom", "web", found, histories, "http://bench"))
 
             host, port = hb.url.removeprefix("http://").split(":")
             conn = http.client.HTTPConnection(host, int(port), timeout=60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import html
 import json
+import re
 from email.utils import formatdate
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import requests
 from bootpull.mac import Mac
 from bootpull_homebase.server import Running
-from bootpull_homebase.store import rfc3339
+from bootpull_homebase.store import EventStore, FeedItem, rfc3339
 from homebase_fixtures import DB1, WEB1, WEB2, FakeClock, event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,7 +37,8 @@ def feed(hb: Running, name: str) -> Any:
 
 
 def entry_for(parsed: Any, mac: Mac) -> Any:
-    found = [e for e in parsed.entries if e.id in (str(mac), f"urn:bootpull:node:{mac}")]
+    """The node's one item (its id is the node and the change: urn:bootpull:node:<mac>:...)."""
+    found = [e for e in parsed.entries if e.id.startswith(f"urn:bootpull:node:{mac}:")]
     assert len(found) == 1, [e.id for e in parsed.entries]
     return found[0]
 
@@ -101,16 +103,69 @@ def test_a_repeat_keeps_the_date_when_another_node_re_renders_the_feed(
     assert silent.title == "SILENT web-1 web@1.0"
     assert stamp(silent) == t0 + 30 + 120, "SILENT is dated by the deadline it missed"
 
-def test_guids_are_the_mac(homebase: Running) -> None:
-    post(homebase, [event(WEB1), event(WEB2)])
-    rss = requests.get(homebase.url + "/feeds/web.rss", timeout=30).content
-    guids = etree.fromstring(rss).findall("channel/item/guid")
-    assert sorted(g.text for g in guids) == [str(WEB1), str(WEB2)]
+def ids(hb: Running) -> tuple[list[str], list[str]]:
+    """The RSS guids and the Atom ids of the web feeds, sorted."""
+    rss = etree.fromstring(requests.get(hb.url + "/feeds/web.rss", timeout=30).content)
+    guids = rss.findall("channel/item/guid")
     assert {g.get("isPermaLink") for g in guids} == {"false"}
-    assert etree.fromstring(rss).findtext("channel/link") == homebase.url + "/"
-    atom = etree.fromstring(requests.get(homebase.url + "/feeds/web.atom", timeout=30).content)
-    assert sorted(e.findtext(f"{ATOM}id") for e in atom.findall(f"{ATOM}entry")) == [
+    atom = etree.fromstring(requests.get(hb.url + "/feeds/web.atom", timeout=30).content)
+    return (sorted(str(g.text) for g in guids),
+            sorted(str(e.findtext(f"{ATOM}id")) for e in atom.findall(f"{ATOM}entry")))
+
+
+def test_an_item_id_names_the_node_and_the_change(homebase: Running,
+                                                  homebase_clock: FakeClock) -> None:
+    post(homebase, [event(WEB1), event(WEB2)])
+    rss, atom = ids(homebase)
+    assert rss == atom, "RSS and Atom name an item alike"
+    assert [i.rsplit(":", 2)[0] for i in rss] == [
         f"urn:bootpull:node:{WEB1}", f"urn:bootpull:node:{WEB2}"]
+    assert all(re.fullmatch(r"urn:bootpull:node:[0-9a-f-]{17}:ok:[0-9a-f]{16}", i) for i in rss)
+    rss_link = etree.fromstring(requests.get(homebase.url + "/feeds/web.rss", timeout=30).content)
+    assert rss_link.findtext("channel/link") == homebase.url + "/"
+
+    homebase_clock.advance(10)
+    post(homebase, event(WEB1, message="same again"))
+    assert ids(homebase)[0] == rss, "a repeat is not a change"
+    seen = set(rss)
+    for step, report in enumerate([  # each distinct: an identical event is a resend
+            event(WEB1, "fail", message="broke"), event(WEB1, "fail", version="1.1"),
+            event(WEB1, "ok", version="1.1"), event(WEB1, "fail", message="broke again")]):
+        homebase_clock.advance(10)
+        post(homebase, report)
+        now, _ = ids(homebase)
+        new = [i for i in now if i not in seen]
+        assert len(new) == 1 and new[0].startswith(f"urn:bootpull:node:{WEB1}:"), (step, now)
+        seen.add(new[0])
+    homebase_clock.advance(121)
+    silent = [i for i in ids(homebase)[1] if i.startswith(f"urn:bootpull:node:{WEB1}:")]
+    assert len(silent) == 1 and ":silent:" in silent[0] and silent[0] not in seen
+
+
+@pytest.mark.parametrize("kind", ["rss", "atom"])
+def test_title_body_and_date_come_from_one_change(homebase: Running,
+                                                  homebase_clock: FakeClock, kind: str) -> None:
+    """After v2 -> v3 on an OK node the item is the v3 change: title, body and date."""
+    post(homebase, event(WEB1, message="installed adsensor 2", role="adsensor",
+                         version="2", hostname="ids-siteA-1"))
+    homebase_clock.advance(60)
+    post(homebase, event(WEB1, message="running", role="adsensor", version="2",
+                         hostname="ids-siteA-1"))
+    homebase_clock.advance(60)
+    upgraded_at = homebase_clock.now
+    post(homebase, event(WEB1, message="installed adsensor 3", role="adsensor",
+                         version="3", hostname="ids-siteA-1"))
+    homebase_clock.advance(60)
+    post(homebase, event(WEB1, message="running v3", role="adsensor", version="3",
+                         hostname="ids-siteA-1"))
+    item = entry_for(feed(homebase, f"adsensor.{kind}"), WEB1)
+    assert item.title == "OK ids-siteA-1 adsensor@3"
+    assert stamp(item) == upgraded_at
+    body = item.content[0].value
+    assert "installed adsensor 3" in body and "adsensor 2" not in body
+    assert "<tr><th>version</th><td>3</td></tr>" in body
+    if kind == "rss":
+        assert "installed adsensor 3" in item.summary and rfc3339(upgraded_at) in item.summary
 
 
 def test_one_feed_per_role_and_all(homebase: Running) -> None:
@@ -194,6 +249,13 @@ def test_markup_in_a_message_is_text_in_the_item_body(homebase: Running) -> None
     for text in (body, encoded):
         assert text is not None and escaped in text, text
         assert "<script" not in text and "<img" not in text
+    description = rss.findtext("channel/item/description")
+    assert description is not None, "no RSS description"
+    assert html.escape(HOSTILE_MESSAGE, quote=False) in description, "it is HTML too"
+    parsed = feedparser.parse(requests.get(homebase.url + "/feeds/web.rss", timeout=30).content,
+                              sanitize_html=False)
+    assert "<script" not in parsed.entries[0].summary
+    assert html.unescape(parsed.entries[0].summary).endswith(HOSTILE_MESSAGE)
 
 def _structure(rss: bytes, atom: bytes) -> None:
     """The elements RSS 2.0 and Atom 1.0 (RFC 4287) require, and their date formats."""
@@ -238,3 +300,37 @@ def test_any_report_yields_clean_feeds(homebase: Running, message: str, hostname
         assert parsed.entries[0].title.startswith(status.upper() + " ")
     _structure(rss, atom)
     assert json.loads(json.dumps(details)) == details
+
+
+# -- the item's event, found incrementally -------------------------------------------
+
+report = st.tuples(st.sampled_from(["ok", "warn", "fail"]), st.sampled_from(["1", "2"]),
+                   st.sampled_from(["a", "b"]), st.booleans())
+
+
+@settings(max_examples=40, deadline=None)
+@given(reports=st.lists(report, min_size=1, max_size=12))
+def test_the_item_is_the_first_event_of_the_last_change(
+        tmp_path_factory: pytest.TempPathFactory,
+        reports: list[tuple[str, str, str, bool]]) -> None:
+    """Whether the feed cache re-reads only new events (``known``) or everything, the
+    item is the event that began the node's last run of equal status and title."""
+    clock = FakeClock()
+    store = EventStore(tmp_path_factory.mktemp("items") / "events.db", clock=clock)
+    known: dict[str, FeedItem] = {}
+    posted: list[tuple[str, str, str]] = []
+    try:
+        for i, (status, version, hostname, render_now) in enumerate(reports):
+            clock.advance(1)
+            store.append([event(WEB1, status, message=f"report {i}", version=version,
+                                hostname=hostname)])
+            posted.append((status, version, hostname))
+            if render_now:
+                known = {f.node.mac: f for f in store.feed_items(known=known)}
+        run = len(posted) - 1
+        while run > 0 and posted[run - 1] == posted[-1]:
+            run -= 1
+        for found in (store.feed_items(known=known), store.feed_items()):
+            assert [f.start.event["message"] for f in found] == [f"report {run}"]
+    finally:
+        store.close()

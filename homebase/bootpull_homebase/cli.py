@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
@@ -20,6 +21,16 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (keep forever) or more")
     return value
 
 
@@ -47,6 +58,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         default=[], metavar="ROLE=SECONDS",
                         help="the deadline for one role, unless its role.toml says "
                         "(repeatable)")
+    parser.add_argument("--keep-days", type=_days, default=30.0, metavar="DAYS",
+                        help="raw events expire after this many days; status changes and "
+                        "each node's latest events are kept (0: keep forever; default 30)")
     parser.add_argument("--rate", type=_positive, default=500.0, metavar="EVENTS_PER_S",
                         help="events admitted per second before 429 (default 500)")
     parser.add_argument("--burst", type=_positive, default=2000.0, metavar="EVENTS",
@@ -61,10 +75,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="send every status change (SILENT too) to this syslog server, "
                         "RFC 5424 over UDP (repeatable)")
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    hardening = parser.add_argument_group(
+        "hardening", "caps against a hostile or broken LAN (docs/homebase.md, 'Hardening')")
+    hardening.add_argument("--max-connections", type=int, default=2048, metavar="N",
+                           help="connections at once; past that 503 (default 2048)")
+    hardening.add_argument("--max-client-connections", type=int, default=64, metavar="N",
+                           help="connections at once from one address; past that 429 "
+                           "(default 64)")
+    hardening.add_argument("--request-deadline", type=_positive, default=60.0,
+                           metavar="SECONDS", help="time for a request's line, headers and "
+                           "body together; past it 408 and closed (default 60)")
+    hardening.add_argument("--client-bytes-per-s", type=_positive, default=256 * 1024,
+                           metavar="BYTES", help="event bytes admitted per second from one "
+                           "address before 429 (default 262144; burst 4 MiB)")
+    hardening.add_argument("--node-bytes-per-s", type=_positive, default=64 * 1024,
+                           metavar="BYTES", help="event bytes admitted per second for one "
+                           "node before 429 (default 65536; burst 2 MiB)")
+    hardening.add_argument("--max-unknown-nodes", type=int, default=1024, metavar="N",
+                           help="nodes without hosts/<mac>.toml that may report; a new one "
+                           "past that gets 403 (default 1024; -1: no limit)")
     parser.set_defaults(func=run)
 
 
+#: what the ``server`` extra (pyproject.toml) brings that ``serve`` imports
+SERVER_EXTRA = ("feedgen.feed",)
+
+
+def require_server_extra() -> None:
+    """Refuse to serve without the ``server`` extra: without it the feeds would fail
+    only at their first request, long after the home base looked started."""
+    for module in SERVER_EXTRA:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            missing = (exc.name or module).split(".")[0]  # the package pip would install
+            raise UsageError(
+                "'bootpull serve' needs the server extra, which is not installed",
+                why=f"the module {missing!r} cannot be imported ({exc})",
+                hint="pip install 'bootpull[server]'",
+            ) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    require_server_extra()
     from bootpull_homebase.server import (
         Homebase,
         Settings,
@@ -81,7 +134,11 @@ def run(args: argparse.Namespace) -> int:
         repo=args.repo, db=args.db, host=host, port=port, silent_after=args.silent_after,
         role_silent_after=tuple(args.silent_after_role),
         rate=args.rate, burst=args.burst, max_body=args.max_body, public_url=args.public_url,
-        refresh=max(1, args.refresh), access_log=args.access_log, syslog=tuple(args.syslog))
+        refresh=max(1, args.refresh), access_log=args.access_log, syslog=tuple(args.syslog),
+        keep_days=args.keep_days, max_connections=max(1, args.max_connections),
+        max_client_connections=max(1, args.max_client_connections),
+        request_deadline=args.request_deadline, client_bytes_rate=args.client_bytes_per_s,
+        node_bytes_rate=args.node_bytes_per_s, max_unknown_nodes=args.max_unknown_nodes)
     with console.step("open the event store and the repository") as step:
         homebase = Homebase(settings, console=console)
         step.note(f"{homebase.store.count()} events in {settings.db}")

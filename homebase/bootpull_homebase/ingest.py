@@ -4,6 +4,10 @@ Request threads hand their validated events to :class:`Ingest` and wait. One wri
 thread takes everything queued so far, stores it with
 :meth:`EventStore.append_many` (each request still all-or-nothing), and only then
 wakes the requests, which acknowledge. Nothing is acknowledged before it is durable.
+
+After the requests are answered, the same thread runs the store's expiry when it is due
+(:meth:`EventStore.expire_due`: at most once an hour, a bounded number of rows), so
+retention needs no thread of its own and never delays an acknowledgement.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class Ingest:
         self._jobs = queue.Queue()
         #: why the last write failed, until one succeeds again (healthz reports it)
         self.last_failure: str | None = None
+        #: why the last expiry run failed (a full disk), until one succeeds
+        self.expiry_failure: str | None = None
         self._thread = threading.Thread(target=self._run, name="bootpull-ingest", daemon=True)
         self._thread.start()
 
@@ -83,3 +89,8 @@ class Ingest:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+            try:
+                self.store.expire_due()
+                self.expiry_failure = None
+            except Exception as exc:  # noqa: BLE001 - retried when next due; ingest goes on
+                self.expiry_failure = repr(exc)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import tomllib
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,11 @@ class RepoView:
         if role in self.role_defaults:
             return self.role_defaults[role]
         return snap.repo_deadline or self.default_deadline
+
+    def host_names(self) -> Container[str]:
+        """The nodes (canonical MACs) the deploy head has ``hosts/<mac>.toml`` for; also
+        ``default``, which no canonical MAC equals."""
+        return self._snapshot().hosts.keys()
 
     # -- IntentSource ----------------------------------------------------------
 

@@ -10,13 +10,21 @@
 | ``GET /feeds/<role>.rss``, ``/feeds/<role>.atom``, ``/feeds/all.atom`` | feeds |
 | ``GET /`` and ``/nodes/<mac>`` | the status page and a node's history page |
 | ``GET /healthz`` | the home base's own health |
+
+Against the LAN (docs/homebase.md, "Hardening"): connections are capped in all and per
+source address (:class:`HomebaseServer`), a request's line, headers and body share one
+deadline (:class:`_DeadlineReader`), git bodies stream to git, and events are admitted
+by byte budgets per address and per node and a bound on unknown nodes
+(:mod:`.admission`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
+import select
 import socket
 import socketserver
 import sqlite3
@@ -36,14 +44,21 @@ from bootpull.errors import UsageError
 from bootpull.events import EventError, validate_event
 from bootpull.mac import Mac, MacError
 
-from bootpull_homebase.admission import TokenBucket
+from bootpull_homebase.admission import KeyedBuckets, TokenBucket, UnknownNodes
 from bootpull_homebase.drift import IntentSource, find_drift
 from bootpull_homebase.feeds import ALL, FeedCache, Kind
 from bootpull_homebase.ingest import Ingest
 from bootpull_homebase.page import node_page, status_page
 from bootpull_homebase.repoview import RepoView
 from bootpull_homebase.smarthttp import GitBackend, is_push
-from bootpull_homebase.store import Clock, Deadlines, EventStore, StoreError, rfc3339
+from bootpull_homebase.store import (
+    KEEP_DAYS,
+    Clock,
+    Deadlines,
+    EventStore,
+    StoreError,
+    rfc3339,
+)
 from bootpull_homebase.watch import ChangeLog
 
 GIT_BODY_LIMIT = 64 * 1024 * 1024
@@ -72,6 +87,16 @@ class Settings:
     access_log: bool = False
     syslog: tuple[str, ...] = ()  # central syslog servers for status changes
     watch_interval: float = 5.0  # how often the change log looks for changes (SILENT)
+    # Hardening against the LAN (docs/homebase.md, "Hardening"):
+    max_connections: int = 2048  # connections at once; past that a bare 503
+    max_client_connections: int = 64  # connections at once from one source address
+    request_deadline: float = 60.0  # seconds for a request's line, headers and body
+    client_bytes_rate: float = 256 * 1024  # event body bytes per second per address
+    client_bytes_burst: float = 4 * 1024 * 1024
+    node_bytes_rate: float = 64 * 1024  # event bytes per second per node
+    node_bytes_burst: float = 2 * 1024 * 1024
+    max_unknown_nodes: int = 1024  # nodes without hosts/<mac>.toml (-1: no limit)
+    keep_days: float = KEEP_DAYS  # raw events expire after this many days (0: never)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -100,16 +125,23 @@ class Homebase:
         self.repo = RepoView(settings.repo, default_deadline=settings.silent_after,
                              role_deadlines=dict(settings.role_silent_after))
         self.store = EventStore(settings.db, clock=clock,
-                                deadlines=deadlines if deadlines is not None else self.repo)
+                                deadlines=deadlines if deadlines is not None else self.repo,
+                                keep_days=settings.keep_days)
         self.intents: IntentSource = intents if intents is not None else self.repo
         self.feeds = FeedCache(self.store)
         self.ingest = Ingest(self.store, on_change=self.feeds.invalidate)
         self.bucket = TokenBucket(settings.rate, settings.burst)
+        self.client_bytes = KeyedBuckets(settings.client_bytes_rate,
+                                         settings.client_bytes_burst)
+        self.node_bytes = KeyedBuckets(settings.node_bytes_rate, settings.node_bytes_burst)
+        self.unknown = UnknownNodes(settings.max_unknown_nodes,
+                                    {n.mac for n in self.store.nodes()}, self.repo.host_names)
         self.changelog = ChangeLog(self.store, console or Console(), syslog=settings.syslog,
                                    interval=settings.watch_interval)
         self.changelog.start()
         self.started = time.monotonic()
         self.refused = 0  # requests answered 429
+        self.refused_unknown = 0  # requests answered 403: too many unknown nodes
 
     def close(self) -> None:
         self.changelog.close()
@@ -152,7 +184,8 @@ class Homebase:
             "last_event": None if last is None else rfc3339(last),
             "last_event_age_seconds": age, "nodes": states,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
-            "refused_429": self.refused, "time": rfc3339(now),
+            "refused_429": self.refused, "refused_unknown_nodes": self.refused_unknown,
+            "unknown_nodes": self.unknown.count(), "time": rfc3339(now),
             "started": rfc3339(self.store.started_at),
             "previous_run_alive_until": (None if self.store.down_at is None
                                          else rfc3339(self.store.down_at)),
@@ -168,17 +201,73 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A connection's reads, all bounded by one deadline while a request is read.
+
+    ``BaseHTTPRequestHandler``'s socket timeout bounds each read alone, so a client
+    sending a byte a second holds its thread forever. Here the request line, the headers
+    and the body share ``deadline`` (monotonic seconds; ``None``: each read has only the
+    socket timeout), and a read past it raises ``TimeoutError``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            poller = select.poll()  # not select(): descriptors past 1024
+            poller.register(self._sock, select.POLLIN)
+            if left <= 0 or not poller.poll(left * 1000):
+                raise TimeoutError("the request was not complete before its deadline")
+        return self._sock.recv_into(buffer)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "bootpull-homebase"
     # Headers and body go out in two writes; with Nagle on, a keep-alive client waits
     # for the delayed ACK (40 ms) between them.
     disable_nagle_algorithm = True
-    # A client that stops sending (or never sends) releases its thread after this.
+    # Each read or write alone; a request's reads together have the shorter
+    # Settings.request_deadline (_DeadlineReader), so a trickling client is cut off too.
     timeout = 120
     homebase: Homebase  # set on the subclass made by make_server
 
     # -- plumbing ----------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the socket closes only when every file made of it is closed
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader, 65536)
+
+    def handle_one_request(self) -> None:
+        # From the first byte awaited (after the previous request, on a kept-alive
+        # connection) to the last byte of the body: one deadline.
+        self._reader.deadline = time.monotonic() + self.homebase.settings.request_deadline
+        try:
+            super().handle_one_request()
+        finally:
+            self._reader.deadline = None
+
+    def _gone(self, exc: OSError) -> None:
+        """The client went away mid-request: one line, no traceback."""
+        self.close_connection = True
+        sys.stderr.write(f"bootpull serve: {self.client_address[0]} {self.command} "
+                         f"{self.path[:200]!a}: the client went away "
+                         f"({type(exc).__name__})\n")
+
+    def _timed_out(self) -> None:
+        self.close_connection = True
+        if not getattr(self, "_responded", False):
+            with contextlib.suppress(OSError):
+                self._error(408, "the request was not complete within "
+                                 f"{self.homebase.settings.request_deadline:g} s")
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.homebase.settings.access_log:
@@ -255,6 +344,76 @@ class Handler(BaseHTTPRequestHandler):
             raise _TooLarge
         return self.rfile.read(length)
 
+    def _declared_length(self) -> int | None:
+        """Content-Length when the body is not chunked and the header is a valid number."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return None
+        return length if length >= 0 else None
+
+    def _drain(self, length: int) -> None:
+        """Read and drop ``length`` bytes, so the client hears the answer, not a reset."""
+        left = length
+        while left > 0:
+            got = self.rfile.read(min(left, 65536))
+            if not got:
+                break
+            left -= len(got)
+
+    def _body_pieces(self, length: int | None, limit: int) -> Iterator[bytes]:
+        """The body in pieces of at most 64 KiB: ``length`` bytes, or chunked (``None``)
+        up to ``limit`` (_TooLarge past it). ValueError when it ends early or its chunks
+        are malformed. ``self._body_left`` is true until the last piece was read."""
+        self._body_left = True
+        if length is not None:
+            left = length
+            while left > 0:
+                piece = self.rfile.read(min(left, 65536))
+                if not piece:
+                    self.close_connection = True
+                    raise ValueError("the body ended before its Content-Length")
+                left -= len(piece)
+                yield piece
+            self._body_left = False
+            return
+        size = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                chunk = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise ValueError("bad chunked encoding") from None
+            if chunk < 0:
+                self.close_connection = True
+                raise ValueError("bad chunked encoding")
+            if chunk == 0:
+                while self.rfile.readline(1024).strip():
+                    pass  # trailers
+                self._body_left = False
+                return
+            size += chunk
+            if size > limit:
+                self.close_connection = True
+                raise _TooLarge
+            left = chunk
+            while left > 0:
+                piece = self.rfile.read(min(left, 65536))
+                if not piece:
+                    self.close_connection = True
+                    raise ValueError("the chunked body ended early")
+                left -= len(piece)
+                yield piece
+            self.rfile.readline(8)
+
+    def _over_budget(self, wait: float, what: str) -> None:
+        self.homebase.refused += 1
+        retry = TokenBucket.retry_after(wait)
+        self._error(429, f"{what}; retry after {retry} s", {"Retry-After": str(retry)})
+
     def _base(self) -> str:
         if self.homebase.settings.public_url:
             return self.homebase.settings.public_url.rstrip("/")
@@ -299,8 +458,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._status_page()
             else:
                 self._error(404, f"no such page: {path}; try / or /healthz")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        except ConnectionError as exc:
+            self._gone(exc)
+        except TimeoutError:
+            self._timed_out()
         except Exception as exc:  # noqa: BLE001 - answer 500 rather than drop the client
             self._internal_error(exc)
 
@@ -315,8 +476,10 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._error(405 if url.path in ("/", "/api/v1/nodes") else 404,
                             f"nothing takes a POST at {url.path}; events go to /api/v1/events")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        except ConnectionError as exc:
+            self._gone(exc)
+        except TimeoutError:
+            self._timed_out()
         except Exception as exc:  # noqa: BLE001 - answer 500 rather than drop the client
             self._internal_error(exc)
 
@@ -329,6 +492,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def _events(self) -> None:
         hb = self.homebase
+        client = self.client_address[0]
+        declared = self._declared_length()
+        if declared is not None and declared <= hb.settings.max_body:
+            # The address's byte budget is charged before the body is read; over it, the
+            # body is read and dropped (bounded by --max-body and the deadline).
+            wait = hb.client_bytes.take(client, declared)
+            if wait > 0:
+                self._drain(declared)
+                self._over_budget(wait, f"{client} sent more event bytes than its budget "
+                                        f"({hb.client_bytes.rate:g} bytes/s)")
+                return
         try:
             raw = self._read_body(hb.settings.max_body)
         except _TooLarge:
@@ -372,6 +546,14 @@ class Handler(BaseHTTPRequestHandler):
             except EventError as exc:
                 self._error(400, f"{label.format(index)}: {exc}; nothing was stored")
                 return
+        if declared is None:  # chunked: charged once read
+            wait = hb.client_bytes.take(client, len(raw))
+            if wait > 0:
+                self._over_budget(wait, f"{client} sent more event bytes than its budget "
+                                        f"({hb.client_bytes.rate:g} bytes/s)")
+                return
+        if not self._admit_nodes(events):
+            return
         wait = hb.bucket.take(len(events))
         if wait > 0:
             hb.refused += 1
@@ -382,10 +564,36 @@ class Handler(BaseHTTPRequestHandler):
         try:
             result = hb.ingest.submit(events)
         except (StoreError, TimeoutError) as exc:
-            self._error(503, f"not stored: {exc}", {"Retry-After": "5"})
+            # Nothing of this request is stored (its transaction rolled back), so a
+            # retry cannot duplicate it; a full disk recovers with the next write.
+            self._error(503, f"not stored: {exc}; nothing of this request was stored, "
+                             "retry after 5 s", {"Retry-After": "5"})
             return
         self._json(200, {"accepted": result.accepted, "duplicates": result.duplicates,
                          "ids": result.ids})
+
+    def _admit_nodes(self, events: list[dict[str, Any]]) -> bool:
+        """The unknown-node bound (403), then each node's byte budget (429); False when
+        the request was refused (and answered)."""
+        hb = self.homebase
+        sizes: dict[str, float] = {}
+        for item in events:
+            node = str(item["node"])
+            sizes[node] = sizes.get(node, 0) + len(json.dumps(item, separators=(",", ":")))
+        refused = hb.unknown.admit(set(sizes))
+        if refused:
+            hb.refused_unknown += 1
+            self._error(403, f"node {refused[0]} is not in the repository (no hosts/"
+                             f"{refused[0]}.toml) and {hb.unknown.limit} such nodes already "
+                             "report, the limit (--max-unknown-nodes); add its host file, "
+                             "or raise the limit; nothing was stored", {"Retry-After": "300"})
+            return False
+        wait = hb.node_bytes.take_all(sizes)
+        if wait > 0:
+            self._over_budget(wait, f"a node of this request sent more event bytes than "
+                                    f"its budget ({hb.node_bytes.rate:g} bytes/s)")
+            return False
+        return True
 
     def _feed(self, kind: Kind, name: str) -> None:
         feed = self.homebase.feeds.get(kind, name, self._base())
@@ -447,24 +655,47 @@ class Handler(BaseHTTPRequestHandler):
             self._error(403, "the repository is read-only here: push to where the admins "
                              "keep it, and the home base serves what is committed")
             return
+        length: int | None = 0
+        pieces: Iterator[bytes] = iter(())
+        self._body_left = False
+        if self.command == "POST":
+            length = self._declared_length()
+            chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+            if length is None and not chunked:
+                self.close_connection = True
+                self._error(400, "bad Content-Length or chunked encoding")
+                return
+            if length is not None and length > GIT_BODY_LIMIT:
+                self.close_connection = True
+                self._error(413, f"git request body over {GIT_BODY_LIMIT} bytes")
+                return
+            # Streamed to git as it arrives: a held half-sent body costs a pipe buffer.
+            pieces = self._body_pieces(length, GIT_BODY_LIMIT)
         try:
-            body = self._read_body(GIT_BODY_LIMIT) if self.command == "POST" else b""
+            response = self.homebase.git.run(
+                self.command, path_info, query, dict(self.headers.items()), pieces, length,
+                self.client_address[0])
         except _TooLarge:
-            self._error(413, "git request body too large")
+            self._error(413, f"git request body over {GIT_BODY_LIMIT} bytes")
             return
-        except ValueError:
+        except ValueError as exc:
             self.close_connection = True
-            self._error(400, "bad Content-Length or chunked encoding")
+            self._error(400, f"bad request body: {exc}")
             return
-        response = self.homebase.git.run(
-            self.command, path_info, query, dict(self.headers.items()), body,
-            self.client_address[0])
         self.send_response(response.status, response.reason)
         for name, value in response.headers:
             self.send_header(name, value)
         self.send_header("Transfer-Encoding", "chunked")
+        if self._body_left:
+            self.close_connection = True
+            self.send_header("Connection", "close")
         self.end_headers()
         _write_chunked(self.wfile.write, response.body)
+        if self._body_left:
+            # git answered before the whole body came: the thread still reading it
+            # wakes up when the connection is shut, and the connection is not reused.
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
 
 
 def _write_chunked(write: Callable[[bytes], Any], chunks: Iterator[bytes]) -> None:
@@ -502,29 +733,79 @@ def bound_address(server: socketserver.BaseServer) -> tuple[str, int]:
 
 
 class HomebaseServer(ThreadingHTTPServer):
-    """A thread per connection, at most ``max_connections`` at once; past that a new
-    connection gets a bare ``503`` with ``Retry-After`` and is closed."""
+    """A thread per connection, at most ``max_connections`` at once and at most
+    ``max_client_connections`` from one source address. Past the first a new connection
+    gets a bare ``503``, past the second a bare ``429``, both with ``Retry-After``, and
+    is closed. Every waiting connection is accepted per wakeup (up to ``accept_batch``),
+    from a listen backlog of ``request_queue_size``."""
 
     daemon_threads = True
-    request_queue_size = 256
+    request_queue_size = 1024  # the kernel caps it at net.core.somaxconn (4096 since 5.4)
     allow_reuse_address = True
-    max_connections = 512
+    max_connections = 2048
+    max_client_connections = 64
+    accept_batch = 256
 
     def server_activate(self) -> None:
         super().server_activate()
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._per_client: dict[str, int] = {}
+        self._per_client_lock = threading.Lock()
+        self._poller = select.poll()
+        self._poller.register(self.socket, select.POLLIN)
+
+    def _handle_request_noblock(self) -> None:
+        # serve_forever() calls this once per wakeup of its selector; socketserver's own
+        # accepts one connection, so 1,000 arriving at once took 1,000 wakeups.
+        for _ in range(self.accept_batch):
+            try:
+                request, client_address = self.get_request()
+            except OSError:
+                return
+            if self.verify_request(request, client_address):
+                try:
+                    self.process_request(request, client_address)
+                except Exception:  # noqa: BLE001 - socketserver's own handling
+                    self.handle_error(request, client_address)
+                    self.shutdown_request(request)
+            else:
+                self.shutdown_request(request)
+            if not self._poller.poll(0):
+                return
+
+    @staticmethod
+    def _refuse(request: Any, status: bytes) -> None:
+        with contextlib.suppress(OSError):
+            request.sendall(b"HTTP/1.1 " + status + b"\r\nRetry-After: 5\r\n"
+                            b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def _leave(self, source: str) -> None:
+        with self._per_client_lock:
+            left = self._per_client.pop(source, 1) - 1
+            if left > 0:
+                self._per_client[source] = left
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        source = str(client_address[0])
+        with self._per_client_lock:
+            mine = self._per_client.get(source, 0)
+            crowded = mine >= self.max_client_connections
+            if not crowded:
+                self._per_client[source] = mine + 1
+        if crowded:
+            self._refuse(request, b"429 Too Many Requests")
+            self.shutdown_request(request)
+            return
         if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
-                                b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            self._leave(source)
+            self._refuse(request, b"503 Service Unavailable")
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
+            self._leave(source)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -532,16 +813,28 @@ class HomebaseServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._leave(str(client_address[0]))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away is one line; anything else, the usual traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            sys.stderr.write(f"bootpull serve: {client_address[0]}: the connection was "
+                             f"dropped ({type(exc).__name__})\n")
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(homebase: Homebase) -> HomebaseServer:
     """Bind ``settings.host:port`` (port 0 picks a free one); serve with serve_forever()."""
     handler = type("BoundHandler", (Handler,), {"homebase": homebase})
     host = homebase.settings.host
-    server_class: type[HomebaseServer] = HomebaseServer
+    caps: dict[str, Any] = {
+        "max_connections": homebase.settings.max_connections,
+        "max_client_connections": homebase.settings.max_client_connections}
     if ":" in host:
-        server_class = type("HomebaseServer6", (HomebaseServer,),
-                            {"address_family": socket.AF_INET6})
+        caps["address_family"] = socket.AF_INET6
+    server_class: type[HomebaseServer] = type("BoundHomebaseServer", (HomebaseServer,), caps)
     try:
         return server_class((host, homebase.settings.port), handler)
     except OSError as exc:

@@ -6,6 +6,8 @@ the server they see on any git host. What this module adds:
 - read-only: ``git-receive-pack`` is refused here (403) before git runs, and
   ``http.receivepack=false`` is set as well;
 - protocol v2: the client's ``Git-Protocol`` header is passed on as ``GIT_PROTOCOL``;
+- request bodies stream through (never held whole in memory), so a client holding a
+  half-sent ``git-upload-pack`` body costs a pipe buffer, not its size;
 - partial clone and exact wants: ``uploadpack.allowFilter`` (``--filter=blob:none``)
   and ``uploadpack.allowAnySHA1InWant`` (the node asks for the blob ids of its role's
   files only) are turned on for the served process, through ``GIT_CONFIG_*``
@@ -14,11 +16,12 @@ the server they see on any git host. What this module adds:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -84,7 +87,8 @@ class GitBackend:
         self.program = _backend_program()
 
     def environ(self, method: str, path_info: str, query: str,
-                headers: Mapping[str, str], length: int, remote: str) -> dict[str, str]:
+                headers: Mapping[str, str], length: int | None,
+                remote: str) -> dict[str, str]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C",
@@ -97,11 +101,12 @@ class GitBackend:
             "QUERY_STRING": query,
             "REMOTE_ADDR": remote,
             "CONTENT_TYPE": headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(length),
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": os.devnull,
             "GIT_CONFIG_COUNT": str(len(SERVED_CONFIG)),
         }
+        if length is not None:  # unset: git reads the body to its end (chunked)
+            env["CONTENT_LENGTH"] = str(length)
         for i, (key, value) in enumerate(SERVED_CONFIG):
             env[f"GIT_CONFIG_KEY_{i}"] = key
             env[f"GIT_CONFIG_VALUE_{i}"] = value
@@ -112,21 +117,31 @@ class GitBackend:
         return env
 
     def run(self, method: str, path_info: str, query: str, headers: Mapping[str, str],
-            body: bytes, remote: str) -> CgiResponse:
-        """Run the CGI program; the response body streams from its stdout."""
-        env = self.environ(method, path_info, query, headers, len(body), remote)
+            body: Iterable[bytes], length: int | None, remote: str) -> CgiResponse:
+        """Run the CGI program. The request body streams to its stdin from ``body`` (a
+        thread pulls the pieces, so at most one piece is in memory) and the response
+        body streams from its stdout. An exception raised by ``body`` (the client went
+        away, its deadline passed, it sent too much) is raised here instead of an
+        answer, when git has not answered yet."""
+        env = self.environ(method, path_info, query, headers, length, remote)
         proc = subprocess.Popen([self.program], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        failed: list[BaseException] = []
 
         def feed() -> None:
             assert proc.stdin is not None
             try:
-                proc.stdin.write(body)
-            except OSError:
-                pass  # the program exited early; its answer says why
+                for piece in body:
+                    proc.stdin.write(piece)
+            except (BrokenPipeError, ValueError):
+                pass  # the program exited early (or was killed); its answer says why
+            except Exception as exc:  # noqa: BLE001 - handed to the request thread
+                failed.append(exc)
+                proc.kill()  # before stdin closes: git must not take a cut body as whole
             finally:
-                proc.stdin.close()
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
 
         errors: list[bytes] = []
 
@@ -146,6 +161,12 @@ class GitBackend:
             if not chunk:
                 break
             head += chunk
+        if failed:
+            out.close()
+            proc.wait()
+            for t in threads:
+                t.join(timeout=5)
+            raise failed[0]
         sep = b"\r\n\r\n" if b"\r\n\r\n" in head else b"\n\n"
         header_block, _, rest = head.partition(sep)
         if not _:

@@ -1,8 +1,8 @@
-"""The event store: append-only SQLite, and the node state derived from it.
+"""The event store: SQLite, and the node state derived from it.
 
-Every accepted event is one row of ``events``, and triggers refuse any UPDATE or
-DELETE of it: nothing is ever changed or deleted. Two tables are derived from the
-events as they arrive, in the same transaction:
+Every accepted event is one row of ``events``, and a trigger refuses any UPDATE of it:
+an event is never changed. Two tables are derived from the events as they arrive, in
+the same transaction:
 
 - ``transitions``: one row per status change of a node (``OK``, ``WARN``, ``FAIL``,
   ``SILENT``), also append-only. This is the "recent status history" of a feed item.
@@ -17,6 +17,15 @@ read time: a node whose last report is older than its deadline reads as SILENT, 
 was still in time when the home base went down gets a full deadline from the restart).
 When such a node reports again, the SILENT transition is written first, at that same
 moment, so the history agrees with what the feeds showed.
+
+Retention (docs/homebase.md, "Storage and retention"): the store does not grow with
+heartbeats. A heartbeat (stage ``heartbeat``) that repeats the node's status replaces
+the node's previous such heartbeat (whose digest is remembered for a day, so a resend
+is still a duplicate); a heartbeat that changes the status is kept like any event. Raw
+events expire ``keep_days`` after they were received (:meth:`EventStore.expire`,
+bounded per run, due at most once an hour), except the ones a node's state points to
+(its last report, the event of its last change, its last re-verification, its last
+heartbeat). Transitions never expire.
 
 Times are the home base's own clock when the event was *received* (an injectable
 ``clock``), not the node's ``time`` field: a node just booted may not know the time,
@@ -39,7 +48,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +62,14 @@ Clock = Callable[[], float]
 STATUS_WORDS = {"ok": "OK", "warn": "WARN", "fail": "FAIL"}
 SILENT = "SILENT"
 STATUSES = ("OK", "WARN", "FAIL", SILENT)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+HEARTBEAT = "heartbeat"  # the stage of a node's periodic report (docs/contract.md §7.2)
+DAY = 86400.0
+KEEP_DAYS = 30.0  # raw events expire after this long (``bootpull serve --keep-days``)
+FORGET_SECONDS = DAY  # how long a replaced heartbeat's digest still makes a duplicate
+EXPIRE_EVERY = 3600.0  # expiry runs at most this often ...
+EXPIRE_CATCH_UP = 60.0  # ... or this often while a run stops at its bound
+EXPIRE_BATCH = 5000  # rows deleted per run, at most (per table)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,10 +84,15 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_node ON events (node, id);
+CREATE INDEX IF NOT EXISTS events_by_received ON events (received);
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only: they are never changed'); END;
-CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-    BEGIN SELECT RAISE(ABORT, 'events are append-only: they are never deleted'); END;
+DROP TRIGGER IF EXISTS events_no_delete;
+CREATE TABLE IF NOT EXISTS forgotten (
+    digest TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS forgotten_by_at ON forgotten (at);
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY,
     node TEXT NOT NULL,
@@ -95,9 +116,14 @@ CREATE TABLE IF NOT EXISTS nodes (
     last_report REAL NOT NULL,
     last_event_id INTEGER NOT NULL,
     change_event_id INTEGER NOT NULL,
-    verify_event_id INTEGER
+    verify_event_id INTEGER,
+    heartbeat_event_id INTEGER
 );
 """
+_INSERT_NODE = (  # by name: a schema 1 database gets heartbeat_event_id by ALTER TABLE
+    "INSERT INTO nodes (mac, hostname, role, version, commit_id, reported, last_change, "
+    "last_report, last_event_id, change_event_id, verify_event_id, heartbeat_event_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class StoreError(BootpullError):
@@ -191,7 +217,7 @@ def digest(event: dict[str, Any]) -> str:
 
 
 class EventStore:
-    """The append-only event database at ``path`` (created if missing).
+    """The event database at ``path`` (created if missing).
 
     ``append``/``append_many`` may be called from any thread (one writer at a time);
     the read methods use a small pool of connections and never block the writer.
@@ -203,18 +229,26 @@ class EventStore:
         *,
         clock: Clock = time.time,
         deadlines: Deadlines | None = None,
+        keep_days: float = KEEP_DAYS,
     ) -> None:
         self.path = Path(path)
         self.clock = clock
         self.deadlines: Deadlines = deadlines or FixedDeadlines()
+        #: raw events older than this many days expire (0: never)
+        self.keep_days = keep_days
+        self.expire_batch = EXPIRE_BATCH  # rows per expiry run, at most
+        self._expire_due = clock()  # the first group after start runs it
         self._write_lock = threading.Lock()
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
             self._writer.executescript(_SCHEMA)
+            columns = [r[1] for r in self._writer.execute("PRAGMA table_info(nodes)")]
+            if "heartbeat_event_id" not in columns:  # a schema 1 database
+                self._writer.execute("ALTER TABLE nodes ADD COLUMN heartbeat_event_id INTEGER")
             self._writer.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
                 (str(SCHEMA_VERSION),))
             row = self._writer.execute(
                 "SELECT value FROM meta WHERE key = 'alive_at'").fetchone()
@@ -330,11 +364,16 @@ class EventStore:
     ) -> AppendResult:
         result = AppendResult()
         for event in events:
+            key = digest(event)
+            if event.get("stage") == HEARTBEAT and conn.execute(
+                    "SELECT 1 FROM forgotten WHERE digest = ?", (key[:32],)).fetchone():
+                result.duplicates += 1  # a resend of a heartbeat replaced since
+                continue
             cur = conn.execute(
                 "INSERT OR IGNORE INTO events (received, node, role, status, time, digest, body)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (received, event["node"], event["role"], event["status"], event["time"],
-                 digest(event), json.dumps(event, sort_keys=True)))
+                 key, json.dumps(event, sort_keys=True)))
             if cur.rowcount == 0:
                 result.duplicates += 1
                 continue
@@ -351,19 +390,22 @@ class EventStore:
         items changed (status, or what the title shows)."""
         mac = event["node"]
         word = STATUS_WORDS[event["status"]]
+        heartbeat = event.get("stage") == HEARTBEAT
         row = conn.execute(
             "SELECT hostname, role, version, reported, last_change, last_report, "
-            "change_event_id, verify_event_id FROM nodes WHERE mac = ?", (mac,)).fetchone()
+            "change_event_id, verify_event_id, heartbeat_event_id FROM nodes WHERE mac = ?",
+            (mac,)).fetchone()
         if row is None:
             conn.execute("INSERT INTO transitions (node, status, at, event_id) VALUES (?,?,?,?)",
                          (mac, word, received, event_id))
             conn.execute(
-                "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_NODE,
                 (mac, event["hostname"], event["role"], event["version"], event["commit"],
                  word, received, received, event_id, event_id,
-                 event_id if _verifies(event) else None))
+                 event_id if _verifies(event) else None, None))
             return {event["role"]}
-        hostname, role, version, previous, last_change, last_report, change_id, verify_id = row
+        (hostname, role, version, previous, last_change, last_report, change_id, verify_id,
+         heartbeat_id) = row
         silent_at = self.silent_at(last_report, self.deadlines.for_role(role))
         if received > silent_at:
             conn.execute("INSERT INTO transitions (node, status, at, event_id) "
@@ -374,17 +416,69 @@ class EventStore:
             conn.execute("INSERT INTO transitions (node, status, at, event_id) VALUES (?,?,?,?)",
                          (mac, word, received, event_id))
             last_change, change_id = received, event_id
+        verify_id = event_id if _verifies(event) else verify_id
+        if heartbeat:
+            # The previous heartbeat that only repeated the status gives way to this one
+            # (a heartbeat that changed the status is a transition's event: kept).
+            if heartbeat_id is not None and heartbeat_id != verify_id:
+                _forget(conn, heartbeat_id, received)
+            heartbeat_id = None if changed else event_id
         conn.execute(
             "UPDATE nodes SET hostname=?, role=?, version=?, commit_id=?, reported=?, "
             "last_change=?, last_report=?, last_event_id=?, change_event_id=?, "
-            "verify_event_id=? WHERE mac=?",
+            "verify_event_id=?, heartbeat_event_id=? WHERE mac=?",
             (event["hostname"], event["role"], event["version"], event["commit"], word,
-             last_change, received, event_id, change_id,
-             event_id if _verifies(event) else verify_id, mac))
+             last_change, received, event_id, change_id, verify_id, heartbeat_id, mac))
         shown = (event["hostname"], event["role"], event["version"]) != (hostname, role, version)
         if changed or shown:
             return {role, event["role"]}
         return set()
+
+    # -- retention -------------------------------------------------------------
+
+    def expire_due(self) -> int:
+        """Run :meth:`expire` if it is due (at most once an hour, every minute while
+        it catches up with a backlog); the number of rows it deleted."""
+        now = self.clock()
+        if now < self._expire_due:
+            return 0
+        self._expire_due = now + EXPIRE_EVERY
+        deleted = self.expire(now=now)
+        if deleted >= self.expire_batch:
+            self._expire_due = now + EXPIRE_CATCH_UP
+        return deleted
+
+    def expire(self, *, now: float | None = None, limit: int | None = None) -> int:
+        """Delete up to ``limit`` raw events received more than ``keep_days`` ago (not
+        the ones a node's state points to) and up to ``limit`` replaced heartbeats'
+        digests older than a day, in one transaction; the number of rows deleted.
+        Transitions are kept."""
+        now = self.clock() if now is None else now
+        limit = self.expire_batch if limit is None else limit
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                deleted = conn.execute(
+                    "DELETE FROM forgotten WHERE digest IN (SELECT digest FROM forgotten "
+                    "WHERE at < ? ORDER BY at LIMIT ?)", (now - FORGET_SECONDS, limit)).rowcount
+                if self.keep_days > 0:
+                    deleted += conn.execute(
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events "
+                        "WHERE received < ? AND id NOT IN (SELECT last_event_id FROM nodes "
+                        "UNION SELECT change_event_id FROM nodes "
+                        "UNION SELECT verify_event_id FROM nodes "
+                        "WHERE verify_event_id IS NOT NULL "
+                        "UNION SELECT heartbeat_event_id FROM nodes "
+                        "WHERE heartbeat_event_id IS NOT NULL) "
+                        "ORDER BY received LIMIT ?)",
+                        (now - self.keep_days * DAY, limit)).rowcount
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise StoreError("old events could not be deleted", why=str(exc),
+                                 hint="check the disk holding the database") from exc
+            return deleted
 
     # -- reading ---------------------------------------------------------------
 
@@ -511,11 +605,99 @@ class EventStore:
         except sqlite3.Error as exc:
             raise StoreError("the event database does not answer", why=str(exc)) from exc
 
+    # -- feed items (read-only; bootpull_homebase.feeds) -------------------------
+
+    def feed_items(self, role: str | None = None, *, now: float | None = None,
+                   known: Mapping[str, FeedItem] | None = None) -> list[FeedItem]:
+        """Every node (or a role's nodes), sorted by MAC, with the event its feed item
+        shows: the first event since the node's last status change that already shows
+        what the last report shows (hostname, role, version). ``known`` are items an
+        earlier call returned: for those only the newer events are read. One read
+        transaction, so the states and the item events agree (docs/contract.md §8)."""
+        now = self.clock() if now is None else now
+        known = known or {}
+        query, args = self._NODE_QUERY, cast(tuple[Any, ...], ())
+        ids = ("SELECT n.mac, n.change_event_id, n.last_event_id, l.digest FROM nodes n "
+               "JOIN events l ON l.id = n.last_event_id")
+        if role is not None:
+            query, ids, args = query + " WHERE n.role = ?", ids + " WHERE n.role = ?", (role,)
+        out: list[FeedItem] = []
+        with self._reader() as conn:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(query + " ORDER BY n.mac", args).fetchall()
+                pointers = {m: (c, lid, d) for m, c, lid, d in conn.execute(ids, args)}
+                for row in rows:
+                    node = self._state(row, now)
+                    change_id, last_id, last_digest = pointers[node.mac]
+                    start = self._item_start(conn, node, change_id, last_id,
+                                             known.get(node.mac))
+                    out.append(FeedItem(node, change_id, last_id, last_digest, start))
+            finally:
+                conn.execute("COMMIT")
+        return out
+
+    def _item_start(self, conn: sqlite3.Connection, node: NodeState, change_id: int,
+                    last_id: int, known: FeedItem | None) -> StoredItemEvent:
+        if known is not None and known.change_id == change_id and known.last_id <= last_id:
+            low, fallback = known.last_id, known.start  # only the events since then
+        else:
+            low, fallback = change_id, None
+        if known is not None and fallback is not None and known.last_id == last_id:
+            return fallback
+        differs = conn.execute(
+            "SELECT id FROM events WHERE node = ? AND id >= ? AND id <= ? AND ("
+            "json_extract(body, '$.hostname') IS NOT ? OR json_extract(body, '$.role') IS NOT ? "
+            "OR json_extract(body, '$.version') IS NOT ?) ORDER BY id DESC LIMIT 1",
+            (node.mac, low, last_id, node.hostname, node.role, node.version)).fetchone()
+        shown = (node.hostname, node.role, node.version)
+        if differs is None and fallback is not None and tuple(
+                fallback.event.get(k) for k in ("hostname", "role", "version")) == shown:
+            return fallback
+        row = conn.execute(
+            "SELECT id, received, digest, body FROM events WHERE node = ? AND id >= ? "
+            "ORDER BY id LIMIT 1",
+            (node.mac, low if differs is None else int(differs[0]) + 1)).fetchone()
+        if row is None:  # cannot happen: the last event is kept (retention)
+            return StoredItemEvent(last_id, node.last_report, "", node.last)
+        return StoredItemEvent(int(row[0]), float(row[1]), str(row[2]), json.loads(row[3]))
+
 
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+
+
+def _forget(conn: sqlite3.Connection, event_id: int, now: float) -> None:
+    """Delete a replaced heartbeat, remembering its digest (a resend stays a duplicate)."""
+    row = conn.execute("SELECT digest FROM events WHERE id = ?", (event_id,)).fetchone()
+    if row is None:  # expired already
+        return
+    conn.execute("INSERT OR REPLACE INTO forgotten (digest, at) VALUES (?, ?)",
+                 (str(row[0])[:32], now))
+    conn.execute("DELETE FROM events WHERE id = ?", (event_id,))
+
+
+@dataclass(frozen=True)
+class StoredItemEvent:
+    """The event a feed item shows (:meth:`EventStore.feed_items`)."""
+
+    id: int
+    received: float
+    digest: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """A node, and the event its feed item shows unless the node is SILENT."""
+
+    node: NodeState
+    change_id: int  # the event of the last status change
+    last_id: int  # the last event
+    last_digest: str
+    start: StoredItemEvent
 
 
 def _verifies(event: dict[str, Any]) -> bool:
