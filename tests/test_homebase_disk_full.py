@@ -9,33 +9,19 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
 import requests
 from bootpull.mac import Mac
 from bootpull_homebase.store import EventStore
 from homebase_fixtures import DB1, WEB1, WEB2, event
+from test_homebase_crash import start_serve
 from tmpfs import mounted_tmpfs
 
 NODES = (WEB1, WEB2, DB1)  # nodes the repository knows (no unknown-node cap)
 
 
-def start_serve(repo: Path, db: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bootpull", "serve", "--repo", str(repo), "--db", str(db),
-         "--listen", "127.0.0.1:0", "--rate", "1000000", "--burst", "1000000"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "bootpull serve: listening on http://127.0.0.1:PORT/"
-    if "listening on" not in line:
-        proc.kill()
-        proc.wait(timeout=30)
-        pytest.fail(f"bootpull serve did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[-1].strip().rstrip("/")
 
 
 def fill(path: Path) -> None:

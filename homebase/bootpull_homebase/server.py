@@ -369,14 +369,7 @@ class Handler(BaseHTTPRequestHandler):
         are malformed. ``self._body_left`` is true until the last piece was read."""
         self._body_left = True
         if length is not None:
-            left = length
-            while left > 0:
-                piece = self.rfile.read(min(left, 65536))
-                if not piece:
-                    self.close_connection = True
-                    raise ValueError("the body ended before its Content-Length")
-                left -= len(piece)
-                yield piece
+            yield from self._pieces(length, "the body ended before its Content-Length")
             self._body_left = False
             return
         size = 0
@@ -399,15 +392,20 @@ class Handler(BaseHTTPRequestHandler):
             if size > limit:
                 self.close_connection = True
                 raise _TooLarge
-            left = chunk
-            while left > 0:
-                piece = self.rfile.read(min(left, 65536))
-                if not piece:
-                    self.close_connection = True
-                    raise ValueError("the chunked body ended early")
-                left -= len(piece)
-                yield piece
+            yield from self._pieces(chunk, "the chunked body ended early")
             self.rfile.readline(8)
+
+    def _pieces(self, length: int, short: str) -> Iterator[bytes]:
+        """``length`` bytes of the body in pieces of at most 64 KiB; ValueError(``short``)
+        if the client stops sending first."""
+        left = length
+        while left > 0:
+            piece = self.rfile.read(min(left, 65536))
+            if not piece:
+                self.close_connection = True
+                raise ValueError(short)
+            left -= len(piece)
+            yield piece
 
     def _over_budget(self, wait: float, what: str) -> None:
         self.homebase.refused += 1
