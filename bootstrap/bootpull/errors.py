@@ -54,6 +54,10 @@ class FetchError(BootpullError):
     stage = "fetch"
 
 
+class NotFound(FetchError):
+    """The server answered 404: no repository (or no such file of a dumb one) there."""
+
+
 class TlsError(FetchError):
     """The TLS handshake failed in a way no retry mends: an untrusted, expired or not yet
     valid certificate, one for another name, no TLS at all (exit 11, never retried).

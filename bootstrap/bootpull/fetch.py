@@ -1,11 +1,15 @@
-"""Fetch only what this node needs, over git smart HTTP, into an object store.
+"""Fetch only what this node needs, over HTTP, into an object store.
 
-:class:`GitRemote` speaks git protocol v2 (``gitprotocol-v2``) to a smart HTTP server
-such as ``git http-backend``:
+:class:`GitRemote` reads the answer to ``info/refs`` and takes the cheapest rung of the
+fetch ladder the server offers (:mod:`bootpull.fetch_ladder`): git protocol v2
+(``gitprotocol-v2``), v0/v1 (:mod:`bootpull.gitwire_v0`) or dumb HTTP
+(:mod:`bootpull.fetch_dumb`). Without a filter it takes the whole tip at depth 1;
+with one (protocol v2 to ``git http-backend`` with ``uploadpack.allowFilter``):
 
 - ``snapshot(ref)`` resolves the ref with ``ls-refs`` (only that ref is listed, tags
   peeled) and, unless the commit is already cached, fetches the commit and its root
-  tree (``deepen 1``, ``filter tree:1``): no history, no other trees, no file contents.
+  tree (``deepen 1``, ``filter tree:1``; on a first boot the trees two levels down,
+  ``tree:3``): no history, no other trees, no file contents.
 - The returned :class:`GitSnapshot` (a :class:`bootpull.bundle.TreeReader`) fetches
   the rest by object id, only when asked: the trees on the paths it reads (one request
   per directory level, ``filter tree:0``), a listed directory's trees in one request
@@ -27,7 +31,8 @@ pack may inflate. Transient failures (connection refused or reset, a response cu
 short, 5xx, 408, 429: :mod:`bootpull.fetch_http` tells them apart) are retried here
 with full-jitter exponential backoff, honouring ``Retry-After``; each retry is counted
 in :class:`~bootpull.backoff.Counters` and said on the console. Permanent failures
-(404, 401/403, a server that is not git or not v2) fail at once.
+(404, 401/403, a server that is not git, a certificate the node cannot accept) fail
+at once.
 
 Errors: :class:`~bootpull.errors.FetchError` when the transport failed (exit 11: fall
 back to the last-known-good), :class:`~bootpull.errors.VerifyError` when the server
@@ -58,7 +63,7 @@ from bootpull import gitwire, gitwire_v0
 from bootpull.backoff import Backoff, Counters
 from bootpull.bundle import MAX_FILE_BYTES, MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry
 from bootpull.console import Console
-from bootpull.errors import FetchError, VerifyError
+from bootpull.errors import FetchError, NotFound, VerifyError
 from bootpull.fetch_cache import ObjectCache, cache_problems
 from bootpull.fetch_dumb import DumbObjects, parse_info_refs
 from bootpull.fetch_http import (
@@ -247,7 +252,7 @@ class GitRemote:
             except Redirect as redirect:
                 self._follow(redirect)
             except FetchError as exc:
-                if ("404" not in exc.why or tried_home_base
+                if (not isinstance(exc, NotFound) or tried_home_base
                         or self._http.base_path.endswith(".git")):
                     raise
                 tried_home_base = True
@@ -353,7 +358,7 @@ class GitRemote:
             _response, sink = self._call(f"reading {path}", "GET", "/" + path, body=None,
                                          headers={}, sink_factory=_RawSink)
         except FetchError as exc:
-            if exc.why.startswith("the server said HTTP 404"):
+            if isinstance(exc, NotFound):
                 return None
             raise
         except Redirect as redirect:

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bootpull.errors import FetchError, TlsError, UsageError
+from bootpull.errors import FetchError, NotFound, TlsError, UsageError
 
 AGENT = "bootpull/1"
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
@@ -366,7 +366,7 @@ def _header_size(resp: http.client.HTTPResponse) -> int:
 
 def _permanent_http_error(status: int, reason: str, url: str) -> FetchError:
     if status == 404:
-        return FetchError(f"no git repository at {url}", why=f"the server said HTTP 404 {reason}",
+        return NotFound(f"no git repository at {url}", why=f"the server said HTTP 404 {reason}",
                           hint="check the repository URL (bootpull.repo=, DHCP, DNS): it must "
                                "name a repository served over git smart HTTP, as in "
                                "http://HOST:PORT/repo.git")

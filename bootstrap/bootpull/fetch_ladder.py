@@ -39,7 +39,6 @@ class Rung:
     name: str  # v2+filter, v2, v0+filter, v0, dumb
     protocol: str  # v2, v0, dumb
     lazy: bool  # objects come by id as they are read; else the whole tip at once
-    shallow: bool  # the tip comes at depth 1 (no history)
     cost: str
     enable: str  # how to reach a cheaper rung; "" on the cheapest
 
@@ -50,10 +49,10 @@ class Rung:
         return {"rung": self.name, "cost": self.cost, "enable": self.enable or None}
 
 
-V2_FILTER = Rung("v2+filter", "v2", lazy=True, shallow=True,
+V2_FILTER = Rung("v2+filter", "v2", lazy=True,
                  cost="git protocol v2 with partial fetch: bytes grow with this node's "
                       "role only", enable="")
-DUMB = Rung("dumb", "dumb", lazy=True, shallow=False,
+DUMB = Rung("dumb", "dumb", lazy=True,
             cost="dumb HTTP (static files): every pack that holds an object read comes "
                  "whole, with the history in it, and each loose object is one request",
             enable="serve the repository with git http-backend (smart HTTP), with "
@@ -63,14 +62,14 @@ DUMB = Rung("dumb", "dumb", lazy=True, shallow=False,
 def choose_v2(*, filter_ok: bool) -> Rung:
     if filter_ok:
         return V2_FILTER
-    return Rung("v2", "v2", lazy=False, shallow=True,
+    return Rung("v2", "v2", lazy=False,
                 cost="git protocol v2 without partial fetch: the whole tip of the branch "
                      "(every file of every role, no history)", enable=_FILTER)
 
 
 def choose_v0(*, filter_ok: bool, by_id: bool, shallow_ok: bool) -> Rung:
     if filter_ok and by_id:
-        return Rung("v0+filter", "v0", lazy=True, shallow=shallow_ok,
+        return Rung("v0+filter", "v0", lazy=True,
                     cost="git protocol v0 with partial fetch: bytes grow with this node's "
                          "role, with one more request than v2", enable=_V2)
     cost = ("git protocol v0 without partial fetch: the whole tip of the branch (every "
@@ -79,4 +78,4 @@ def choose_v0(*, filter_ok: bool, by_id: bool, shallow_ok: bool) -> Rung:
     if filter_ok and not by_id:
         enable = ("set uploadpack.allowAnySHA1InWant=true (or allowReachableSHA1InWant) "
                   f"in the served repository, or {_V2}")
-    return Rung("v0", "v0", lazy=False, shallow=shallow_ok, cost=cost, enable=enable)
+    return Rung("v0", "v0", lazy=False, cost=cost, enable=enable)
