@@ -1,6 +1,6 @@
 """Every FetchError's hint reaches the banner and the event, word for word.
 
-The call sites are found in the agent's source (every ``FetchError(...)`` and
+The call sites are found in the agent's source (every ``FetchError(...)``, ``NotFound(...)`` and
 ``TlsError(...)`` in ``bootstrap/bootpull``), so a new one is covered the day it is
 written. Each must carry a hint. For each, the node runs ``--oneshot`` with no
 last-known-good while its pull raises that error with that site's hint text (the
@@ -22,7 +22,7 @@ from signed_repo import SignedRepo
 from test_pipeline import Node
 
 AGENT = Path(__file__).resolve().parents[1] / "bootstrap" / "bootpull"
-NAMES = {"FetchError", "TlsError"}
+NAMES = {"FetchError", "TlsError", "NotFound"}
 
 
 def _texts(node: ast.expr, names: dict[str, list[ast.expr]]) -> list[str]:
