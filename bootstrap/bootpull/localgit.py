@@ -48,25 +48,40 @@ class StoreTree:
                              hint="point the branch or tag at a commit")
         self._commit = commit_id
         self._tree_id: bytes = commit.tree
+        self._trees: dict[bytes, Any] = {}
 
     @property
     def commit(self) -> str:
         return self._commit
 
+    def _object(self, sha: bytes) -> Any:
+        """The object ``sha``; trees are parsed once per snapshot (reading each file of a
+        10,000-entry directory must not parse that directory 10,000 times)."""
+        from dulwich.objects import Tree
+
+        found = self._trees.get(sha)
+        if found is None:
+            found = self._store[sha]
+            if isinstance(found, Tree):
+                self._trees[sha] = found
+        return found
+
     def _lookup(self, path: str) -> tuple[int, bytes] | None:
         from dulwich.objects import Tree
 
-        tree = self._store[self._tree_id]
+        tree = self._object(self._tree_id)
         parts = [p for p in path.split("/") if p]
         mode, sha = 0o040000, self._tree_id
-        for part in parts:
+        for index, part in enumerate(parts):
             if not isinstance(tree, Tree):
                 return None
             try:
                 mode, sha = tree[part.encode("utf-8", "surrogateescape")]
             except KeyError:
                 return None
-            tree = self._store[sha]
+            if mode != 0o040000:  # a file: its blob is read only when asked for
+                return (mode, sha) if index == len(parts) - 1 else None
+            tree = self._object(sha)
         return mode, sha
 
     def read(self, path: str) -> bytes | None:
