@@ -214,12 +214,12 @@ def test_healthz_reports_database_and_last_event_age(homebase: Running,
     homebase_clock.advance(42)
     body = requests.get(homebase.url + "/healthz", timeout=30).json()
     assert body["status"] == "ok" and body["last_event_age_seconds"] == 42
-    assert body["nodes"] == {"OK": 1} and body["events_stale"] is False
+    assert body["nodes"] == {"OK": 1, "NEVER SEEN": 2} and body["events_stale"] is False
     homebase_clock.advance(300)  # no event from anyone for longer than the default deadline
     stale = requests.get(homebase.url + "/healthz", timeout=30)
     assert stale.status_code == 200
     assert stale.json()["status"] == "warn" and stale.json()["events_stale"] is True
-    assert stale.json()["nodes"] == {"SILENT": 1}
+    assert stale.json()["nodes"] == {"SILENT": 1, "NEVER SEEN": 2}
 
 
 def test_healthz_fails_when_the_database_is_gone(homebase_repo: Path, tmp_path: Path) -> None:

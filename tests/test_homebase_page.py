@@ -72,9 +72,47 @@ def test_status_page_html(homebase: Running, homebase_clock: FakeClock) -> None:
     page = requests.get(homebase.url + "/", timeout=30)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     text = page.text
-    assert "1 OK, 1 WARN, 1 FAIL, 1 SILENT" in text
+    assert "1 FAIL, 1 SILENT, 1 WARN, 1 OK" in text
     assert "<td>3</td>" in text and "disk full" in text
     assert text.index("db-1") < text.index("web-quiet") < text.index("web-2") < text.index(
         "web-1"), "worst first: FAIL, SILENT, WARN, OK"
     history = requests.get(f"{homebase.url}/nodes/{DB1}", timeout=30)
     assert history.status_code == 200 and "disk full" in history.text
+
+
+def test_node_page_charts_its_status_history_and_shows_failure_output(
+        homebase: Running, homebase_clock: FakeClock) -> None:
+    """Inline SVG: one band per status spell, in order, with the current SILENT spell;
+    and the output of failing reports, escaped."""
+    import xml.etree.ElementTree as ET
+
+    post = homebase.url + "/api/v1/events"
+    requests.post(post, json=event(DB1, role="db"), timeout=30).raise_for_status()
+    homebase_clock.advance(300)
+    failing = event(DB1, "fail", role="db", message="exited with code 1 as it started",
+                    details={"why": "Couldn't find user 'tcpdump'",
+                             "output": "<script>alert(1)</script>\nline two"})
+    requests.post(post, json=failing, timeout=30).raise_for_status()
+    homebase_clock.advance(300)
+    requests.post(post, json=event(DB1, role="db", message="running again"),
+                  timeout=30).raise_for_status()
+    homebase_clock.advance(700)  # past db's 600 s deadline: SILENT now
+    page = requests.get(f"{homebase.url}/nodes/{DB1}", timeout=30).text
+    svg = page[page.index("<svg"):page.index("</svg>") + len("</svg>")]
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    bands = root.findall(f"{ns}rect")
+    titles = [b.findtext(f"{ns}title") or "" for b in bands]
+    assert [t.split()[0] for t in titles] == ["OK", "FAIL", "OK", "SILENT"], titles
+    assert [b.get("fill") for b in bands] == ["#7c7", "#e55", "#7c7", "#aaa"]
+    widths = [float(b.get("width") or 0) for b in bands]
+    # 300 s OK, 300 s FAIL, 600 s OK, 100 s SILENT: widths in that proportion
+    assert widths[0] == pytest.approx(widths[1], rel=0.02)
+    assert widths[2] == pytest.approx(2 * widths[1], rel=0.02)
+    assert widths[2] == pytest.approx(6 * widths[3], rel=0.02)
+    assert sum(widths) == pytest.approx(800, rel=0.01)
+    failures = page[page.index('<ul id=failures>'):]
+    failures = failures[:failures.index("</ul>")]
+    assert "Couldn&#x27;t find user &#x27;tcpdump&#x27;" in failures
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in failures and "<script>" not in page
+    assert "exited with code 1 as it started" in failures

@@ -162,8 +162,10 @@ def test_repo_view_reads_intent_and_deadlines(homebase_repo: Path) -> None:
     view = RepoView(homebase_repo, default_deadline=77, role_deadlines={"db": 33, "x": 44})
     head = git(homebase_repo, "rev-parse", "HEAD")
     tagged = git(homebase_repo, "rev-parse", "role/web/1.0^{commit}")
-    assert view.intent_for(WEB1) == Intent("web", None, head, f"hosts/{WEB1}.toml")
-    assert view.intent_for(WEB2) == Intent("web", "1.0", tagged, f"hosts/{WEB2}.toml")
+    assert view.intent_for(WEB1) == Intent("web", None, head, f"hosts/{WEB1}.toml",
+                                                "web-1")
+    assert view.intent_for(WEB2) == Intent("web", "1.0", tagged, f"hosts/{WEB2}.toml",
+                                                "web-2")
     assert view.intent_for(Mac.parse("02:00:00:00:00:01")) == Intent(
         "", None, None, "(not assigned)")
     assert view.for_role("web") == 120  # role.toml

@@ -145,8 +145,19 @@ class UnknownNodes:
             self._seen |= new
             return []
 
+    def reload(self, seen: set[str]) -> None:
+        """The store's nodes now (some were forgotten)."""
+        with self._lock:
+            self._seen = set(seen)
+
     def count(self) -> int:
         """Nodes in the store (or reserved) that the repository does not name."""
         with self._lock:
             named = self._named()
             return sum(1 for n in self._seen if n not in named)
+
+
+#: why a POST /api/v1/events was refused, by its status (a 429 over a byte budget says
+#: which: ``client_bytes``, ``node_bytes``); ``/metrics`` counts each
+REFUSAL_REASONS = {400: "invalid", 403: "unknown_node", 408: "deadline", 413: "too_large",
+                   429: "rate", 500: "internal", 503: "store_unavailable"}

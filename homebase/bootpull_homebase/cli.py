@@ -13,6 +13,8 @@ from types import FrameType
 from bootpull.console import Console
 from bootpull.errors import UsageError
 
+from bootpull_homebase.fleet import GRACE_DAYS
+
 
 def _positive(text: str) -> float:
     try:
@@ -45,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Serve the deploy repository (read-only git smart HTTP at "
                           "/repo.git), take node events (POST /api/v1/events), and publish "
                           "status feeds, the status page and /healthz.")
-    parser.add_argument("--repo", required=True, type=Path, metavar="DIR",
+    parser.add_argument("--repo", type=Path, metavar="DIR",
                         help="the deploy repository (a work tree or a bare repository)")
     parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                         help="address to listen on (default 127.0.0.1:8080; port 0 picks one)")
@@ -74,6 +76,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--syslog", action="append", default=[], metavar="HOST[:PORT]",
                         help="send every status change (SILENT too) to this syslog server, "
                         "RFC 5424 over UDP (repeatable)")
+    parser.add_argument("--webhook", default="", metavar="URL",
+                        help="a JSON POST per status change (SILENT too) to this http(s) "
+                        "URL, retried with backoff; never blocks ingest")
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
     hardening = parser.add_argument_group(
         "hardening", "caps against a hostile or broken LAN (docs/homebase.md, 'Hardening')")
@@ -94,11 +99,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     hardening.add_argument("--max-unknown-nodes", type=int, default=1024, metavar="N",
                            help="nodes without hosts/<mac>.toml that may report; a new one "
                            "past that gets 403 (default 1024; -1: no limit)")
+    parser.add_argument("--forget-unassigned-after", type=_days, default=GRACE_DAYS,
+                        metavar="DAYS", help="a node the repository does not assign leaves "
+                        "the page and the feeds this long after its last report, recorded "
+                        f"in the audit log (0: never; default {GRACE_DAYS:g})")
     parser.set_defaults(func=run)
+    actions = parser.add_subparsers(dest="serve_command", metavar="[forget]")
+    forget = actions.add_parser(
+        "forget", help="remove one node from the home base now (audited)",
+        description="Remove node MAC from the home base's event database at once: its "
+        "state and its events leave the page, the feeds and the API, and the audit log "
+        "(GET /api/v1/audit) records who did it and why. Its status changes are kept. "
+        "Works while 'bootpull serve' runs on the same database: it notices within "
+        "seconds. A node that reports again is back, with only its new events (its "
+        "past status changes still draw its history).")
+    forget.add_argument("mac", metavar="MAC", help="the node, in any MAC notation, or "
+                        "pasted from its console line")
+    # SUPPRESS: without it this default would override 'bootpull serve --db X forget'.
+    forget.add_argument("--db", type=Path, default=argparse.SUPPRESS,
+                        metavar="PATH", help="the event database (default "
+                        "./bootpull-events.db)")
+    forget.add_argument("--reason", default="", metavar="TEXT",
+                        help="why, for the audit log (default: 'forgotten by an admin')")
+    forget.set_defaults(func=run_forget)
 
 
 #: what the ``server`` extra (pyproject.toml) brings that ``serve`` imports
-SERVER_EXTRA = ("feedgen.feed",)
+SERVER_EXTRA = ("feedgen.feed", "prometheus_client")
 
 
 def require_server_extra() -> None:
@@ -116,7 +143,40 @@ def require_server_extra() -> None:
             ) from None
 
 
+def run_forget(args: argparse.Namespace) -> int:
+    """``bootpull serve forget MAC``: exit 0 when forgotten, 1 when there was no such node."""
+    import getpass
+
+    from bootpull_repo.nodearg import parse_mac
+
+    from bootpull_homebase.store import EventStore
+
+    mac = parse_mac(args.mac)
+    if not args.db.exists():
+        raise UsageError(f"there is no event database at {args.db}",
+                         hint="pass the --db that 'bootpull serve' uses")
+    store = EventStore(args.db)
+    try:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown user"
+        reason = args.reason.strip() or "forgotten by an admin"
+        if not store.forget(mac, actor=f"bootpull serve forget ({user})", reason=reason):
+            print(f"bootpull serve forget: node {mac} is not in {args.db}; nothing changed",
+                  file=sys.stderr)
+            return 1
+    finally:
+        store.close()
+    print(f"bootpull serve forget: node {mac} forgotten ({reason}); see /api/v1/audit")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.repo is None:
+        raise UsageError("'bootpull serve' needs --repo DIR",
+                         hint="bootpull serve --repo DIR [--listen HOST:PORT], or "
+                              "'bootpull serve forget MAC --db PATH'")
     require_server_extra()
     from bootpull_homebase.server import (
         Homebase,
@@ -125,10 +185,13 @@ def run(args: argparse.Namespace) -> int:
         make_server,
         parse_listen,
     )
+    from bootpull_homebase.webhook import check_url
 
     host, port = parse_listen(args.listen)
     if args.max_body < 1024:
         raise UsageError("--max-body must be at least 1024 bytes")
+    if args.webhook:
+        check_url(args.webhook)  # refuse before the database is opened
     console = Console()
     settings = Settings(
         repo=args.repo, db=args.db, host=host, port=port, silent_after=args.silent_after,
@@ -138,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
         keep_days=args.keep_days, max_connections=max(1, args.max_connections),
         max_client_connections=max(1, args.max_client_connections),
         request_deadline=args.request_deadline, client_bytes_rate=args.client_bytes_per_s,
-        node_bytes_rate=args.node_bytes_per_s, max_unknown_nodes=args.max_unknown_nodes)
+        node_bytes_rate=args.node_bytes_per_s, max_unknown_nodes=args.max_unknown_nodes,
+        webhook=args.webhook, forget_unassigned_after=args.forget_unassigned_after * 86400.0)
     with console.step("open the event store and the repository") as step:
         homebase = Homebase(settings, console=console)
         step.note(f"{homebase.store.count()} events in {settings.db}")

@@ -36,6 +36,7 @@ class Intent:
     version: str | None
     commit: str | None
     source: str = ""  # the host file it came from
+    hostname: str = ""  # the host file's hostname, if it names one
 
 
 class IntentSource(Protocol):

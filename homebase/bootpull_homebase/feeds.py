@@ -215,6 +215,15 @@ class FeedCache:
                 self._revisions[feed_name(role)] = self._revisions.get(feed_name(role), 0) + 1
             self._total += 1
 
+    def reset(self) -> None:
+        """Forget every rendered feed and item (a node was forgotten)."""
+        with self._lock:
+            self._cache.clear()
+            self._items.clear()
+            self._total += 1
+            for name in self._revisions:
+                self._revisions[name] += 1
+
     def _revision(self, name: str) -> int:
         return self._total if name == ALL else self._revisions.get(name, 0)
 

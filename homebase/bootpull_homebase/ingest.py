@@ -25,9 +25,11 @@ MAX_GROUP = 256
 
 class Ingest:
     def __init__(self, store: EventStore,
-                 on_change: Callable[[set[str]], None] | None = None) -> None:
+                 on_change: Callable[[set[str]], None] | None = None,
+                 on_fleet_change: Callable[[], None] | None = None) -> None:
         self.store = store
         self._on_change = on_change
+        self._on_fleet_change = on_fleet_change
         self._jobs: queue.Queue[tuple[Sequence[dict[str, Any]], Future[AppendResult]] | None]
         self._jobs = queue.Queue()
         #: why the last write failed, until one succeeds again (healthz reports it)
@@ -74,11 +76,15 @@ class Ingest:
             # Feeds are invalidated before anyone hears "stored", so a client that
             # reads a feed right after its POST sees its own change.
             changed: set[str] = set()
+            fleet = False
             for result in results:
                 if not isinstance(result, StoreError):
                     changed |= result.roles_changed
+                    fleet |= result.fleet_changed
             if changed and self._on_change is not None:
                 self._on_change(changed)
+            if fleet and self._on_fleet_change is not None:
+                self._on_fleet_change()
             failures = [r for r in results if isinstance(r, StoreError)]
             if len(failures) == len(results):
                 self.last_failure = str(failures[0])

@@ -27,6 +27,7 @@ from typing import Any
 
 from bootpull.errors import FetchError
 from bootpull.mac import Mac
+from bootpull_repo.groups import by_node, read_groups
 
 from bootpull_homebase.drift import Intent
 from bootpull_homebase.smarthttp import find_git_dir
@@ -39,6 +40,8 @@ class _Snapshot:
     role_deadlines: dict[str, float] = field(default_factory=dict)
     hosts: dict[str, bytes] = field(default_factory=dict)  # "<mac>"/"default" -> file bytes
     tags: dict[str, str] = field(default_factory=dict)  # tag name -> commit
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mac -> group names
+    intents: dict[str, Intent | None] = field(default_factory=dict)  # mac -> intent (memo)
 
 
 def _toml(data: bytes | None) -> dict[str, Any] | None:
@@ -111,6 +114,7 @@ class RepoView:
                     data = tree.read(entry.path)
                     if data is not None:
                         snap.hosts[name.removesuffix(".toml")] = data
+            snap.groups = by_node(read_groups(tree)[0])
             for tag in remote.tags():
                 if tag.startswith("role/"):
                     snap.tags[tag] = remote.resolve(f"refs/tags/{tag}")
@@ -151,15 +155,38 @@ class RepoView:
         ``default``, which no canonical MAC equals."""
         return self._snapshot().hosts.keys()
 
+    # -- fleet.Names -----------------------------------------------------------
+
+    def head(self) -> str:
+        """The deploy head's commit ("" when there is none)."""
+        return self._snapshot().head
+
+    def named_nodes(self) -> list[str]:
+        """The canonical MACs with a ``hosts/<mac>.toml`` at the deploy head."""
+        return [name for name in self._snapshot().hosts if name != "default"]
+
+    def groups_of(self, mac: str) -> tuple[str, ...]:
+        """The groups (``groups/<name>.toml``) that list node ``mac``."""
+        return self._snapshot().groups.get(mac, ())
+
     # -- IntentSource ----------------------------------------------------------
 
     def intent_for(self, mac: Mac) -> Intent | None:
-        from bootpull.errors import LayoutError, NotAssignedError
-        from bootpull.layout import select
-
+        """What ``mac`` should run at the deploy head (memoized per head: the fleet asks
+        for every node on each rebuild)."""
         snap = self._snapshot()
         if not snap.head:
             return None
+        key = mac.canonical
+        if key not in snap.intents:
+            snap.intents[key] = self._intent(snap, mac)
+        return snap.intents[key]
+
+    @staticmethod
+    def _intent(snap: _Snapshot, mac: Mac) -> Intent | None:
+        from bootpull.errors import LayoutError, NotAssignedError
+        from bootpull.layout import select
+
         mine = snap.hosts.get(mac.canonical)
         source = f"hosts/{mac.canonical}.toml" if mine is not None else "hosts/default.toml"
         try:
@@ -168,7 +195,9 @@ class RepoView:
             return Intent(role="", version=None, commit=None, source="(not assigned)")
         except LayoutError:
             return None  # a broken host file: lint says so; drift cannot tell
+        hostname = assignment.hostname or ""
         if assignment.version is None:
-            return Intent(assignment.role, None, snap.head, source)
+            return Intent(assignment.role, None, snap.head, source, hostname)
         return Intent(assignment.role, assignment.version,
-                      snap.tags.get(f"role/{assignment.role}/{assignment.version}"), source)
+                      snap.tags.get(f"role/{assignment.role}/{assignment.version}"), source,
+                      hostname)

@@ -31,6 +31,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -44,11 +45,17 @@ from bootpull.errors import UsageError
 from bootpull.events import EventError, validate_event
 from bootpull.mac import Mac, MacError
 
-from bootpull_homebase.admission import KeyedBuckets, TokenBucket, UnknownNodes
-from bootpull_homebase.drift import IntentSource, find_drift
+from bootpull_homebase.admission import (
+    REFUSAL_REASONS,
+    KeyedBuckets,
+    TokenBucket,
+    UnknownNodes,
+)
+from bootpull_homebase.drift import IntentSource
 from bootpull_homebase.feeds import ALL, FeedCache, Kind
+from bootpull_homebase.fleet import GRACE_DAYS, NEVER_SEEN, FleetView
 from bootpull_homebase.ingest import Ingest
-from bootpull_homebase.page import node_page, status_page
+from bootpull_homebase.page import View, never_seen_page, node_page, status_page
 from bootpull_homebase.repoview import RepoView
 from bootpull_homebase.smarthttp import GitBackend, is_push
 from bootpull_homebase.store import (
@@ -97,6 +104,9 @@ class Settings:
     node_bytes_burst: float = 2 * 1024 * 1024
     max_unknown_nodes: int = 1024  # nodes without hosts/<mac>.toml (-1: no limit)
     keep_days: float = KEEP_DAYS  # raw events expire after this many days (0: never)
+    webhook: str = ""  # a URL that gets a JSON POST per status change (.webhook)
+    # an unassigned node is forgotten this long after its last report (0: never)
+    forget_unassigned_after: float = GRACE_DAYS * 86400.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -129,19 +139,79 @@ class Homebase:
                                 keep_days=settings.keep_days)
         self.intents: IntentSource = intents if intents is not None else self.repo
         self.feeds = FeedCache(self.store)
-        self.ingest = Ingest(self.store, on_change=self.feeds.invalidate)
+        self.fleet = FleetView(self.store, self.intents, self.repo,
+                               grace=settings.forget_unassigned_after,
+                               on_generation=self._forgotten_elsewhere)
+        self.ingest = Ingest(self.store, on_change=self.feeds.invalidate,
+                             on_fleet_change=self.fleet.changed)
         self.bucket = TokenBucket(settings.rate, settings.burst)
         self.client_bytes = KeyedBuckets(settings.client_bytes_rate,
                                          settings.client_bytes_burst)
         self.node_bytes = KeyedBuckets(settings.node_bytes_rate, settings.node_bytes_burst)
         self.unknown = UnknownNodes(settings.max_unknown_nodes,
                                     {n.mac for n in self.store.nodes()}, self.repo.host_names)
-        self.changelog = ChangeLog(self.store, console or Console(), syslog=settings.syslog,
-                                   interval=settings.watch_interval)
-        self.changelog.start()
-        self.started = time.monotonic()
         self.refused = 0  # requests answered 429
         self.refused_unknown = 0  # requests answered 403: too many unknown nodes
+        #: POST /api/v1/events refused, by reason (/metrics), and events accepted
+        self.refusals: Counter[str] = Counter()
+        self.accepted = 0
+        self.duplicates = 0
+        self._retire_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.metrics: Any = None  # the /metrics registry, made at the first scrape
+        self.changelog = ChangeLog(self.store, console or Console(), syslog=settings.syslog,
+                                   interval=settings.watch_interval, webhook=settings.webhook,
+                                   after_look=self.retire)
+        self.changelog.start()
+        self.started = time.monotonic()
+
+    def count_accepted(self, accepted: int, duplicates: int) -> None:
+        with self._count_lock:
+            self.accepted += accepted
+            self.duplicates += duplicates
+
+    def count_refusal(self, status: int, reason: str) -> None:
+        """One POST /api/v1/events answered ``status``: counted by reason unless 200."""
+        if status == 200:
+            return
+        with self._count_lock:
+            self.refusals[reason or REFUSAL_REASONS.get(status, "other")] += 1
+
+    def _forgotten_elsewhere(self) -> None:
+        """A node was forgotten (``bootpull serve forget``): drop what was cached of it."""
+        self.feeds.reset()
+        self.unknown.reload({n.mac for n in self.store.nodes()})
+
+    def forget(self, mac: Mac, *, actor: str, reason: str,
+               reported_before: float | None = None) -> bool:
+        """Forget one node now (its state and events; audited), as the CLI does."""
+        gone = self.store.forget(mac, actor=actor, reason=reason,
+                                 reported_before=reported_before)
+        if gone:
+            self.feeds.reset()
+            self.unknown.reload({n.mac for n in self.store.nodes()})
+        return gone
+
+    def retire(self) -> list[str]:
+        """Forget the unassigned nodes whose grace period is over (the change log thread
+        calls this after each look); the MACs forgotten."""
+        if not self._retire_lock.acquire(blocking=False):
+            return []
+        try:
+            days = self.settings.forget_unassigned_after / 86400.0
+            done = []
+            # The snapshot may be older than a report that came since (block=False):
+            # the store forgets only a node still silent for the whole grace period.
+            cutoff = self.store.clock() - self.settings.forget_unassigned_after
+            for mac in self.fleet.current(block=False).retired:
+                if self.forget(Mac.parse(mac), actor="home base",
+                               reason=f"not assigned by the repository, and no report for "
+                                      f"{days:g} days (--forget-unassigned-after)",
+                               reported_before=cutoff):
+                    done.append(mac)
+            return done
+        finally:
+            self._retire_lock.release()
 
     def close(self) -> None:
         self.changelog.close()
@@ -164,12 +234,22 @@ class Homebase:
         if self.ingest.last_failure is not None:
             problems.append(f"writes failing: {self.ingest.last_failure}")
         now = self.store.clock()
-        last, states = None, {}
+        last, fleet_age = None, None
+        states: dict[str, int] | None = {}
+        fleet_error = None
+        unknown: int | None = None
         if not problems:
             try:
+                # The last fleet snapshot, never a walk over every node per request.
+                fleet = self.fleet.current(block=False)
+                states = {k: v for k, v in fleet.counts.items() if v}
+                unknown = fleet.unknown
+                fleet_age = round(max(0.0, now - fleet.at), 3)
+            except Exception as exc:  # noqa: BLE001 - the counts are news, not health
+                states, fleet_error = None, f"{type(exc).__name__}: {exc}"
+            try:
                 last = self.store.last_received()
-                states = self.store.status_counts(now=now)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, StoreError) as exc:
                 database = f"the event database does not answer: {exc}"
                 problems.append("database")
         age = None if last is None else round(max(0.0, now - last), 3)
@@ -185,7 +265,8 @@ class Homebase:
             "last_event_age_seconds": age, "nodes": states,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "refused_429": self.refused, "refused_unknown_nodes": self.refused_unknown,
-            "unknown_nodes": self.unknown.count(), "time": rfc3339(now),
+            "unknown_nodes": unknown, "time": rfc3339(now),
+            "nodes_as_of_seconds_ago": fleet_age, "nodes_error": fleet_error,
             "started": rfc3339(self.store.started_at),
             "previous_run_alive_until": (None if self.store.down_at is None
                                          else rfc3339(self.store.down_at)),
@@ -288,6 +369,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._responded = True
+        self._code = code
         super().send_response(code, message)
 
     def _internal_error(self, exc: Exception) -> None:
@@ -407,7 +489,8 @@ class Handler(BaseHTTPRequestHandler):
             left -= len(piece)
             yield piece
 
-    def _over_budget(self, wait: float, what: str) -> None:
+    def _over_budget(self, wait: float, what: str, reason: str) -> None:
+        self._reason = reason
         self.homebase.refused += 1
         retry = TokenBucket.retry_after(wait)
         self._error(429, f"{what}; retry after {retry} s", {"Retry-After": str(retry)})
@@ -438,11 +521,22 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(status, body, {"Cache-Control": "no-store"})
             elif path == "/api/v1/nodes":
                 nodes = self.homebase.store.nodes()
+                never = [r.as_json() for r in self.homebase.fleet.current().rows
+                         if r.status == NEVER_SEEN]
+                groups = self.homebase.repo.groups_of
                 self._json(200, {"time": rfc3339(self.homebase.store.clock()),
-                                 "nodes": [n.as_json() for n in nodes]})
+                                 "nodes": [{**n.as_json(), "groups": list(groups(n.mac))}
+                                           for n in nodes],
+                                 "never_seen": never})
             elif path == "/api/v1/drift":
-                drift = find_drift(self.homebase.store.nodes(), self.homebase.intents)
-                self._json(200, {"drift": [d.as_json() for d in drift]})
+                fleet = self.homebase.fleet.current()
+                self._json(200, {"drift": [d.as_json() for d in fleet.drift],
+                                 "as_of": rfc3339(fleet.at)})
+            elif path == "/metrics":
+                self._metrics()
+            elif path == "/api/v1/audit":
+                self._json(200, {"audit": [e.as_json()
+                                           for e in self.homebase.store.audit_log()]})
             elif (match := _FEED.match(path)) is not None:
                 kind: Kind = "rss" if match.group(2) == "rss" else "atom"
                 if match.group(1) == ALL and kind == "rss":
@@ -453,7 +547,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._node(match.group(1), html=not path.startswith("/api/"),
                            query=parse_qs(url.query))
             elif path in ("/", "/index.html"):
-                self._status_page()
+                self._status_page(parse_qs(url.query, keep_blank_values=True))
             else:
                 self._error(404, f"no such page: {path}; try / or /healthz")
         except ConnectionError as exc:
@@ -470,7 +564,11 @@ class Handler(BaseHTTPRequestHandler):
             if url.path.startswith("/repo.git/"):
                 self._git(url.path[len("/repo.git"):], url.query)
             elif url.path == "/api/v1/events":
-                self._events()
+                self._reason = ""
+                try:
+                    self._events()
+                finally:
+                    self.homebase.count_refusal(getattr(self, "_code", 0), self._reason)
             else:
                 self._error(405 if url.path in ("/", "/api/v1/nodes") else 404,
                             f"nothing takes a POST at {url.path}; events go to /api/v1/events")
@@ -499,7 +597,7 @@ class Handler(BaseHTTPRequestHandler):
             if wait > 0:
                 self._drain(declared)
                 self._over_budget(wait, f"{client} sent more event bytes than its budget "
-                                        f"({hb.client_bytes.rate:g} bytes/s)")
+                                        f"({hb.client_bytes.rate:g} bytes/s)", "client_bytes")
                 return
         try:
             raw = self._read_body(hb.settings.max_body)
@@ -548,7 +646,7 @@ class Handler(BaseHTTPRequestHandler):
             wait = hb.client_bytes.take(client, len(raw))
             if wait > 0:
                 self._over_budget(wait, f"{client} sent more event bytes than its budget "
-                                        f"({hb.client_bytes.rate:g} bytes/s)")
+                                        f"({hb.client_bytes.rate:g} bytes/s)", "client_bytes")
                 return
         if not self._admit_nodes(events):
             return
@@ -567,6 +665,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(503, f"not stored: {exc}; nothing of this request was stored, "
                              "retry after 5 s", {"Retry-After": "5"})
             return
+        hb.count_accepted(result.accepted, result.duplicates)
         self._json(200, {"accepted": result.accepted, "duplicates": result.duplicates,
                          "ids": result.ids})
 
@@ -589,7 +688,7 @@ class Handler(BaseHTTPRequestHandler):
         wait = hb.node_bytes.take_all(sizes)
         if wait > 0:
             self._over_budget(wait, f"a node of this request sent more event bytes than "
-                                    f"its budget ({hb.node_bytes.rate:g} bytes/s)")
+                                    f"its budget ({hb.node_bytes.rate:g} bytes/s)", "node_bytes")
             return False
         return True
 
@@ -617,7 +716,12 @@ class Handler(BaseHTTPRequestHandler):
         store = self.homebase.store
         node = store.node(mac)
         if node is None:
-            self._error(404, f"node {mac} has never reported")
+            row = self.homebase.fleet.current().find(mac.canonical)
+            if html and row is not None:
+                self._send(200, never_seen_page(row), "text/html; charset=utf-8")
+                return
+            self._error(404, f"node {mac} has never reported"
+                        + (f" ({row.drift[0]})" if row is not None else ""))
             return
         try:
             limit = max(1, min(10000, int(query.get("limit", ["100"])[0])))
@@ -627,7 +731,8 @@ class Handler(BaseHTTPRequestHandler):
         transitions = store.transitions_for(mac, limit=limit)
         events = store.events_for(mac, limit=limit)
         if html:
-            body = node_page(node, transitions, events, refresh=self.homebase.settings.refresh)
+            body = node_page(node, transitions, events, refresh=self.homebase.settings.refresh,
+                             now=store.clock(), groups=self.homebase.repo.groups_of(node.mac))
             self._send(200, body, "text/html; charset=utf-8")
             return
         self._json(200, {
@@ -638,13 +743,20 @@ class Handler(BaseHTTPRequestHandler):
                        for e in events],
         })
 
-    def _status_page(self) -> None:
+    def _metrics(self) -> None:
+        from bootpull_homebase import metrics
+
         hb = self.homebase
-        now = hb.store.clock()
-        nodes = hb.store.nodes(now=now)
-        drift = find_drift(nodes, hb.intents)
+        if hb.metrics is None:
+            hb.metrics = metrics.registry_for(hb)
+        self._send(200, metrics.render(hb.metrics), metrics.CONTENT_TYPE,
+                   {"Cache-Control": "no-store"})
+
+    def _status_page(self, query: dict[str, list[str]]) -> None:
+        hb = self.homebase
+        fleet = hb.fleet.current()
         status, _ = hb.health()
-        body = status_page(nodes, drift, now=now, refresh=hb.settings.refresh,
+        body = status_page(fleet, View.parse(query), now=fleet.at, refresh=hb.settings.refresh,
                            health="ok" if status == 200 else "FAILING (see /healthz)")
         self._send(200, body, "text/html; charset=utf-8", {"Cache-Control": "no-store"})
 

@@ -62,7 +62,7 @@ Clock = Callable[[], float]
 STATUS_WORDS = {"ok": "OK", "warn": "WARN", "fail": "FAIL"}
 SILENT = "SILENT"
 STATUSES = ("OK", "WARN", "FAIL", SILENT)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HEARTBEAT = "heartbeat"  # the stage of a node's periodic report (docs/contract.md §7.2)
 DAY = 86400.0
 KEEP_DAYS = 30.0  # raw events expire after this long (``bootpull serve --keep-days``)
@@ -105,6 +105,18 @@ CREATE TRIGGER IF NOT EXISTS transitions_no_update BEFORE UPDATE ON transitions
     BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS transitions_no_delete BEFORE DELETE ON transitions
     BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    action TEXT NOT NULL,
+    node TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TABLE IF NOT EXISTS nodes (
     mac TEXT PRIMARY KEY,
     hostname TEXT NOT NULL,
@@ -204,6 +216,8 @@ class AppendResult:
     duplicates: int = 0
     ids: list[int] = field(default_factory=list)
     roles_changed: set[str] = field(default_factory=set)
+    #: something the fleet page shows besides a repeated heartbeat's time and counters
+    fleet_changed: bool = False
 
 
 def rfc3339(epoch: float) -> str:
@@ -380,7 +394,9 @@ class EventStore:
             event_id = int(cur.lastrowid or 0)
             result.accepted += 1
             result.ids.append(event_id)
-            result.roles_changed |= self._derive(conn, event, event_id, received)
+            roles = self._derive(conn, event, event_id, received)
+            result.roles_changed |= roles
+            result.fleet_changed |= bool(roles) or event.get("stage") != HEARTBEAT
         return result
 
     def _derive(
@@ -479,6 +495,66 @@ class EventStore:
                 raise StoreError("old events could not be deleted", why=str(exc),
                                  hint="check the disk holding the database") from exc
             return deleted
+
+    # -- forgetting ------------------------------------------------------------
+
+    def forget(self, mac: Mac | str, *, actor: str, reason: str,
+               reported_before: float | None = None) -> bool:
+        """Remove node ``mac`` (its state and its raw events) in one transaction, and
+        write one row of the audit log; False when the store holds no such node (or,
+        with ``reported_before``, when its last report is not older than that).
+
+        The node's status changes (``transitions``) stay: they are append-only. If it
+        reports again it is a new node. The database's generation moves, so a running
+        home base (another process, for ``bootpull serve forget``) re-reads it."""
+        key = _key(mac)
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute("SELECT hostname, role, version, last_report FROM nodes "
+                                   "WHERE mac = ?", (key,)).fetchone()
+                if row is None or (reported_before is not None
+                                   and float(row[3]) >= reported_before):
+                    conn.execute("ROLLBACK")
+                    return False
+                events = conn.execute("DELETE FROM events WHERE node = ?", (key,)).rowcount
+                conn.execute("DELETE FROM nodes WHERE mac = ?", (key,))
+                detail = {"reason": reason, "hostname": row[0], "role": row[1],
+                          "version": row[2], "last_report": rfc3339(float(row[3])),
+                          "events_deleted": events}
+                conn.execute("INSERT INTO audit (at, action, node, actor, detail) "
+                             "VALUES (?, 'forget', ?, ?, ?)",
+                             (self.clock(), key, actor, json.dumps(detail, sort_keys=True)))
+                conn.execute("INSERT INTO meta (key, value) VALUES ('generation', '1') "
+                             "ON CONFLICT (key) DO UPDATE SET value = value + 1")
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise StoreError(f"node {key} could not be forgotten", why=str(exc),
+                                 hint="check the disk holding the database; retry") from exc
+            return True
+
+    def generation(self) -> int:
+        """Moves whenever a node is forgotten (by this process or another one)."""
+        with self._reader() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
+        """The newest ``limit`` entries of the audit log, newest first."""
+        with self._reader() as conn:
+            rows = conn.execute("SELECT id, at, action, node, actor, detail FROM audit "
+                                "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [AuditEntry(i, a, act, n, who, json.loads(d)) for i, a, act, n, who, d in rows]
+
+    def size_bytes(self) -> int:
+        """The database's size on disk: the main file and its write-ahead log."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
 
     # -- reading ---------------------------------------------------------------
 
@@ -677,6 +753,22 @@ def _forget(conn: sqlite3.Connection, event_id: int, now: float) -> None:
     conn.execute("INSERT OR REPLACE INTO forgotten (digest, at) VALUES (?, ?)",
                  (str(row[0])[:32], now))
     conn.execute("DELETE FROM events WHERE id = ?", (event_id,))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row of the home base's audit log (``GET /api/v1/audit``)."""
+
+    id: int
+    at: float
+    action: str  # "forget"
+    node: str
+    actor: str  # who: "bootpull serve forget" (with the user), or "home base"
+    detail: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "at": rfc3339(self.at), "action": self.action,
+                "node": self.node, "actor": self.actor, "detail": self.detail}
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from bootpull.errors import BootpullError, InstallError, UsageError
 from bootpull.layout import Problem, Report
 from bootpull.mac import Mac, MacError
 
+from bootpull_repo.groups import read_groups
+
 #: Reads the commit of a release tag (``role/web/1.0``), or None when there is none.
 ReleaseReader = Callable[[str], TreeReader | None]
 
@@ -56,6 +58,7 @@ def lint_tree(tree: TreeReader, *, tags: set[str] | None = None,
                        if not (p.line == 0 and p.file in duplicates)]
     report.extend(duplicates.values())
     report.extend(_refs_of_broken_hosts(tree, tags))
+    report.extend(read_groups(tree)[1])
     for role in _role_names(tree):
         report.extend(check_role(tree, role, limits))
     if release is not None and tags is not None:
