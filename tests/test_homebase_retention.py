@@ -257,3 +257,38 @@ def test_a_schema_1_database_is_upgraded(tmp_path: Path, homebase_clock: FakeClo
     # first heartbeat, the lease and the replaced heartbeat's digest go
     assert store.expire() == 3
     assert [stage for stage, _ in stages(store, WEB1)] == ["heartbeat", "run"]
+
+
+def test_expiry_and_a_restart_keep_each_feed_item_id(tmp_path: Path,
+                                                   homebase_clock: FakeClock) -> None:
+    """A version change on an OK node starts a new feed item at that event, which is
+    neither the node's last event nor its last status change. Expiry keeps it, so a
+    restarted home base (no cached items) shows the item under the same id: a reader
+    is not told about the same change twice."""
+    from bootpull_homebase.feeds import item_of
+
+    db = tmp_path / "events.db"
+    store = EventStore(db, clock=homebase_clock, deadlines=NEVER_SILENT, keep_days=1.0)
+    store.append([report(WEB1, 0, "install")])  # OK, version 1.0: a status change
+    homebase_clock.advance(MINUTE)
+    store.append([event(WEB1, "ok", "installed web 2.0", stage="install", version="2.0",
+                        time=rfc3339(T0 + MINUTE))])
+    for n in range(2, 6):
+        homebase_clock.advance(MINUTE)
+        store.append([event(WEB1, "ok", f"run {n}", stage="run", version="2.0",
+                            time=rfc3339(T0 + n * MINUTE))])
+    before = item_of(store.feed_items()[0])
+    assert before.event["message"] == "installed web 2.0"
+    homebase_clock.advance(2 * DAY)
+    store.append([heartbeat(WEB1, 10_000) | {"version": "2.0"}])
+    assert store.expire() >= 4  # the four run reports are gone
+    store.close()
+    restarted = EventStore(db, clock=homebase_clock, deadlines=NEVER_SILENT, keep_days=1.0)
+    try:
+        after = item_of(restarted.feed_items()[0])
+        assert (after.id, after.date, after.event["message"]) == (
+            before.id, before.date, "installed web 2.0")
+        assert [m for _, m in stages(restarted, WEB1)][:2] == ["install 0",
+                                                               "installed web 2.0"]
+    finally:
+        restarted.close()

@@ -25,7 +25,9 @@ is still a duplicate); a heartbeat that changes the status is kept like any even
 events expire ``keep_days`` after they were received (:meth:`EventStore.expire`,
 bounded per run, due at most once an hour), except the ones a node's state points to
 (its last report, the event of its last change, its last re-verification, its last
-heartbeat). Transitions never expire.
+heartbeat, and ``item_event_id``: the event its feed item shows, recorded when the
+change is stored, so an item keeps its id across expiry and restarts). Transitions
+never expire.
 
 Times are the home base's own clock when the event was *received* (an injectable
 ``clock``), not the node's ``time`` field: a node just booted may not know the time,
@@ -129,13 +131,14 @@ CREATE TABLE IF NOT EXISTS nodes (
     last_event_id INTEGER NOT NULL,
     change_event_id INTEGER NOT NULL,
     verify_event_id INTEGER,
-    heartbeat_event_id INTEGER
+    heartbeat_event_id INTEGER,
+    item_event_id INTEGER
 );
 """
-_INSERT_NODE = (  # by name: a schema 1 database gets heartbeat_event_id by ALTER TABLE
+_INSERT_NODE = (  # by name: older databases get the last columns by ALTER TABLE
     "INSERT INTO nodes (mac, hostname, role, version, commit_id, reported, last_change, "
-    "last_report, last_event_id, change_event_id, verify_event_id, heartbeat_event_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    "last_report, last_event_id, change_event_id, verify_event_id, heartbeat_event_id, "
+    "item_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class StoreError(BootpullError):
@@ -261,6 +264,8 @@ class EventStore:
             columns = [r[1] for r in self._writer.execute("PRAGMA table_info(nodes)")]
             if "heartbeat_event_id" not in columns:  # a schema 1 database
                 self._writer.execute("ALTER TABLE nodes ADD COLUMN heartbeat_event_id INTEGER")
+            if "item_event_id" not in columns:  # schema 1 or 2: found by search until set
+                self._writer.execute("ALTER TABLE nodes ADD COLUMN item_event_id INTEGER")
             self._writer.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
                 (str(SCHEMA_VERSION),))
@@ -409,8 +414,8 @@ class EventStore:
         heartbeat = event.get("stage") == HEARTBEAT
         row = conn.execute(
             "SELECT hostname, role, version, reported, last_change, last_report, "
-            "change_event_id, verify_event_id, heartbeat_event_id FROM nodes WHERE mac = ?",
-            (mac,)).fetchone()
+            "change_event_id, verify_event_id, heartbeat_event_id, item_event_id FROM nodes "
+            "WHERE mac = ?", (mac,)).fetchone()
         if row is None:
             conn.execute("INSERT INTO transitions (node, status, at, event_id) VALUES (?,?,?,?)",
                          (mac, word, received, event_id))
@@ -418,10 +423,10 @@ class EventStore:
                 _INSERT_NODE,
                 (mac, event["hostname"], event["role"], event["version"], event["commit"],
                  word, received, received, event_id, event_id,
-                 event_id if _verifies(event) else None, None))
+                 event_id if _verifies(event) else None, None, event_id))
             return {event["role"]}
         (hostname, role, version, previous, last_change, last_report, change_id, verify_id,
-         heartbeat_id) = row
+         heartbeat_id, item_id) = row
         silent_at = self.silent_at(last_report, self.deadlines.for_role(role))
         if received > silent_at:
             conn.execute("INSERT INTO transitions (node, status, at, event_id) "
@@ -433,19 +438,23 @@ class EventStore:
                          (mac, word, received, event_id))
             last_change, change_id = received, event_id
         verify_id = event_id if _verifies(event) else verify_id
+        shown = (event["hostname"], event["role"], event["version"]) != (hostname, role, version)
+        if changed or shown:
+            item_id = event_id  # the event the node's feed item shows from now on
         if heartbeat:
             # The previous heartbeat that only repeated the status gives way to this one
-            # (a heartbeat that changed the status is a transition's event: kept).
-            if heartbeat_id is not None and heartbeat_id != verify_id:
+            # (a heartbeat that changed the status is a transition's event, one that
+            # changed the title is the feed item's: both kept).
+            if heartbeat_id is not None and heartbeat_id not in (verify_id, item_id):
                 _forget(conn, heartbeat_id, received)
-            heartbeat_id = None if changed else event_id
+            heartbeat_id = None if changed or shown else event_id
         conn.execute(
             "UPDATE nodes SET hostname=?, role=?, version=?, commit_id=?, reported=?, "
             "last_change=?, last_report=?, last_event_id=?, change_event_id=?, "
-            "verify_event_id=?, heartbeat_event_id=? WHERE mac=?",
+            "verify_event_id=?, heartbeat_event_id=?, item_event_id=? WHERE mac=?",
             (event["hostname"], event["role"], event["version"], event["commit"], word,
-             last_change, received, event_id, change_id, verify_id, heartbeat_id, mac))
-        shown = (event["hostname"], event["role"], event["version"]) != (hostname, role, version)
+             last_change, received, event_id, change_id, verify_id, heartbeat_id, item_id,
+             mac))
         if changed or shown:
             return {role, event["role"]}
         return set()
@@ -486,7 +495,9 @@ class EventStore:
                         "UNION SELECT verify_event_id FROM nodes "
                         "WHERE verify_event_id IS NOT NULL "
                         "UNION SELECT heartbeat_event_id FROM nodes "
-                        "WHERE heartbeat_event_id IS NOT NULL) "
+                        "WHERE heartbeat_event_id IS NOT NULL "
+                        "UNION SELECT item_event_id FROM nodes "
+                        "WHERE item_event_id IS NOT NULL) "
                         "ORDER BY received LIMIT ?)",
                         (now - self.keep_days * DAY, limit)).rowcount
                 conn.execute("COMMIT")
@@ -693,8 +704,10 @@ class EventStore:
         now = self.clock() if now is None else now
         known = known or {}
         query, args = self._NODE_QUERY, cast(tuple[Any, ...], ())
-        ids = ("SELECT n.mac, n.change_event_id, n.last_event_id, l.digest FROM nodes n "
-               "JOIN events l ON l.id = n.last_event_id")
+        ids = ("SELECT n.mac, n.change_event_id, n.last_event_id, l.digest, i.id, "
+               "i.received, i.digest, i.body FROM nodes n "
+               "JOIN events l ON l.id = n.last_event_id "
+               "LEFT JOIN events i ON i.id = n.item_event_id")
         if role is not None:
             query, ids, args = query + " WHERE n.role = ?", ids + " WHERE n.role = ?", (role,)
         out: list[FeedItem] = []
@@ -702,12 +715,16 @@ class EventStore:
             conn.execute("BEGIN")
             try:
                 rows = conn.execute(query + " ORDER BY n.mac", args).fetchall()
-                pointers = {m: (c, lid, d) for m, c, lid, d in conn.execute(ids, args)}
+                pointers = {m: rest for m, *rest in conn.execute(ids, args)}
                 for row in rows:
                     node = self._state(row, now)
-                    change_id, last_id, last_digest = pointers[node.mac]
-                    start = self._item_start(conn, node, change_id, last_id,
-                                             known.get(node.mac))
+                    change_id, last_id, last_digest, item_id, at, key, body = pointers[node.mac]
+                    if item_id is not None:  # recorded when the change was stored
+                        start = StoredItemEvent(int(item_id), float(at), str(key),
+                                                json.loads(body))
+                    else:  # a node last changed before schema 3: search its events
+                        start = self._item_start(conn, node, change_id, last_id,
+                                                 known.get(node.mac))
                     out.append(FeedItem(node, change_id, last_id, last_digest, start))
             finally:
                 conn.execute("COMMIT")
