@@ -41,6 +41,9 @@ DHCP_T = "tests/test_dhcp.py"
 FEEDS_T = "tests/test_homebase_feeds.py"
 STORE_T = "tests/test_homebase_store.py"
 API_T = "tests/test_homebase_api.py"
+FLEET_T = "tests/test_homebase_fleet.py"
+SCALE_T = "tests/test_homebase_scale.py"
+METRICS_T = "tests/test_homebase_metrics.py"
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,28 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("drift.changed-files-ignored", f"{HB}/drift.py",
            "if isinstance(changed, list) and changed:", "if False:",
            (STORE_T,), "changed installed files are not drift"),
+    # -- the fleet: what the page, drift and /healthz read -------------------------------
+    Mutant("fleet.snapshot-ignores-changes", f"{HB}/fleet.py",
+           "return (fleet is not None and key == wanted", "return (fleet is not None",
+           (FLEET_T, SCALE_T), "a posted change is not on the page, drift or /healthz"),
+    Mutant("fleet.snapshot-outlives-silence", f"{HB}/fleet.py",
+           "and self.store.clock() < fleet.valid_until", "",
+           (FLEET_T, METRICS_T), "a node that fell SILENT is not counted"),
+    Mutant("fleet.rebuilt-per-request", f"{HB}/fleet.py",
+           "and time.monotonic() - fleet.built_at < self.max_age)", "and False)",
+           (SCALE_T,), "/healthz and drift walk every node per request"),
+    Mutant("fleet.never-seen-hidden", f"{HB}/fleet.py",
+           "    for mac in names.named_nodes():", "    for mac in ():",
+           (FLEET_T,), "assigned nodes that never reported are invisible"),
+    Mutant("fleet.assigned-nodes-forgotten", f"{HB}/fleet.py",
+           "if intent is not None and not intent.role and grace > 0:",
+           "if grace > 0:",
+           (FLEET_T,), "an assigned node that is silent past the grace period is forgotten"),
+    Mutant("store.item-event-expires", f"{HB}/store.py",
+           '                        "UNION SELECT item_event_id FROM nodes "',
+           '                        "UNION SELECT NULL FROM nodes "',
+           ("tests/test_homebase_retention.py",),
+           "expiry and a restart give a reader the same change under a new id"),
 )
 
 
