@@ -32,6 +32,7 @@ from bootpull_homebase.store import EventStore
 from bootpull_repo.example import make_example_repo
 from bootpull_repo.nodearg import parse_mac
 from homebase_fixtures import DB1, WEB1, WEB2, FakeClock, event, git, settings_for
+from test_homebase_crash import start_serve
 
 LOST = Mac.parse("02:00:00:00:00:99")  # no hosts/<mac>.toml in homebase_repo
 WAIT = 15.0  # seconds any background change may take to show
@@ -320,22 +321,6 @@ def _bootpull() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "bootpull"]
 
 
-def _start_serve(repo: Path, db: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [*_bootpull(), "serve", "--repo", str(repo), "--db", str(db),
-         "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "bootpull serve: listening on http://127.0.0.1:PORT/"
-    if "listening on" not in line:
-        proc.kill()
-        proc.wait(timeout=30)
-        pytest.fail(f"bootpull serve did not start: {line!r}")
-    url = line.rsplit(" ", 1)[-1].strip().rstrip("/")
-    assert url.startswith("http://127.0.0.1:"), url
-    return proc, url
-
-
 def _forget(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*_bootpull(), "serve", "forget", *args], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
@@ -345,7 +330,7 @@ def test_serve_forget_while_serve_runs(homebase_repo: Path, tmp_path: Path) -> N
     db = tmp_path / "events.db"
     gone = Mac.parse("02:00:00:00:00:51")
     pasted = Mac.parse("02:00:00:00:00:52")
-    proc, url = _start_serve(homebase_repo, db)
+    proc, url = start_serve(homebase_repo, db)
     try:
         post(url, [event(gone, role="", version="", hostname="lab-a", message="one"),
                    event(gone, role="", version="", hostname="lab-a", message="two"),
