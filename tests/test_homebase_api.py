@@ -36,7 +36,8 @@ def test_one_event_and_an_array(homebase: Running) -> None:
     assert one.status_code == 200, one.text
     assert one.json()["accepted"] == 1
     many = post(homebase, [event(WEB2, message=f"m{i}") for i in range(3)])
-    assert many.json() == {"accepted": 3, "duplicates": 0, "ids": [2, 3, 4]}
+    assert many.json() == {"accepted": 3, "duplicates": 0, "ids": [2, 3, 4],
+                           "identity": "unsigned"}
     assert stored(homebase) == 4
 
 

@@ -147,7 +147,7 @@ MANY = (
         write("roles/broken/role.toml", "format = 1\n[run\n"),
     ],
     """\
-bootpull.toml:5: unknown key 'brnach' in the top level — did you mean 'branch'?
+bootpull.toml:11: unknown key 'brnach' in the top level — did you mean 'branch'?
 hosts/52-54-00-12-34-56.toml:2: '-web-' is not a valid hostname — use letters, digits \
 and '-' in dot-separated labels (RFC 1123)
 hosts/52-54-00-12-34-56.toml:3: there is no release tag role/web/9 — run 'bootpull repo \

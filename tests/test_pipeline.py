@@ -274,8 +274,8 @@ def test_report_url_down_spools_then_delivers_in_order(
     try:
         assert node.run()[0] == 0
         messages = [(e["stage"], e["message"]) for e in back.received]
-        # the oldest spooled event first: the fetch (its rung), then the install
-        assert [m[0] for m in messages[:2]] == ["fetch", "install"]
+        # the oldest spooled event first: the node's key, the fetch (its rung), the install
+        assert [m[0] for m in messages[:3]] == ["identity", "fetch", "install"]
         times = [e["time"] for e in back.received]
         assert times == sorted(times)
         assert node.status["spooled_events"] == 0
@@ -568,6 +568,8 @@ def test_node_run_heartbeats_re_verify_the_installed_files(
         assert first["status"] == "ok"
         details = dict(first["details"])  # type: ignore[call-overload]
         assert details.pop("rollback_protection") in ("state-disk", "none")  # §7.3
+        assert details.pop("identity") in ("persistent", "ephemeral")  # §7.3
+        assert str(details.pop("key")).startswith("SHA256:")
         assert details == {"files_changed": [], "stale": False, "restarts": 0}
         path = Path(str(collect(StateDir(node.state))["path"]))
         (path / "run.sh").write_bytes(b"#!/bin/sh\necho tampered\n")

@@ -96,6 +96,9 @@ class Bundle:
     files: tuple[BundleFile, ...]
     assignment: Assignment
     role_toml: bytes = b""  # the verified role.toml itself, installed beside files/
+    #: the verified, still encrypted secrets (bootpull.role_secrets): ``path`` is the
+    #: repository path, ``roles/<role>/secrets/<NAME>.age`` or ``secrets/<mac>/<NAME>.age``
+    secrets: tuple[BundleFile, ...] = ()
 
 
 #: The largest file a role may hold: a node refuses a bigger git object (exit 12), since
@@ -123,3 +126,6 @@ class RepoSettings:
     silent_after: float | None = None  # [report] silent_after: the home base's deadline
     log_level: str | None = None  # the default for every node
     limits: Limits = field(default_factory=Limits)
+    #: how the home base trusts a new node's key: "manual" (an admin enrolls it) or
+    #: "first-seen" (the first key it sees, until a commit pins one); the node ignores it
+    enrollment: str = "manual"

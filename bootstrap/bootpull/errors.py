@@ -132,3 +132,23 @@ class ExpiredMetadata(VerifyError):
 
 class NotAssignedError(LayoutError):
     """The repository has neither ``hosts/<mac>.toml`` nor ``hosts/default.toml``."""
+
+
+class IdentityError(InstallError):
+    """The node's key files in the state directory (``identity.key``, ``identity.age``)
+    cannot be read or do not parse. The hint says which file and what to do. The
+    pipeline says it on the console and goes on with an ephemeral key (docs/node.md
+    "The node's key")."""
+
+    stage = "identity"
+
+
+class IdentityUnwritable(IdentityError):
+    """A new key could not be written to the state directory (a full, failing or
+    read-only disk); nothing half-written is left. The caller goes on with an
+    ephemeral key."""
+
+
+class KeyRefused(UndeliveredError):
+    """The home base answered 401: the key pinned for this node's MAC is another one.
+    The events stay in the spool; the banner names ``bootpull repo enroll``."""

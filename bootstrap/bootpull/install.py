@@ -262,7 +262,8 @@ def _remove_tree(path: Path, role_dir: Path) -> None:
 
 
 def content_digest(bundle: Bundle) -> str:
-    """SHA-256 over the role spec, the assignment and every file's path, mode and hash."""
+    """SHA-256 over the role spec, the assignment and every file's path, mode and hash
+    (and the encrypted secrets', when there are any)."""
     import json
     from dataclasses import asdict
 
@@ -273,6 +274,8 @@ def content_digest(bundle: Bundle) -> str:
            "version": bundle.version, "commit": bundle.commit,
            "role_toml": hashlib.sha256(bundle.role_toml).hexdigest(),
            "files": [asdict(f) for f in file_records(bundle.files)]}
+    if bundle.secrets:  # a changed secret is a new install; ids without secrets stay
+        doc["secrets"] = [asdict(f) for f in file_records(bundle.secrets)]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

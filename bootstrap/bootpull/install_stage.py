@@ -2,13 +2,15 @@
 
 :func:`install_bundle` is what ``Node`` calls after a good pull (docs/contract.md §5.1).
 A version marked bad (``bad.json``: it failed to start or failed its health checks) is
-never installed again; the node says so and keeps what runs.
+never installed again; the node says so and keeps what runs. The role's secrets are
+decrypted and placed here too (:mod:`bootpull.role_secrets`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from bootpull import role_secrets
 from bootpull.console import Console
 from bootpull.errors import RunError
 from bootpull.install import bundle_id, install
@@ -20,9 +22,18 @@ if TYPE_CHECKING:
     from bootpull.bundle import Bundle
 
 
-def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Console) -> bool:
+def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Console, *,
+                   age_identity: Any = None) -> bool:
     """Install ``bundle`` unless it failed before; True if ``current`` changed. A bad
-    version with nothing installed raises RunError (there is nothing else to run)."""
+    version with nothing installed raises RunError (there is nothing else to run).
+
+    The bundle's secrets are decrypted with ``age_identity`` (a ``pyrage.x25519.Identity``,
+    the node's ``identity.age``) before anything is written, and placed in the role's
+    ``$BOOTPULL_SECRETS_DIR`` before its hooks run (:mod:`bootpull.role_secrets`). A
+    secret it cannot decrypt, or secrets and no identity, is an InstallError: nothing is
+    written and the previous install keeps running. When the install fails the previous
+    secrets are put back.
+    """
     ident = bundle_id(bundle)
     bad = state.bad_ids()
     if ident in bad:
@@ -33,21 +44,49 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
         if state.current() is None:
             raise RunError(message, hint="publish a fixed version of the role")
         return False
-    env = contract_env(role=bundle.role.name, version=bundle.version, commit=bundle.commit,
+    role = bundle.role.name
+    secrets_dir = role_secrets.secrets_dir(role)
+    env = contract_env(role=role, version=bundle.version, commit=bundle.commit,
                        variables=bundle.assignment.vars,
-                       identity=say.identity_for(bundle.assignment.hostname))
-    with console.step(f"install {bundle.role.name} {bundle.version}") as step:
-        outcome = install(bundle, state, env=env, console=console)
-        step.note("unchanged: nothing to do" if not outcome.changed
-                  else f"{len(bundle.files)} files into {outcome.installed.path}")
+                       identity=say.identity_for(bundle.assignment.hostname),
+                       secrets_dir=secrets_dir)
+    with console.step(f"install {role} {bundle.version}") as step:
+        plain = role_secrets.decrypt(bundle.secrets, age_identity, role=role,
+                                     who=_who(say, age_identity))
+        placed = role_secrets.place(plain, role, secrets_dir.parent, warn=console.warn)
+        try:
+            outcome = install(bundle, state, env=env, console=console)
+        except BaseException:
+            placed.undo()
+            raise
+        placed.done()
+        secrets = f", {len(plain)} secrets into {secrets_dir}" if plain else ""
+        step.note(f"unchanged: nothing to do{secrets}" if not outcome.changed
+                  else f"{len(bundle.files)} files into {outcome.installed.path}{secrets}")
     say.set_context(outcome.installed)
     if outcome.repaired:
         say.report("drift", "warn", f"{len(outcome.repaired)} installed file(s) had changed "
                    "on disk: reinstalled from the verified bundle",
                    {"files_changed": list(outcome.repaired), "repaired": True})
     elif outcome.changed:
-        say.report("install", "ok", f"installed {bundle.role.name} {bundle.version}",
-                   {"previous": outcome.previous.version if outcome.previous else None,
-                    "files": len(bundle.files)})
+        details: dict[str, Any] = {
+            "previous": outcome.previous.version if outcome.previous else None,
+            "files": len(bundle.files)}
+        if plain:
+            details["secrets"] = sorted(p.name for p in plain)  # the names, never the bytes
+        say.report("install", "ok", f"installed {role} {bundle.version}", details)
     say.save_status("install", "ok", "installed" if outcome.changed else "unchanged")
     return outcome.changed
+
+
+def _who(say: Narrator, age_identity: Any) -> str:
+    """``node 52-54-… (key SHA256:…, age age1…)``: this node, as an admin enrolls it."""
+    identity = getattr(say, "identity", None)
+    mac = identity.mac.canonical if identity is not None else "this node"
+    parts = []
+    key = getattr(say, "key", None)
+    if key is not None:
+        parts.append(f"key {key.fingerprint}")
+    if age_identity is not None:
+        parts.append(f"age {age_identity.to_public()}")
+    return f"node {mac}" + (f" ({', '.join(parts)})" if parts else "")

@@ -319,7 +319,8 @@ def _check_format(check: _Checker, doc: dict[str, Any], *, required: bool) -> bo
 
 # -- bootpull.toml ---------------------------------------------------------------
 
-_SETTINGS_KEYS = ("format", "name", "branch", "log_level", "report", "limits")
+_SETTINGS_KEYS = ("format", "name", "branch", "log_level", "report", "limits", "enrollment")
+ENROLLMENT_POLICIES = ("manual", "first-seen")
 
 
 def parse_settings(data: bytes, path: str = SETTINGS_FILE
@@ -341,6 +342,11 @@ def parse_settings(data: bytes, path: str = SETTINGS_FILE
         check.add(("branch",), f"{branch!r} is not a valid branch name",
                   'name a git branch, as in branch = "main"')
     log_level = _log_level(check, doc, ("log_level",))
+    enrollment = check.string(doc, ("enrollment",), example='"manual"') or "manual"
+    if enrollment not in ENROLLMENT_POLICIES:
+        check.add(("enrollment",), f"{enrollment!r} is not an enrollment policy",
+                  'write enrollment = "manual" (an admin enrolls each node: bootpull repo '
+                  'enroll) or enrollment = "first-seen"')
     report_url = None
     silent_after = None
     report = check.table(doc, "report")
@@ -363,7 +369,8 @@ def parse_settings(data: bytes, path: str = SETTINGS_FILE
     if check.problems:
         return None, check.problems
     return RepoSettings(format=FORMAT, name=name, branch=branch, report_url=report_url,
-                        log_level=log_level, limits=limits, silent_after=silent_after), []
+                        log_level=log_level, limits=limits, silent_after=silent_after,
+                        enrollment=enrollment), []
 
 
 def _silent_after(check: _Checker, report: dict[str, Any]) -> float | None:

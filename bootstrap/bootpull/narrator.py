@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bootpull.backoff import Backoff, Counters
 from bootpull.console import Console
@@ -23,6 +23,9 @@ from bootpull.install import check_drift
 from bootpull.report import ReportContext, Reporter, Spool, SyslogMirror
 from bootpull.state import DiskTrouble, Installed, NodeStatus, StateDir
 from bootpull.supervise import Happening, Identity, Supervisor
+
+if TYPE_CHECKING:
+    from bootpull.identity import NodeIdentity
 
 CONSOLE_LOG_MAX = 4 * 2**20
 ONESHOT_REPORT_TIMEOUT = 5.0
@@ -60,6 +63,10 @@ class Narrator:
         self._banners: set[str] = set()
         #: ``state-disk``, ``none`` (diskless: the version floor is in RAM) or ``unknown``
         self.rollback_protection: str | None = None
+        #: the node's key (bootpull.identity): signs the reports, named in every event
+        self.key: NodeIdentity | None = None
+        self.key_problem: str | None = None  # why the key is ephemeral on a state disk
+        self._key_announced = False
         self._rung: str | None = None  # the fetch ladder's rung last said
 
     def start(self, identity: Identity, *, url: str | None, log_servers: list[str],
@@ -71,9 +78,26 @@ class Narrator:
             spool=Spool(self.state.spool), context=ReportContext(identity.mac),
             console=self.console, counters=self.counters, url=url,
             syslog=SyslogMirror(log_servers, self.console) if log_servers else None,
-            disk=self.disk, ca_files=self.ca_files)
+            disk=self.disk, ca_files=self.ca_files, identity=self.key)
         if oneshot:
             self.reporter.timeout = ONESHOT_REPORT_TIMEOUT
+        self.announce_key()
+
+    def announce_key(self, *, root: Path = Path("/")) -> None:
+        """The ``identity`` event, once per run and first: the key, its age recipient
+        and the hardware facts an admin checks before enrolling it (docs/node.md)."""
+        if self.key is None or self.reporter is None or self._key_announced:
+            return
+        self._key_announced = True
+        from bootpull import facts
+
+        key = self.key
+        details: dict[str, Any] = {"public_key": key.public, "age": key.recipient,
+                                   "facts": facts.collect(root)}
+        if self.key_problem:
+            details["problem"] = self.key_problem
+        self.report("identity", "warn" if self.key_problem else "ok",
+                    f"identity {key.describe()}", details)
 
     def retarget(self, url: str | None) -> None:
         if self.reporter is not None:
@@ -102,6 +126,9 @@ class Narrator:
         self.save_counters()
         if self.rollback_protection is not None:  # on every event (docs/contract.md §7.3)
             details = {**(details or {}), "rollback_protection": self.rollback_protection}
+        if self.key is not None:  # on every event too: which key, kept or per boot
+            details = {**(details or {}), "identity": self.key.kind,
+                       "key": self.key.fingerprint}
         if self.reporter is not None:
             with self.disk.writing("events to the spool", "they are not sent while it "
                                    "cannot be written; the role keeps running"):

@@ -44,6 +44,7 @@ from bootpull.errors import (
     BootpullError,
     ExpiredMetadata,
     FetchError,
+    IdentityError,
     RunError,
 )
 from bootpull.health import RepoHealth
@@ -140,6 +141,24 @@ class Node:
             self.state.root, self.settings.mounts_file)
         if unsafe:
             self.console.warn(unsafe)
+        self._load_key()
+
+    def _load_key(self) -> None:
+        """The node's key (bootpull.identity): kept in the state directory when it is on
+        a disk, made for this boot when it is in memory (diskless) or when the files
+        cannot be read or written (said on the console; the node goes on)."""
+        from bootpull import identity
+
+        persistent = self.say.rollback_protection != "none"
+        try:
+            key = identity.load_or_create(self.state.root, persistent=persistent,
+                                          warn=self.console.warn)
+        except IdentityError as err:
+            self.console.error(f"{err}; {err.hint}", stage="identity")
+            self.say.key_problem = err.what
+            key = identity.generate(kind="ephemeral")
+        self.say.key = key
+        self.console.info(f"identity {key.describe()}", stage="identity")
 
     # -- discover ------------------------------------------------------------------
 
@@ -281,7 +300,9 @@ class Node:
         self.say.status.report_url = result.settings.report_url or ""
         self.say.retarget(self._report_url())
         self.say.fetched_over(result.fetch)
-        return install_bundle(result.bundle, self.state, self.say, self.console)
+        key = self.say.key
+        return install_bundle(result.bundle, self.state, self.say, self.console,
+                              age_identity=key.age if key is not None else None)
 
     def _pull(self) -> PullResult:
         from bootpull.pull import pull_url

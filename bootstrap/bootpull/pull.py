@@ -12,7 +12,10 @@
 5. for a pinned version, snapshot the tag ``role/<role>/<version>``;
 6. list, read (``read_many``: only this role's files) and verify every file of the
    role against the signed targets — the set of files, their lengths, hashes, modes;
-7. raise the version floor, and return the bundle.
+7. list, read and verify the role's secrets (``roles/<role>/secrets/*.age``) and this
+   node's own (``secrets/<mac>/*.age``) at the deploy head, the same way; they stay
+   encrypted (:mod:`bootpull.role_secrets` decrypts them at install);
+8. raise the version floor, and return the bundle.
 
 Only bytes that matched their signed hash become part of the Bundle. Any mismatch
 raises :class:`~bootpull.errors.VerifyError` (exit 12) and nothing is returned.
@@ -34,6 +37,7 @@ from bootpull.console import Console
 from bootpull.errors import VerifyError
 from bootpull.mac import Mac
 from bootpull.trust import (
+    HEAD_PREFIX,
     METADATA_DIR,
     MetadataVersions,
     SignedFile,
@@ -170,8 +174,9 @@ def pull(
         spec = layout.load_role(role_toml, role)
         step.note(f"{len(files)} files, {sum(len(f.data) for f in files)} bytes")
 
+    secrets = _verified_secrets(head, verifier, role, mac, settings, console)
     bundle = Bundle(role=spec, version=version, commit=tree.commit, files=tuple(files),
-                    assignment=assignment, role_toml=role_toml)
+                    assignment=assignment, role_toml=role_toml, secrets=tuple(secrets))
     verifier.record_success(branch)
     return PullResult(bundle=bundle, settings=settings, metadata=versions, branch=branch,
                       head_commit=head.commit,
@@ -270,28 +275,11 @@ def _verified_role(tree: TreeReader, verifier: Verifier, role: str, prefix: str,
             f"role {role!r} is not signed",
             why=f"the published metadata has no {prefix}role.toml",
             hint=f"create {root}role.toml, commit, and run 'bootpull repo publish'")
-    limits = settings.limits
-    total = sum(f.length for f in signed.values())
-    if len(signed) > limits.max_files or total > limits.max_bundle_bytes:
-        raise VerifyError(
-            f"role {role!r} is larger than this repository's limits",
-            why=f"{len(signed)} files, {total} bytes; the limits are {limits.max_files} "
-            f"files, {limits.max_bundle_bytes} bytes",
-            hint="raise [limits] in bootpull.toml, or make the role smaller")
+    _within_limits(f"role {role!r}", signed, settings,
+                   "raise [limits] in bootpull.toml, or make the role smaller")
     entries = {e.path[len(root):]: e for e in tree.list(root.rstrip("/"))
                if e.path[len(root):] in wanted or e.path[len(root):].startswith("files/")}
-    if extra := sorted(set(entries) - set(signed)):
-        raise VerifyError(
-            f"{root}{extra[0]} is in the commit but not in the signed metadata",
-            why="the change was committed but not published",
-            hint="publish the repository with 'bootpull repo publish' and fetch again",
-            expected="absent", got="present")
-    if missing := sorted(set(signed) - set(entries)):
-        raise VerifyError(
-            f"{root}{missing[0]} is signed but missing from commit {tree.commit[:12]}",
-            why="the served commit is not the published one",
-            hint="publish the repository with 'bootpull repo publish' and fetch again",
-            expected=signed[missing[0]].sha256, got="absent")
+    _same_set(entries, signed, root, tree.commit)
     data = tree.read_many([root + rel for rel in sorted(signed)])
     files: list[BundleFile] = []
     role_toml = b""
@@ -304,3 +292,70 @@ def _verified_role(tree: TreeReader, verifier: Verifier, role: str, prefix: str,
         else:
             files.append(BundleFile(rel[len("files/"):], entry.mode, blob))
     return files, role_toml
+
+
+def _within_limits(what: str, signed: dict[str, SignedFile], settings: RepoSettings,
+                   hint: str) -> int:
+    """The signed files' total size, unless they are over ``[limits]`` (VerifyError)."""
+    limits = settings.limits
+    total = sum(f.length for f in signed.values())
+    if len(signed) > limits.max_files or total > limits.max_bundle_bytes:
+        raise VerifyError(
+            f"{what} is larger than this repository's limits",
+            why=f"{len(signed)} files, {total} bytes; the limits are {limits.max_files} "
+            f"files, {limits.max_bundle_bytes} bytes", hint=hint)
+    return total
+
+
+def _same_set(entries: dict[str, TreeEntry], signed: dict[str, SignedFile], root: str,
+              commit: str) -> None:
+    """The files in the commit are exactly the signed ones (paths under ``root``)."""
+    if extra := sorted(set(entries) - set(signed)):
+        raise VerifyError(
+            f"{root}{extra[0]} is in the commit but not in the signed metadata",
+            why="the change was committed but not published",
+            hint="publish the repository with 'bootpull repo publish' and fetch again",
+            expected="absent", got="present")
+    if missing := sorted(set(signed) - set(entries)):
+        raise VerifyError(
+            f"{root}{missing[0]} is signed but missing from commit {commit[:12]}",
+            why="the served commit is not the published one",
+            hint="publish the repository with 'bootpull repo publish' and fetch again",
+            expected=signed[missing[0]].sha256, got="absent")
+
+
+def _verified_secrets(head: TreeReader, verifier: Verifier, role: str, mac: Mac,
+                      settings: RepoSettings, console: Console) -> list[BundleFile]:
+    """The age files of ``roles/<role>/secrets/`` and ``secrets/<this mac>/``, verified.
+
+    Always from the deploy head (also for a pinned version: a rewrap reaches every
+    node without a new release), and only this node's host directory is read. As for
+    the role's files, the set of ``*.age`` files in each directory must be exactly the
+    signed set, each with its signed mode, length and hash. Nothing is decrypted here.
+    """
+    from bootpull.role_secrets import host_secrets_dir, role_secrets_dir, secret_name
+
+    directories = (role_secrets_dir(role), host_secrets_dir(mac.canonical))
+    signed: dict[str, SignedFile] = {}
+    entries: dict[str, TreeEntry] = {}
+    for directory in directories:
+        prefix = head_target(directory + "/")
+        signed.update({p[len(HEAD_PREFIX):]: f for p, f in verifier.signed_under(prefix).items()
+                       if secret_name(p[len(HEAD_PREFIX):], directory) is not None})
+        entries.update({e.path: e for e in head.list(directory)
+                        if secret_name(e.path, directory) is not None})
+    if not signed and not entries:
+        return []
+    with console.step(f"verify secrets of {role}") as step:
+        _same_set(entries, signed, "", head.commit)
+        total = _within_limits(f"the secrets of role {role!r}", signed, settings,
+                               "raise [limits] in bootpull.toml, or remove secrets")
+        data = head.read_many(sorted(signed))
+        out: list[BundleFile] = []
+        for path in sorted(signed):
+            entry = entries[path]
+            blob = verifier.check(head_target(path), data.get(path), entry.mode, path=path)
+            assert blob is not None  # check() returns the bytes of every signed file
+            out.append(BundleFile(path, entry.mode, blob))
+        step.note(f"{len(out)} encrypted, {total} bytes")
+    return out

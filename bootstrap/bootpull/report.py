@@ -24,6 +24,13 @@ A full or failing state disk loses what cannot be written, never the node: an ev
 that cannot be spooled is said on the console and not sent; a spool that cannot be
 read or cleaned up after a delivery is said once and tried again later (a retry).
 
+With the node's key (:mod:`bootpull.identity`) every POST is signed when it is sent
+(:mod:`bootpull.httpsig`: a fresh ``created`` and nonce per try; the spool keeps the
+events unsigned). A 401 means the home base pins another key for this MAC: the events
+stay in the spool and are tried again after ``KEY_REFUSED_RETRY`` seconds, and a banner
+(once per run) names ``bootpull repo enroll``. A 200 that says ``"identity":
+"pending"`` is said once per run too.
+
 Key events are also sent as RFC 5424 messages over UDP to the syslog servers DHCP
 option 7 named (port 514, or ``host:port``), and to no one else.
 """
@@ -50,6 +57,8 @@ from bootpull.state import DiskTrouble, fsync_dir, read_json, write_atomic
 if TYPE_CHECKING:
     import urllib3
 
+    from bootpull.identity import NodeIdentity
+
 SYSLOG_PORT = 514
 SYSLOG_FACILITY = 3  # daemon
 SYSLOG_SEVERITY = {"ok": 6, "warn": 4, "fail": 3}  # informational, warning, error
@@ -58,6 +67,11 @@ BATCH = 50
 #: answers that refuse the events themselves; any other failure is retried later
 #: (a 404 is a wrong URL or a home base not up yet, not a bad event)
 REFUSED = frozenset({400, 413, 422})
+#: seconds before a POST the home base answered 401 (another key is pinned) is tried
+#: again: an admin has to act first
+KEY_REFUSED_RETRY = 60.0
+#: the most of an answer's body read for its JSON (``error``, ``identity``)
+ANSWER_MAX = 64 * 1024
 
 
 # -- the spool -----------------------------------------------------------------------
@@ -217,7 +231,10 @@ class Reporter:
     pool: urllib3.PoolManager | None = None
     disk: InitVar[DiskTrouble | None] = None  # says a failing spool once (the Narrator's)
     ca_files: tuple[Path, ...] = ()  # node run --ca: CAs an https home base may use
+    identity: NodeIdentity | None = None  # signs every POST; None: unsigned (tests)
     _attempt: int = 0
+    _said_refused: bool = False  # the 401 banner, once per run
+    _said_pending: bool = False  # "pending at the home base", once per run
     _next_try: float = 0.0
     _disk: DiskTrouble = field(init=False, repr=False)
 
@@ -337,14 +354,24 @@ class Reporter:
             self.pool = urllib3.PoolManager(retries=False,  # retries are ours, counted
                                             ssl_context=tls)
         assert self.url is not None
+        body = json.dumps(events).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.identity is not None:  # signed now: a fresh created and nonce per try
+            from urllib.parse import urlsplit
+
+            from bootpull.httpsig import sign_request
+
+            headers = sign_request(self.identity, method="POST",
+                                   path=urlsplit(self.url).path or "/", body=body)
         try:
             resp = self.pool.request(
-                "POST", self.url, body=json.dumps(events).encode(),
-                headers={"Content-Type": "application/json"}, redirect=False,
+                "POST", self.url, body=body, headers=headers, redirect=False,
                 timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return f"{type(exc).__name__}", None
         if 200 <= resp.status < 300:
+            if _answer(resp.data).get("identity") == "pending":
+                self._pending()
             return "ok", None
         retry_after: float | None = None
         header = resp.headers.get("Retry-After")
@@ -360,9 +387,56 @@ class Reporter:
                         0.0, (when - datetime.now(UTC)).total_seconds()))
         if resp.status in REFUSED:
             return "rejected", None
+        if resp.status == 401:  # another key is pinned for this MAC: kept, tried later
+            self._key_refused(_answer(resp.data).get("error"))
+            return "HTTP 401: another key is pinned for this node", max(
+                KEY_REFUSED_RETRY, retry_after or 0.0)
         return f"HTTP {resp.status}", retry_after
+
+    def _key_refused(self, error: object) -> None:
+        """The banner for a 401, once per run: whose key, and the admin's command."""
+        if self._said_refused:
+            return
+        self._said_refused = True
+        from bootpull.errors import KeyRefused
+
+        key = self.identity.fingerprint if self.identity is not None else "(none: unsigned)"
+        said = f" (it says: {_short(error)})" if isinstance(error, str) and error else ""
+        mac = self.context.node.colons
+        self.console.banner(KeyRefused(
+            f"the home base refuses this node's key {key}",
+            why=f"it answered 401{said}: most likely the key it pins for {mac} is "
+            "another one (a re-imaged node, or someone else's key); the events stay in "
+            "the spool and are sent again later",
+            hint=f"if this node is yours, an admin runs 'bootpull repo enroll {mac}' and "
+            "publishes; the node then delivers what waits"))
+
+    def _pending(self) -> None:
+        if self._said_pending:
+            return
+        self._said_pending = True
+        key = self.identity.fingerprint if self.identity is not None else "unsigned"
+        mac = self.context.node.colons
+        self.console.warn(f"this node is PENDING at the home base (key {key}) until an "
+                          f"admin runs 'bootpull repo enroll {mac}'", stage="report")
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.clear()
             self.pool = None
+
+
+def _answer(data: bytes | None) -> dict[str, Any]:
+    """A home base answer's JSON object, or {} for anything else."""
+    if not data or len(data) > ANSWER_MAX:
+        return {}
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _short(text: str) -> str:
+    """A server's words on the console: printable, one line, at most 200 characters."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:200]

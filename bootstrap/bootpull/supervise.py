@@ -3,8 +3,8 @@
 - The role's ``[run] command`` starts in its install directory (also its working
   directory) in a session of its own, with the contract environment
   (:func:`role_env`): ``BOOTPULL_MAC``, ``BOOTPULL_ROLE``, ``BOOTPULL_VERSION``,
-  ``BOOTPULL_COMMIT``, ``BOOTPULL_HOSTNAME``, ``BOOTPULL_IP`` and one
-  ``BOOTPULL_VAR_<NAME>`` (upper-cased) per host-file ``[vars]`` entry.
+  ``BOOTPULL_COMMIT``, ``BOOTPULL_HOSTNAME``, ``BOOTPULL_IP``, ``BOOTPULL_SECRETS_DIR``
+  and one ``BOOTPULL_VAR_<NAME>`` (upper-cased) per host-file ``[vars]`` entry.
 - ``restart``: ``always`` restarts on any exit, ``on-failure`` on a non-zero exit or a
   signal, ``never`` not at all. Restarts wait a full-jitter backoff, are counted in
   ``Counters.restarts`` and said on the console; a run that lasts
@@ -34,8 +34,10 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from bootpull import role_secrets
 from bootpull.backoff import Backoff, Counters
 from bootpull.console import Console
 from bootpull.errors import RunError
@@ -57,8 +59,14 @@ class Identity:
 
 
 def contract_env(*, role: str, version: str, commit: str, variables: Mapping[str, str],
-                 identity: Identity, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The role's environment: a small base (PATH, HOME, LANG, TZ) plus the contract's."""
+                 identity: Identity, base: Mapping[str, str] | None = None,
+                 secrets_dir: Path | None = None) -> dict[str, str]:
+    """The role's environment: a small base (PATH, HOME, LANG, TZ) plus the contract's.
+
+    ``BOOTPULL_SECRETS_DIR`` is ``secrets_dir``, by default the role's directory under
+    the secrets root (:func:`bootpull.role_secrets.secrets_dir`); it exists only when
+    the role has secrets.
+    """
     source = os.environ if base is None else base
     env = {k: source[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM")
            if k in source}
@@ -70,6 +78,8 @@ def contract_env(*, role: str, version: str, commit: str, variables: Mapping[str
         "BOOTPULL_COMMIT": commit,
         "BOOTPULL_HOSTNAME": identity.hostname,
         "BOOTPULL_IP": identity.ip,
+        role_secrets.ENV: str(secrets_dir if secrets_dir is not None
+                              else role_secrets.secrets_dir(role)),
     })
     for name, value in sorted(variables.items()):
         env[f"BOOTPULL_VAR_{name.upper()}"] = value

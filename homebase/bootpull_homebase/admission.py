@@ -159,5 +159,5 @@ class UnknownNodes:
 
 #: why a POST /api/v1/events was refused, by its status (a 429 over a byte budget says
 #: which: ``client_bytes``, ``node_bytes``); ``/metrics`` counts each
-REFUSAL_REASONS = {400: "invalid", 403: "unknown_node", 408: "deadline", 413: "too_large",
-                   429: "rate", 500: "internal", 503: "store_unavailable"}
+REFUSAL_REASONS = {400: "invalid", 401: "identity", 403: "unknown_node", 408: "deadline",
+                   413: "too_large", 429: "rate", 500: "internal", 503: "store_unavailable"}

@@ -35,14 +35,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bootpull.mac import Mac
+from bootpull_repo.identities import Pin
 
 from bootpull_homebase.drift import Drift, Intent, IntentSource, reasons_for
-from bootpull_homebase.store import SILENT, EventStore, NodeState
+from bootpull_homebase.store import SILENT, EventStore, NodeState, PendingKey
 
 NEVER_SEEN = "NEVER SEEN"
+PENDING = "PENDING"  # a key that waits for 'bootpull repo enroll'
 #: the page's order: worst first
-ORDER = ("FAIL", SILENT, NEVER_SEEN, "WARN", "OK")
-PROBLEMS = ("FAIL", SILENT, NEVER_SEEN, "WARN")
+ORDER = ("FAIL", PENDING, SILENT, NEVER_SEEN, "WARN", "OK")
+PROBLEMS = ("FAIL", PENDING, SILENT, NEVER_SEEN, "WARN")
 GRACE_DAYS = 3.0  # an unassigned node is forgotten this long after its last report
 MAX_AGE = 10.0  # seconds a snapshot may lag behind repeated heartbeats
 
@@ -57,6 +59,8 @@ class Names(Protocol):
     def named_nodes(self) -> Sequence[str]: ...
 
     def groups_of(self, mac: str) -> tuple[str, ...]: ...
+
+    def pin_for(self, mac: str) -> Pin | None: ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,9 @@ class NoNames:
     def groups_of(self, mac: str) -> tuple[str, ...]:
         return ()
 
+    def pin_for(self, mac: str) -> Pin | None:
+        return None
+
 
 @dataclass(frozen=True)
 class Row:
@@ -89,6 +96,8 @@ class Row:
     drift: tuple[str, ...]
     state: NodeState | None  # None: never seen
     intent: Intent | None
+    identity: str = "unsigned"  # enrolled, first-seen, pending, unsigned
+    pending: tuple[PendingKey, ...] = ()  # keys waiting for enrollment
 
     @property
     def problem(self) -> bool:
@@ -101,6 +110,10 @@ class Row:
             out = {"node": self.mac, "hostname": self.hostname, "role": self.role,
                    "version": self.version, "status": self.status, "last_report": None}
         out["groups"] = list(self.groups)
+        out["identity"] = self.identity
+        if self.pending:
+            out["status"] = self.status
+            out["pending_keys"] = [p.as_json() for p in self.pending]
         return out
 
 
@@ -173,6 +186,24 @@ def build(store: EventStore, intents: IntentSource | None, names: Names, *,
     seen: set[str] = set()
     named = names.host_names()
     unknown = 0
+    waiting: dict[str, list[PendingKey]] = {}
+    for key in store.pending_keys():
+        waiting.setdefault(key.mac, []).append(key)
+    first_seen = store.pins()
+
+    def identity_of(mac: str, signed: bool) -> tuple[str, tuple[PendingKey, ...]]:
+        """(identity, the pending keys that make the node PENDING)."""
+        pin = names.pin_for(mac)
+        pinned = pin.key if pin is not None and pin.key else first_seen.get(mac)
+        rejected = pin.rejected if pin is not None else ()
+        keys = tuple(k for k in waiting.get(mac, ()) if k.key != pinned
+                     and k.key not in rejected)
+        if keys:
+            return "pending", keys
+        if pinned is None:
+            return ("pending" if signed and mac in waiting else "unsigned"), ()
+        return ("enrolled" if pin is not None and pin.key else "first-seen"), ()
+
     for node in store.nodes(now=now):
         seen.add(node.mac)
         unknown += node.mac not in named
@@ -187,8 +218,12 @@ def build(store: EventStore, intents: IntentSource | None, names: Names, *,
             drift.append(Drift(node, intent, reasons))
         if node.status != SILENT:
             pending.append(node.silent_at)
-        rows.append(Row(node.mac, node.hostname, node.role, node.version, node.status,
-                        names.groups_of(node.mac), reasons, node, intent))
+        details = node.last.get("details")
+        signed = isinstance(details, dict) and "key" in details
+        identity, keys = identity_of(node.mac, signed)
+        status = PENDING if keys or identity == "pending" else node.status
+        rows.append(Row(node.mac, node.hostname, node.role, node.version, status,
+                        names.groups_of(node.mac), reasons, node, intent, identity, keys))
     for mac in names.named_nodes():
         if mac in seen:
             continue
@@ -196,13 +231,22 @@ def build(store: EventStore, intents: IntentSource | None, names: Names, *,
         if intent is None or not intent.role:
             continue  # a broken host file: lint says so
         reason = (f"assigned in {intent.source} but has never reported",)
+        identity, keys = identity_of(mac, False)
         rows.append(Row(mac, intent.hostname, intent.role, intent.version or "",
-                        NEVER_SEEN, names.groups_of(mac), reason, None, intent))
+                        PENDING if keys else NEVER_SEEN, names.groups_of(mac), reason, None,
+                        intent, identity, keys))
+        seen.add(mac)
+    for mac in waiting:  # a refused key for a node never stored
+        if mac not in seen:
+            identity, keys = identity_of(mac, False)
+            if keys:
+                rows.append(Row(mac, "", "", "", PENDING, names.groups_of(mac),
+                                ("a key waits for enrollment",), None, None, identity, keys))
     rows.sort(key=_sort_key)
     drift.sort(key=lambda d: (ORDER.index(d.node.status), d.node.role, d.node.hostname,
                               d.node.mac))
     drift += [Drift(never_seen_state(r), r.intent, r.drift) for r in rows
-              if r.status == NEVER_SEEN]
+              if r.state is None and r.intent is not None]
     counts = {s: 0 for s in ORDER}
     for row in rows:
         counts[row.status] += 1

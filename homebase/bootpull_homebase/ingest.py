@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from bootpull_homebase.store import AppendResult, EventStore, StoreError
+from bootpull_homebase.store import AppendResult, EventStore, Refused, Signed, StoreError
 
 MAX_GROUP = 256
+_Job = tuple[Sequence[dict[str, Any]], Signed | None, "Future[AppendResult]"]
 
 
 class Ingest:
@@ -30,7 +31,7 @@ class Ingest:
         self.store = store
         self._on_change = on_change
         self._on_fleet_change = on_fleet_change
-        self._jobs: queue.Queue[tuple[Sequence[dict[str, Any]], Future[AppendResult]] | None]
+        self._jobs: queue.Queue[_Job | None]
         self._jobs = queue.Queue()
         #: why the last write failed, until one succeeds again (healthz reports it)
         self.last_failure: str | None = None
@@ -43,10 +44,12 @@ class Ingest:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, events: Sequence[dict[str, Any]], timeout: float = 60.0) -> AppendResult:
-        """Store ``events`` durably, or raise StoreError; blocks until committed."""
+    def submit(self, events: Sequence[dict[str, Any]], timeout: float = 60.0, *,
+               signed: Signed | None = None) -> AppendResult:
+        """Store ``events`` durably, or raise StoreError (:class:`Refused` for a replayed
+        signature); blocks until committed."""
         future: Future[AppendResult] = Future()
-        self._jobs.put((events, future))
+        self._jobs.put((events, signed, future))
         return future.result(timeout=timeout)
 
     def close(self) -> None:
@@ -69,7 +72,8 @@ class Ingest:
                     break
                 group.append(more)
             try:
-                results = self.store.append_many([events for events, _ in group])
+                results = self.store.append_many([events for events, _, _ in group],
+                                                 [signed for _, signed, _ in group])
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
                 failure = StoreError("the events could not be stored", why=repr(exc))
                 results = [failure for _ in group]
@@ -85,12 +89,14 @@ class Ingest:
                 self._on_change(changed)
             if fleet and self._on_fleet_change is not None:
                 self._on_fleet_change()
-            failures = [r for r in results if isinstance(r, StoreError)]
-            if len(failures) == len(results):
+            # A refused signature (a replay) is the client's fault, not a failing write.
+            failures = [r for r in results
+                        if isinstance(r, StoreError) and not isinstance(r, Refused)]
+            if failures and len(failures) == len(results):
                 self.last_failure = str(failures[0])
             else:
                 self.last_failure = None
-            for (_, future), result in zip(group, results, strict=True):
+            for (_, _, future), result in zip(group, results, strict=True):
                 if isinstance(result, StoreError):
                     future.set_exception(result)
                 else:

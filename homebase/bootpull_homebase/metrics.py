@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 CONTENT_TYPE: str = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4",
                             exposition.CONTENT_TYPE_LATEST)
 #: every refusal reason, so each series exists from the start (rate() needs a zero)
-REASONS = tuple(sorted({*REFUSAL_REASONS.values(), "client_bytes", "node_bytes", "other"}))
+REASONS = tuple(sorted({*REFUSAL_REASONS.values(), "client_bytes", "node_bytes", "other",
+                        "unsigned", "wrong_key", "bad_signature", "rejected_key",
+                        "replay"}))
 
 
 class HomebaseCollector(Collector):

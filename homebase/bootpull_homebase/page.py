@@ -33,7 +33,7 @@ th{background:#f2f2f2}
 .OK{background:#cfc}.WARN{background:#ffd27f}.FAIL{background:#f99}.SILENT{background:#ccc}
 .small{color:#666;font-size:.9em}pre{white-space:pre-wrap;margin:0}
 .norb{color:#a00;font-size:.9em;font-weight:bold}
-.NEVER{background:#bde}.drift{color:#a00;font-weight:bold}
+.NEVER{background:#bde}.PENDING{background:#d9c2f0}.drift{color:#a00;font-weight:bold}
 .chip{display:inline-block;padding:0 .5em;text-decoration:none;color:#222;font-weight:bold}
 .bar{display:flex;height:1.3em;background:#eee;border:1px solid #bbb;min-width:12em}
 .seg{position:relative;display:block;background:#f99;border-right:1px solid #fff;
@@ -219,6 +219,9 @@ def _row(row: Row) -> str:
               if row.groups else "")
     drift = ("<br><span class=drift title=\"" + esc("; ".join(row.drift), quote=True)
              + "\">drift</span>" if row.drift else "")
+    if row.pending:
+        groups += "".join(f"<br><span class=small>key {esc(_fingerprint(p.key))} waits: "
+                          f"bootpull repo enroll {row.mac}</span>" for p in row.pending[:2])
     if node is None:
         return (f'<tr id="node-{row.mac}"><td class="st {css}">{row.status}</td>'
                 f"<td>{esc(row.hostname or '-')}<br><span class='small t'>{row.mac}</span>"
@@ -325,6 +328,39 @@ FAILURES_SHOWN = 5
 OUTPUT_KEYS = ("why", "hint", "error", "output", "stderr", "stdout", "log", "tail")
 
 
+def _fingerprint(key: str) -> str:
+    from bootpull.httpsig import fingerprint
+
+    return fingerprint(key)
+
+
+def identity_section(identity: Mapping[str, Any] | None) -> str:
+    """A node's page: the key it is enrolled with, and keys waiting, with their facts."""
+    if identity is None:
+        return ""
+    esc = html.escape
+    pinned = identity.get("pinned")
+    lines = [f"<p>enrolled key {esc(pinned['fingerprint'])} ({esc(pinned['source'])})</p>"
+             if pinned else "<p>not enrolled: its reports are "
+             + ("signed, and its key waits below" if identity.get("pending") else
+                "unsigned (an image without node identity), or it never reported") + "</p>"]
+    for key in identity.get("pending") or []:
+        facts = key.get("facts") or {}
+        lines.append(
+            f"<h3>PENDING key {esc(key['fingerprint'])}</h3><p>first seen "
+            f"{esc(key['first_seen'])}, last seen {esc(key['last_seen'])}"
+            + (f", {key['refused']} requests refused (it is not the enrolled key)"
+               if key.get("refused") else "")
+            + f". Trust it: <code>bootpull repo enroll {esc(identity['node'])} --homebase "
+            "URL</code>; refuse it: <code>bootpull repo reject "
+            f"{esc(identity['node'])} --homebase URL</code>.</p>"
+            f"<pre class=facts>{esc(json.dumps(facts, indent=1, sort_keys=True)[:4000])}"
+            "</pre>")
+    for key in identity.get("rejected") or []:
+        lines.append(f"<p>rejected key {esc(key['fingerprint'])}</p>")
+    return "<h2>Identity</h2>" + "".join(lines)
+
+
 def status_chart(node: NodeState, transitions: Sequence[Transition], *, now: float,
                  days: float = CHART_DAYS) -> str:
     """The node's status over the last ``days`` (or since its first recorded change), as
@@ -387,7 +423,8 @@ def _failures(events: Sequence[StoredEvent]) -> str:
 
 def node_page(node: NodeState, transitions: Sequence[Transition],
               events: Sequence[StoredEvent], *, refresh: int, now: float,
-              groups: Sequence[str] = ()) -> bytes:
+              groups: Sequence[str] = (), identity: Mapping[str, Any] | None = None,
+              status: str | None = None) -> bytes:
     esc = html.escape
     changes = "".join(f"<tr><td>{rfc3339(t.at)}</td><td class='st {t.status}'>{t.status}</td>"
                       "</tr>" for t in transitions)
@@ -401,12 +438,13 @@ def node_page(node: NodeState, transitions: Sequence[Transition],
     marker = (f"<p>{NO_ROLLBACK_PROTECTION.removeprefix('<br>')}</p>"
               if _no_rollback_protection(node) else "")
     body = (f'<p><a href="/">all nodes</a></p><h1>{esc(node.hostname or node.mac)} '
-            f"<span class='st {node.status}'>{node.status}</span></h1>"
+            f"<span class='st {status or node.status}'>{status or node.status}</span></h1>"
             f"{marker}"
             f"<p>{node.mac} · {esc(node.role)}@{esc(node.version)} · commit "
             f"{esc(node.commit or '-')} · last report {rfc3339(node.last_report)} · "
             f"SILENT after {int(node.deadline)} s without a report"
             + (f" · groups {esc(', '.join(groups))}" if groups else "") + "</p>"
+            f"{identity_section(identity)}"
             f"<h2>Status history</h2>{status_chart(node, transitions, now=now)}"
             f"{_failures(events)}"
             f"<h2>Status changes</h2><table><tr><th>at</th><th>status</th></tr>{changes}</table>"

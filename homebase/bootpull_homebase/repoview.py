@@ -28,6 +28,7 @@ from typing import Any
 from bootpull.errors import FetchError
 from bootpull.mac import Mac
 from bootpull_repo.groups import by_node, read_groups
+from bootpull_repo.identities import Pin, read_pins
 
 from bootpull_homebase.drift import Intent
 from bootpull_homebase.smarthttp import find_git_dir
@@ -42,6 +43,8 @@ class _Snapshot:
     tags: dict[str, str] = field(default_factory=dict)  # tag name -> commit
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mac -> group names
     intents: dict[str, Intent | None] = field(default_factory=dict)  # mac -> intent (memo)
+    pins: dict[str, Pin] = field(default_factory=dict)  # mac -> identities/<mac>.toml
+    enrollment: str = "manual"  # bootpull.toml enrollment
 
 
 def _toml(data: bytes | None) -> dict[str, Any] | None:
@@ -63,6 +66,16 @@ def _seconds(table: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return float(value)
     return None
+
+
+def _enrollment(data: bytes | None) -> str:
+    """``bootpull.toml`` ``enrollment``; "manual" unless it validly says "first-seen"."""
+    from bootpull.layout import parse_settings
+
+    if data is None:
+        return "manual"
+    settings, _ = parse_settings(data)
+    return settings.enrollment if settings is not None else "manual"
 
 
 class RepoView:
@@ -101,7 +114,9 @@ class RepoView:
                 return old
             tree = remote.snapshot(head)
             snap = _Snapshot(head=head)
-            snap.repo_deadline = _seconds(_toml(tree.read("bootpull.toml")))
+            settings_bytes = tree.read("bootpull.toml")
+            snap.repo_deadline = _seconds(_toml(settings_bytes))
+            snap.enrollment = _enrollment(settings_bytes)
             for entry in tree.list("roles"):
                 parts = entry.path.split("/")
                 if len(parts) == 3 and parts[2] == "role.toml":
@@ -115,6 +130,7 @@ class RepoView:
                     if data is not None:
                         snap.hosts[name.removesuffix(".toml")] = data
             snap.groups = by_node(read_groups(tree)[0])
+            snap.pins = read_pins(tree)[0]
             for tag in remote.tags():
                 if tag.startswith("role/"):
                     snap.tags[tag] = remote.resolve(f"refs/tags/{tag}")
@@ -168,6 +184,15 @@ class RepoView:
     def groups_of(self, mac: str) -> tuple[str, ...]:
         """The groups (``groups/<name>.toml``) that list node ``mac``."""
         return self._snapshot().groups.get(mac, ())
+
+    # -- identity ----------------------------------------------------------------
+
+    def pin_for(self, mac: str) -> Pin | None:
+        """``identities/<mac>.toml`` at the deploy head (the enrolled key, rejections)."""
+        return self._snapshot().pins.get(mac)
+
+    def enrollment(self) -> str:
+        return self._snapshot().enrollment
 
     # -- IntentSource ----------------------------------------------------------
 

@@ -63,6 +63,8 @@ from bootpull_homebase.store import (
     Clock,
     Deadlines,
     EventStore,
+    Refused,
+    Signed,
     StoreError,
     rfc3339,
 )
@@ -72,6 +74,7 @@ GIT_BODY_LIMIT = 64 * 1024 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024
 _FEED = re.compile(r"^/feeds/([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.(rss|atom)$")
 _NODE = re.compile(r"^/(?:api/v1/)?nodes/([0-9A-Fa-f:.-]{12,17})$")
+_IDENTITY = re.compile(r"^/api/v1/identities/([0-9A-Fa-f:.-]{12,17})$")
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$")
 
 
@@ -152,6 +155,7 @@ class Homebase:
                                     {n.mac for n in self.store.nodes()}, self.repo.host_names)
         self.refused = 0  # requests answered 429
         self.refused_unknown = 0  # requests answered 403: too many unknown nodes
+        self.refused_401 = 0  # requests refused for their identity (unsigned, wrong key...)
         #: POST /api/v1/events refused, by reason (/metrics), and events accepted
         self.refusals: Counter[str] = Counter()
         self.accepted = 0
@@ -176,6 +180,42 @@ class Homebase:
             return
         with self._count_lock:
             self.refusals[reason or REFUSAL_REASONS.get(status, "other")] += 1
+
+    def identity_json(self, mac: str) -> dict[str, Any]:
+        """``GET /api/v1/identities/<mac>``: the pin, its source, pending and rejected keys
+        (what ``bootpull repo enroll --homebase`` reads)."""
+        from bootpull.httpsig import fingerprint
+
+        pin = self.repo.pin_for(mac)
+        first = self.store.first_seen_pin(mac)
+        pinned = pin.key if pin is not None and pin.key else first
+        rejected = list(pin.rejected) if pin is not None else []
+        return {
+            "node": mac,
+            "pinned": None if pinned is None else {
+                "key": pinned, "fingerprint": fingerprint(pinned),
+                "source": f"identities/{mac}.toml" if pin is not None and pin.key
+                else "first-seen"},
+            "pending": [p.as_json() for p in self.store.pending_keys(mac)
+                        if p.key != pinned and p.key not in rejected],
+            "rejected": [{"key": k, "fingerprint": fingerprint(k)} for k in rejected],
+            "enrollment": self.repo.enrollment(),
+        }
+
+    def identities(self) -> dict[str, Any]:
+        """``GET /api/v1/identities``: every node with a pending key."""
+        macs = sorted({p.mac for p in self.store.pending_keys()})
+        pending = [self.identity_json(mac) for mac in macs]
+        return {"pending": [p for p in pending if p["pending"]],
+                "enrollment": self.repo.enrollment()}
+
+    def pinned_key(self, mac: str) -> str | None:
+        """The key node ``mac`` must sign with: the repository's (identities/<mac>.toml),
+        else the first-seen pin; None when it is not enrolled."""
+        pin = self.repo.pin_for(mac)
+        if pin is not None and pin.key is not None:
+            return pin.key
+        return self.store.first_seen_pin(mac)
 
     def _forgotten_elsewhere(self) -> None:
         """A node was forgotten (``bootpull serve forget``): drop what was cached of it."""
@@ -265,6 +305,7 @@ class Homebase:
             "last_event_age_seconds": age, "nodes": states,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "refused_429": self.refused, "refused_unknown_nodes": self.refused_unknown,
+            "refused_identity": self.refused_401,
             "unknown_nodes": unknown, "time": rfc3339(now),
             "nodes_as_of_seconds_ago": fleet_age, "nodes_error": fleet_error,
             "started": rfc3339(self.store.started_at),
@@ -520,20 +561,17 @@ class Handler(BaseHTTPRequestHandler):
                 status, body = self.homebase.health()
                 self._json(status, body, {"Cache-Control": "no-store"})
             elif path == "/api/v1/nodes":
-                nodes = self.homebase.store.nodes()
-                never = [r.as_json() for r in self.homebase.fleet.current().rows
-                         if r.status == NEVER_SEEN]
-                groups = self.homebase.repo.groups_of
-                self._json(200, {"time": rfc3339(self.homebase.store.clock()),
-                                 "nodes": [{**n.as_json(), "groups": list(groups(n.mac))}
-                                           for n in nodes],
-                                 "never_seen": never})
+                self._nodes()
             elif path == "/api/v1/drift":
                 fleet = self.homebase.fleet.current()
                 self._json(200, {"drift": [d.as_json() for d in fleet.drift],
                                  "as_of": rfc3339(fleet.at)})
             elif path == "/metrics":
                 self._metrics()
+            elif path == "/api/v1/identities":
+                self._json(200, self.homebase.identities())
+            elif (match := _IDENTITY.match(path)) is not None:
+                self._identity_of(match.group(1))
             elif path == "/api/v1/audit":
                 self._json(200, {"audit": [e.as_json()
                                            for e in self.homebase.store.audit_log()]})
@@ -648,6 +686,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._over_budget(wait, f"{client} sent more event bytes than its budget "
                                         f"({hb.client_bytes.rate:g} bytes/s)", "client_bytes")
                 return
+        admitted = self._identity(raw, events)
+        if admitted is False:
+            return
+        signed = admitted if isinstance(admitted, Signed) else None
         if not self._admit_nodes(events):
             return
         wait = hb.bucket.take(len(events))
@@ -658,7 +700,10 @@ class Handler(BaseHTTPRequestHandler):
                              f"retry after {retry} s", {"Retry-After": str(retry)})
             return
         try:
-            result = hb.ingest.submit(events)
+            result = hb.ingest.submit(events, signed=signed)
+        except Refused as exc:
+            self._refuse_identity(exc.reason, f"{exc.what}; {exc.hint}")
+            return
         except (StoreError, TimeoutError) as exc:
             # Nothing of this request is stored (its transaction rolled back), so a
             # retry cannot duplicate it; a full disk recovers with the next write.
@@ -666,8 +711,71 @@ class Handler(BaseHTTPRequestHandler):
                              "retry after 5 s", {"Retry-After": "5"})
             return
         hb.count_accepted(result.accepted, result.duplicates)
+        if signed is not None and signed.pending:
+            hb.fleet.changed()  # the node is PENDING now
         self._json(200, {"accepted": result.accepted, "duplicates": result.duplicates,
-                         "ids": result.ids})
+                         "ids": result.ids,
+                         "identity": "unsigned" if signed is None else
+                         "pending" if signed.pending else "enrolled"})
+
+    def _refuse_identity(self, reason: str, message: str) -> None:
+        """401: the request's identity is not good enough; nothing was stored."""
+        self._reason = reason
+        self.homebase.refused_401 += 1
+        self._error(401, message)
+
+    def _identity(self, raw: bytes, events: list[dict[str, Any]]) -> Signed | bool | None:
+        """Check the request's signature against what the repository (and the first-seen
+        pins) say of its node: the admitted :class:`Signed` (None when unsigned and its
+        nodes are not enrolled), or False when refused (and answered 401)."""
+        from bootpull.httpsig import SignatureError, fingerprint, verify_request
+
+        hb = self.homebase
+        macs = {str(e["node"]) for e in events}
+        if self.headers.get("Signature") is None and self.headers.get(
+                "Signature-Input") is None:
+            for mac in sorted(macs):
+                pinned = hb.pinned_key(mac)
+                if pinned is not None:
+                    self._refuse_identity("unsigned", (
+                        f"node {mac} is enrolled: its reports must be signed by its key "
+                        f"{fingerprint(pinned)}; nothing was stored"))
+                    return False
+            return None
+        try:
+            verified = verify_request(method="POST", path=urlsplit(self.path).path,
+                                      headers=dict(self.headers.items()), body=raw)
+        except SignatureError as exc:
+            self._refuse_identity("bad_signature",
+                                  f"the request's signature is not valid: {exc}; nothing "
+                                  "was stored")
+            return False
+        if len(macs) != 1:
+            self._reason = "invalid"
+            self._error(400, "a signed request carries the events of one node, and this "
+                             f"one has {len(macs)}; nothing was stored")
+            return False
+        mac = macs.pop()
+        pin = hb.repo.pin_for(mac)
+        if pin is not None and verified.key in pin.rejected:
+            self._refuse_identity("rejected_key", (
+                f"key {fingerprint(verified.key)} was rejected for node {mac} "
+                f"(identities/{mac}.toml); nothing was stored"))
+            return False
+        pinned = hb.pinned_key(mac)
+        facts = _facts_of(events)
+        if pinned is not None and pinned != verified.key:
+            hb.store.note_pending(mac, verified.key, verified.age, facts)
+            hb.fleet.changed()
+            self._refuse_identity("wrong_key", (
+                f"node {mac} is enrolled with key {fingerprint(pinned)}, and this request "
+                f"is signed by {fingerprint(verified.key)}: a re-imaged box is PENDING "
+                f"until an admin runs 'bootpull repo enroll {mac}'; nothing was stored"))
+            return False
+        first_seen = pinned is None and hb.repo.enrollment() == "first-seen"
+        return Signed(mac=mac, key=verified.key, age=verified.age, nonce=verified.nonce,
+                      created=verified.created, pin_first_seen=first_seen,
+                      pending=pinned is None and not first_seen, facts=facts)
 
     def _admit_nodes(self, events: list[dict[str, Any]]) -> bool:
         """The unknown-node bound (403), then each node's byte budget (429); False when
@@ -731,8 +839,11 @@ class Handler(BaseHTTPRequestHandler):
         transitions = store.transitions_for(mac, limit=limit)
         events = store.events_for(mac, limit=limit)
         if html:
+            row = self.homebase.fleet.current().find(node.mac)
             body = node_page(node, transitions, events, refresh=self.homebase.settings.refresh,
-                             now=store.clock(), groups=self.homebase.repo.groups_of(node.mac))
+                             now=store.clock(), groups=self.homebase.repo.groups_of(node.mac),
+                             identity=self.homebase.identity_json(node.mac),
+                             status=row.status if row is not None else None)
             self._send(200, body, "text/html; charset=utf-8")
             return
         self._json(200, {
@@ -742,6 +853,36 @@ class Handler(BaseHTTPRequestHandler):
             "events": [{"id": e.id, "received": rfc3339(e.received), **e.event}
                        for e in events],
         })
+
+    def _nodes(self) -> None:
+        """Every node's state from the store, with its groups and identity (and PENDING
+        for a node whose key waits) from the fleet; and the NEVER SEEN nodes."""
+        hb = self.homebase
+        nodes = hb.store.nodes()
+        fleet = hb.fleet.current()
+        rows = {r.mac: r for r in fleet.rows}
+        out = []
+        for node in nodes:
+            item = {**node.as_json(), "groups": list(hb.repo.groups_of(node.mac))}
+            row = rows.get(node.mac)
+            item["identity"] = row.identity if row is not None else "unsigned"
+            if row is not None and row.pending:
+                item["status"] = row.status
+                item["pending_keys"] = [p.as_json() for p in row.pending]
+            elif row is not None and row.identity == "pending":
+                item["status"] = row.status
+            out.append(item)
+        self._json(200, {"time": rfc3339(hb.store.clock()), "nodes": out,
+                         "never_seen": [r.as_json() for r in fleet.rows
+                                        if r.status == NEVER_SEEN]})
+
+    def _identity_of(self, text: str) -> None:
+        try:
+            mac = Mac.parse(text)
+        except MacError as exc:
+            self._error(400, str(exc))
+            return
+        self._json(200, self.homebase.identity_json(mac.canonical))
 
     def _metrics(self) -> None:
         from bootpull_homebase import metrics
@@ -806,6 +947,17 @@ class Handler(BaseHTTPRequestHandler):
             # wakes up when the connection is shut, and the connection is not reused.
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _facts_of(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The hardware facts of a request's ``identity`` event, if it has one."""
+    for event in events:
+        details = event.get("details")
+        if event.get("stage") == "identity" and isinstance(details, dict) and isinstance(
+                details.get("facts"), dict):
+            facts: dict[str, Any] = details["facts"]
+            return facts
+    return None
 
 
 def _write_chunked(write: Callable[[bytes], Any], chunks: Iterator[bytes]) -> None:

@@ -64,7 +64,7 @@ Clock = Callable[[], float]
 STATUS_WORDS = {"ok": "OK", "warn": "WARN", "fail": "FAIL"}
 SILENT = "SILENT"
 STATUSES = ("OK", "WARN", "FAIL", SILENT)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 HEARTBEAT = "heartbeat"  # the stage of a node's periodic report (docs/contract.md §7.2)
 DAY = 86400.0
 KEEP_DAYS = 30.0  # raw events expire after this long (``bootpull serve --keep-days``)
@@ -119,6 +119,37 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS signers (
+    key TEXT PRIMARY KEY,
+    mac TEXT NOT NULL,
+    age TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    last_created INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nonces (
+    key TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    received REAL NOT NULL,
+    PRIMARY KEY (key, nonce)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nonces_by_received ON nonces (received);
+CREATE TABLE IF NOT EXISTS pins (
+    mac TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    mac TEXT NOT NULL,
+    key TEXT NOT NULL,
+    age TEXT NOT NULL,
+    facts TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    refused INTEGER NOT NULL,
+    PRIMARY KEY (mac, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nodes (
     mac TEXT PRIMARY KEY,
     hostname TEXT NOT NULL,
@@ -145,6 +176,56 @@ class StoreError(BootpullError):
     """The event database cannot be opened or written."""
 
     stage = "store"
+
+
+class Refused(StoreError):
+    """A signed request the store refuses (a replay, or a second key for a first-seen
+    pin); nothing of it is stored. ``reason`` names it for /metrics."""
+
+    def __init__(self, what: str, *, reason: str, hint: str = "") -> None:
+        super().__init__(what, hint=hint)
+        self.reason = reason
+
+
+#: a signature's ``created`` may lag the newest accepted from the same key this much
+#: (a node's requests can arrive out of order), or be this close to the home base's
+#: clock; a nonce is remembered while a request carrying it could still pass
+CREATED_LAG = 60
+CREATED_WINDOW = 300
+MAX_PENDING_PER_NODE = 4  # pending keys kept per MAC (the newest)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A request's verified signature and what admitting it means (the server decides
+    the policy from the repository; the store applies it in the batch's transaction)."""
+
+    mac: str
+    key: str  # "ed25519:<base64>"
+    age: str
+    nonce: str
+    created: int
+    pin_first_seen: bool = False  # enrollment "first-seen": pin this key unless pinned
+    pending: bool = False  # enrollment "manual", not enrolled: record it as pending
+    facts: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PendingKey:
+    mac: str
+    key: str
+    age: str
+    facts: dict[str, Any]
+    first_seen: float
+    last_seen: float
+    refused: int  # requests refused with this key (it is not the pinned one)
+
+    def as_json(self) -> dict[str, Any]:
+        from bootpull.httpsig import fingerprint
+
+        return {"key": self.key, "fingerprint": fingerprint(self.key), "age": self.age,
+                "facts": self.facts, "first_seen": rfc3339(self.first_seen),
+                "last_seen": rfc3339(self.last_seen), "refused": self.refused}
 
 
 class Deadlines(Protocol):
@@ -343,12 +424,16 @@ class EventStore:
         return result
 
     def append_many(
-        self, batches: Sequence[Sequence[dict[str, Any]]]
+        self, batches: Sequence[Sequence[dict[str, Any]]],
+        signed: Sequence[Signed | None] | None = None,
     ) -> list[AppendResult | StoreError]:
         """Store several requests' events in ONE transaction (one fsync).
 
         Each batch is all-or-nothing on its own (a savepoint); a failed commit fails
         every batch. The events must already be validated (``validate_event``).
+        ``signed[i]``, when given, is batch i's verified signature: its nonce is
+        recorded in the same savepoint, so a request is stored exactly when its
+        signature was new (:class:`Refused` otherwise).
         """
         with self._write_lock:
             conn = self._writer
@@ -356,17 +441,20 @@ class EventStore:
             results: list[AppendResult | StoreError] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for batch in batches:
+                for index, batch in enumerate(batches):
                     conn.execute("SAVEPOINT batch")
                     try:
+                        if signed is not None and signed[index] is not None:
+                            self._admit_signature(conn, signed[index], received)
                         results.append(self._append(conn, batch, received))
                         conn.execute("RELEASE batch")
-                    except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+                    except (Refused, sqlite3.Error, KeyError, TypeError, ValueError) as exc:
                         # This request only: the others in the group go on.
                         conn.execute("ROLLBACK TO batch")
                         conn.execute("RELEASE batch")
-                        results.append(StoreError("the events could not be stored",
-                                                  why=f"{type(exc).__name__}: {exc}"))
+                        results.append(exc if isinstance(exc, Refused) else StoreError(
+                            "the events could not be stored",
+                            why=f"{type(exc).__name__}: {exc}"))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 _rollback(conn)
@@ -377,6 +465,96 @@ class EventStore:
                 _rollback(conn)
                 raise
             return results
+
+    def _admit_signature(self, conn: sqlite3.Connection, signed: Signed | None,
+                         received: float) -> None:
+        """Refuse a replay or a second first-seen key; record the signer (and the pin or
+        the pending key) in the batch's savepoint."""
+        assert signed is not None
+        row = conn.execute("SELECT last_created FROM signers WHERE key = ?",
+                           (signed.key,)).fetchone()
+        if row is not None and signed.created < int(row[0]) - CREATED_LAG and abs(
+                signed.created - received) > CREATED_WINDOW:
+            raise Refused(f"the signature of node {signed.mac} is older than its newest "
+                          "by more than a minute: a replay, or a node clock that went back",
+                          reason="replay", hint="nothing was stored; the node re-signs "
+                          "when it retries")
+        try:
+            conn.execute("INSERT INTO nonces (key, nonce, created, received) "
+                         "VALUES (?, ?, ?, ?)",
+                         (signed.key, signed.nonce, signed.created, received))
+        except sqlite3.IntegrityError:
+            raise Refused(f"this signature of node {signed.mac} was seen before: a replay",
+                          reason="replay", hint="nothing was stored") from None
+        conn.execute(
+            "INSERT INTO signers (key, mac, age, first_seen, last_seen, last_created) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET last_seen = "
+            "excluded.last_seen, age = excluded.age, "
+            "last_created = max(last_created, excluded.last_created)",
+            (signed.key, signed.mac, signed.age, received, received, signed.created))
+        if signed.pin_first_seen:
+            conn.execute("INSERT INTO pins (mac, key, at) VALUES (?, ?, ?) "
+                         "ON CONFLICT (mac) DO NOTHING", (signed.mac, signed.key, received))
+            pinned = conn.execute("SELECT key FROM pins WHERE mac = ?",
+                                  (signed.mac,)).fetchone()
+            if pinned is not None and pinned[0] != signed.key:
+                raise Refused(f"node {signed.mac} is pinned (first seen) to another key",
+                              reason="wrong_key", hint="a re-imaged box: enroll its new "
+                              f"key with 'bootpull repo enroll {signed.mac}'")
+        if signed.pending:
+            self._note_pending(conn, signed.mac, signed.key, signed.age, signed.facts,
+                               received, refused=False)
+
+    @staticmethod
+    def _note_pending(conn: sqlite3.Connection, mac: str, key: str, age: str,
+                      facts: dict[str, Any] | None, received: float, *,
+                      refused: bool) -> None:
+        conn.execute(
+            "INSERT INTO pending (mac, key, age, facts, first_seen, last_seen, refused) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mac, key) DO UPDATE SET "
+            "last_seen = excluded.last_seen, age = excluded.age, refused = refused + "
+            "excluded.refused, facts = CASE WHEN excluded.facts = '{}' THEN facts "
+            "ELSE excluded.facts END",
+            (mac, key, age, json.dumps(facts or {}, sort_keys=True), received, received,
+             int(refused)))
+        conn.execute("DELETE FROM pending WHERE mac = ? AND key NOT IN (SELECT key FROM "
+                     "pending WHERE mac = ? ORDER BY last_seen DESC LIMIT ?)",
+                     (mac, mac, MAX_PENDING_PER_NODE))
+
+    def note_pending(self, mac: str, key: str, age: str, facts: dict[str, Any] | None
+                     ) -> None:
+        """A key that was refused for ``mac`` (not its pinned one): kept for the admin
+        to enroll (a re-imaged box) or reject (someone else's)."""
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._note_pending(conn, mac, key, age, facts, self.clock(), refused=True)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise StoreError("a pending key could not be recorded", why=str(exc)) from exc
+
+    def first_seen_pin(self, mac: str) -> str | None:
+        with self._reader() as conn:
+            row = conn.execute("SELECT key FROM pins WHERE mac = ?", (mac,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def pending_keys(self, mac: str | None = None) -> list[PendingKey]:
+        """Keys waiting for enrollment (of one node, or all), newest first."""
+        columns = "SELECT mac, key, age, facts, first_seen, last_seen, refused FROM pending"
+        with self._reader() as conn:
+            if mac is None:
+                rows = conn.execute(columns + " ORDER BY last_seen DESC").fetchall()
+            else:
+                rows = conn.execute(columns + " WHERE mac = ? ORDER BY last_seen DESC",
+                                    (mac,)).fetchall()
+        return [PendingKey(m, k, a, json.loads(f), fs, ls, r) for m, k, a, f, fs, ls, r in rows]
+
+    def pins(self) -> dict[str, str]:
+        """The first-seen pins (MAC → key)."""
+        with self._reader() as conn:
+            return {str(m): str(k) for m, k in conn.execute("SELECT mac, key FROM pins")}
 
     def _append(
         self, conn: sqlite3.Connection, events: Sequence[dict[str, Any]], received: float
@@ -487,6 +665,13 @@ class EventStore:
                 deleted = conn.execute(
                     "DELETE FROM forgotten WHERE digest IN (SELECT digest FROM forgotten "
                     "WHERE at < ? ORDER BY at LIMIT ?)", (now - FORGET_SECONDS, limit)).rowcount
+                # A nonce is needed while a request with it could pass _admit_signature:
+                # received in the window, or created within CREATED_LAG of its key's newest.
+                deleted += conn.execute(
+                    "DELETE FROM nonces WHERE (key, nonce) IN (SELECT n.key, n.nonce FROM "
+                    "nonces n JOIN signers s ON s.key = n.key WHERE n.received < ? AND "
+                    "n.created < s.last_created - ? LIMIT ?)",
+                    (now - CREATED_WINDOW, CREATED_LAG, limit)).rowcount
                 if self.keep_days > 0:
                     deleted += conn.execute(
                         "DELETE FROM events WHERE id IN (SELECT id FROM events "
@@ -531,9 +716,11 @@ class EventStore:
                     return False
                 events = conn.execute("DELETE FROM events WHERE node = ?", (key,)).rowcount
                 conn.execute("DELETE FROM nodes WHERE mac = ?", (key,))
+                pins = conn.execute("DELETE FROM pins WHERE mac = ?", (key,)).rowcount
+                conn.execute("DELETE FROM pending WHERE mac = ?", (key,))
                 detail = {"reason": reason, "hostname": row[0], "role": row[1],
                           "version": row[2], "last_report": rfc3339(float(row[3])),
-                          "events_deleted": events}
+                          "events_deleted": events, "first_seen_pin_dropped": bool(pins)}
                 conn.execute("INSERT INTO audit (at, action, node, actor, detail) "
                              "VALUES (?, 'forget', ?, ?, ?)",
                              (self.clock(), key, actor, json.dumps(detail, sort_keys=True)))

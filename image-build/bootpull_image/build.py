@@ -66,7 +66,7 @@ SMOKE_IMPORTS = (
     "dns.resolver", "dns.rdtypes.IN.SRV", "dns.rdtypes.ANY.TXT",
     "dulwich.client", "dulwich.repo", "dulwich.porcelain", "dulwich.object_store",
     "tuf.ngclient", "securesystemslib.signer", "cryptography.hazmat.primitives.asymmetric.ed25519",
-    "urllib3", "certifi", "serial",
+    "urllib3", "certifi", "serial", "pyrage",
 )
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 from bootpull import layout
 from bootpull.errors import UsageError
-from bootpull.mac import Mac, MacError
+from bootpull.mac import Mac
 
 from bootpull_repo.context import RepoContext
+from bootpull_repo.nodearg import parse_mac
 
 _TOP_KEY = re.compile(r"^\s*(role|version)\s*=")
 _HEADER = re.compile(r"^\s*\[")
@@ -49,10 +50,7 @@ def render(existing: str | None, mac: Mac, role: str, version: str | None) -> st
 
 def assign(ctx: RepoContext, mac_text: str, role: str, version: str | None) -> str:
     """Write and commit the host file; return its path relative to the repository."""
-    try:
-        mac = Mac.parse(mac_text)
-    except MacError as exc:
-        raise UsageError(str(exc)) from None
+    mac = parse_mac(mac_text)  # also pasted from the console, as show/history take it
     if why := layout.check_role_name(role):
         raise UsageError(why)
     if not (ctx.root / layout.role_file(role)).is_file():

@@ -24,6 +24,8 @@ SUBCOMMANDS: list[str] = [
     "bootpull_repo.role_new",  # repo role new NAME
     "bootpull_repo.assign",  # repo assign MAC ROLE [--version V]
     "bootpull_repo.unassign",  # repo unassign MAC
+    "bootpull_repo.enroll",  # repo enroll MAC / repo reject MAC
+    "bootpull_repo.secrets",  # repo secret set|rewrap|list
     "bootpull_repo.release",  # repo release ROLE VERSION
     "bootpull_repo.publish",  # repo publish
     "bootpull_repo.rotate",  # repo rotate-key ROLE

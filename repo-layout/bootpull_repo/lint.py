@@ -14,7 +14,10 @@ node can select from, install and start:
   or with a file larger than a node fetches (:data:`bootpull.bundle.MAX_FILE_BYTES`);
 - role files the node's installer would refuse (:func:`bootpull.install.check_files`)
   and role names it would refuse;
-- a pinned release whose tagged commit has no valid role.
+- a pinned release whose tagged commit has no valid role;
+- secrets (:func:`bootpull_repo.secrets.check_secrets`) that an enrolled node of their
+  role cannot decrypt, that are still encrypted to nodes no longer enrolled or
+  assigned, that are not age files, or whose names are not names.
 
 Each problem prints as ``file:line: what is wrong — how to fix it``.
 """
@@ -34,6 +37,8 @@ from bootpull.layout import Problem, Report
 from bootpull.mac import Mac, MacError
 
 from bootpull_repo.groups import read_groups
+from bootpull_repo.identities import read_pins
+from bootpull_repo.secrets import check_secrets
 
 #: Reads the commit of a release tag (``role/web/1.0``), or None when there is none.
 ReleaseReader = Callable[[str], TreeReader | None]
@@ -59,6 +64,8 @@ def lint_tree(tree: TreeReader, *, tags: set[str] | None = None,
     report.extend(duplicates.values())
     report.extend(_refs_of_broken_hosts(tree, tags))
     report.extend(read_groups(tree)[1])
+    report.extend(read_pins(tree)[1])
+    report.extend(check_secrets(tree))
     for role in _role_names(tree):
         report.extend(check_role(tree, role, limits))
     if release is not None and tags is not None:

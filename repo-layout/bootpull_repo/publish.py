@@ -4,7 +4,8 @@ Publish reads the committed tree (``HEAD``, never the work tree) and every relea
 tag ``role/<role>/<version>``, and signs each file as a TUF target (length, sha256 and
 ``custom.git_mode``):
 
-- ``head/bootpull.toml``, ``head/hosts/<file>``, ``head/roles/<role>/<path>``;
+- ``head/bootpull.toml``, ``head/hosts/<file>``, ``head/roles/<role>/<path>`` (also the
+  role's ``secrets/``), ``head/secrets/<mac>/<path>`` (a node's own secrets);
 - ``release/<role>/<version>/<path below roles/<role>/ in the tagged commit>``.
 
 It then writes ``targets.json``, ``snapshot.json`` and ``timestamp.json`` (each one
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from bootpull import layout
 from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK
 from bootpull.errors import BootpullError
+from bootpull.role_secrets import SECRETS_DIR
 from bootpull.trust import head_target, release_target
 
 from bootpull_repo.context import METADATA_DIR, RepoContext
@@ -145,7 +147,9 @@ def _head_signed(entry: LsEntry) -> bool:
         return True
     if path.startswith(f"{layout.HOSTS_DIR}/"):
         return path.count("/") == 1 and path.endswith(".toml")
-    return path.startswith(f"{layout.ROLES_DIR}/")
+    if path.startswith(f"{SECRETS_DIR}/"):  # secrets/<mac>/<NAME>.age: one node's secrets
+        return True
+    return path.startswith(f"{layout.ROLES_DIR}/")  # also roles/<role>/secrets/
 
 
 def _check_entry(entry: LsEntry, where: str) -> None:
