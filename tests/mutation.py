@@ -44,6 +44,7 @@ API_T = "tests/test_homebase_api.py"
 FLEET_T = "tests/test_homebase_fleet.py"
 SCALE_T = "tests/test_homebase_scale.py"
 METRICS_T = "tests/test_homebase_metrics.py"
+IDENTITY_T = "tests/test_homebase_identity.py"
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,26 @@ MUTANTS: tuple[Mutant, ...] = (
            '                        "UNION SELECT NULL FROM nodes "',
            ("tests/test_homebase_retention.py",),
            "expiry and a restart give a reader the same change under a new id"),
+    # -- identity: a report is from the node whose key signed it -------------------------
+    Mutant("httpsig.signature-not-checked", f"{NODE}/httpsig.py",
+           "        Ed25519PublicKey.from_public_bytes(raw).verify(signature.value, base)",
+           "        pass",
+           ("tests/test_httpsig.py", IDENTITY_T), "any signature verifies"),
+    Mutant("httpsig.body-digest-not-checked", f"{NODE}/httpsig.py",
+           "if not secrets.compare_digest(sha256.value, hashlib.sha256(body).digest()):",
+           "if False:",
+           ("tests/test_httpsig.py", IDENTITY_T), "a signed request's body can be changed"),
+    Mutant("homebase.other-key-accepted", f"{HB}/server.py",
+           "if pinned is not None and pinned != verified.key:", "if False:",
+           (IDENTITY_T,), "an enrolled node's reports are taken from another key"),
+    Mutant("homebase.unsigned-accepted", f"{HB}/server.py",
+           "                if pinned is not None:", "                if False:",
+           (IDENTITY_T,), "an enrolled node's reports are taken unsigned"),
+    Mutant("store.replay-accepted", f"{HB}/store.py",
+           '            conn.execute("INSERT INTO nonces (key, nonce, created, received) "',
+           '            conn.execute("INSERT OR IGNORE INTO nonces (key, nonce, created, '
+           'received) "',
+           (IDENTITY_T,), "a captured signed request is stored again"),
 )
 
 

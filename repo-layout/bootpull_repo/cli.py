@@ -52,6 +52,13 @@ class _WithCommonOptions:
         return getattr(self._real, name)
 
 
+def global_options(parser: argparse.ArgumentParser, *, default: Any = argparse.SUPPRESS
+                   ) -> None:
+    """``-C`` and ``--keys``; a nested subcommand's parser takes them too (so they may
+    come last there as well)."""
+    _global_options(parser, default=default)
+
+
 def _global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
     parser.add_argument("-C", dest="repo_dir", metavar="DIR", default=default,
                         help="the repository (default: the current directory)")

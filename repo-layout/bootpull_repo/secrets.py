@@ -619,6 +619,10 @@ def configure(subparsers: Any) -> None:
     lst = sub.add_parser("list", help="every secret and who can decrypt it",
                          description="Every secret, and the nodes it is encrypted to.")
     lst.set_defaults(func=command, which="list")
+    from bootpull_repo.cli import global_options
+
+    for nested in (setp, rew, lst):  # -C and --keys after the action, too
+        global_options(nested)
 
 
 def command(args: argparse.Namespace) -> int:
