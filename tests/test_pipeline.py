@@ -259,6 +259,43 @@ def test_failing_install_hook_keeps_the_previous_version_exit_13(
     assert node.status["path"] == before
 
 
+def test_a_failing_install_hook_marks_its_version_bad_and_is_not_retried(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    """Like a run failure: the version that failed its hook is never installed again,
+    so polling does not flap FAIL/OK; the event names the hook and quotes its output."""
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    assert node.run()[0] == 0
+    before = node.status["path"]
+    repo.write("roles/marker/role.toml", ROLE + b'\n[install]\nhooks = [["./check.sh"]]\n')
+    repo.write("roles/marker/files/check.sh", (
+        b"#!/bin/sh\necho run >> '" + str(markers / "hook-runs").encode() + b"'\n"
+        b"for i in $(seq 1 40); do echo \"line $i\"; done\n"
+        b"echo 'rules.bpf:3: syntax error near \"tcp prot 80\"' >&2\nexit 3\n"), mode=0o755)
+    repo.commit("rules with a typo")
+    repo.publish()
+    code, text = node.run()
+    assert code == 13, text
+    assert node.status["path"] == before  # the previous version keeps running
+    assert len(node.state.joinpath("bad.json").read_text()) > 2
+    failed = [e for e in sink.received if e["stage"] == "install" and e["status"] == "fail"]
+    assert len(failed) == 1, failed
+    details = failed[0]["details"]
+    assert details["hook"] == "./check.sh" and details["exit_code"] == 13
+    assert 'syntax error near "tcp prot 80"' in details["output"]
+    assert details["output"].count("line ") == 19  # the last 20 lines: 19 + the error
+    assert "line 40" in details["output"] and "line 1\n" not in details["output"]
+    sink.received.clear()
+    for _ in range(2):  # later polls: the hook never runs again, one warning in all
+        code, text = node.run()
+        assert code == 0, text
+        assert node.status["path"] == before
+    assert (markers / "hook-runs").read_text().splitlines() == ["run"]
+    assert [e["status"] for e in sink.received if e["stage"] == "install"] == ["warn",
+                                                                               "warn"]
+
+
 def test_report_url_down_spools_then_delivers_in_order(
         served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
         tmp_path: Path) -> None:

@@ -121,7 +121,9 @@ def test_key_directory_resolution(tmp_path: Path, git_identity: None,
 
 
 def test_assign_accepts_any_mac_notation_and_keeps_other_keys(signed_repo: SignedRepo) -> None:
-    for notation in ("52:54:00:AB:CD:EF", "5254.00ab.cdef", "525400ABCDEF", "52-54-00-ab-cd-ef"):
+    for notation in ("52:54:00:AB:CD:EF", "5254.00ab.cdef", "525400ABCDEF", "52-54-00-ab-cd-ef",
+                     # pasted from the console, as 'repo show' and 'history' take it
+                     "node 52-54-00-ab-cd-ef is not assigned", "'52:54:00:ab:cd:ef'"):
         signed_repo.bootpull("assign", notation, "web")
     hosts = sorted(p.name for p in (signed_repo.root / "hosts").glob("52-54-00-ab*"))
     assert hosts == ["52-54-00-ab-cd-ef.toml"]

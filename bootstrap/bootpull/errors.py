@@ -91,6 +91,17 @@ class InstallError(BootpullError):
     stage = "install"
 
 
+class HookFailed(InstallError):
+    """An install hook of the bundle failed (it exited non-zero, ran too long, or could
+    not start): the same bundle would fail again, so its version is marked bad."""
+
+    def __init__(self, what: str, *, hook: str, output: str, why: str = "",
+                 hint: str = "") -> None:
+        super().__init__(what, why=why, hint=hint)
+        self.hook = hook
+        self.output = output  # the hook's last lines of stdout and stderr
+
+
 class RunError(BootpullError):
     """The role failed to start, or failed its health check (exit 14)."""
 

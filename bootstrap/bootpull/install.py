@@ -44,7 +44,7 @@ from pathlib import Path
 
 from bootpull.bundle import MODE_SYMLINK, Bundle, BundleFile
 from bootpull.console import Console
-from bootpull.errors import InstallError, RunError
+from bootpull.errors import HookFailed, InstallError, RunError
 from bootpull.events import now_rfc3339
 from bootpull.layout import check_role_name
 from bootpull.processes import resolve_command, run_bounded
@@ -229,25 +229,39 @@ def _run_hooks(bundle: Bundle, staging: Path, env: Mapping[str, str],
         if not hook:
             continue
         argv = [resolve_command(staging, hook[0]), *hook[1:]]
-        console.info(f"install hook: {' '.join(hook)}")
+        name = " ".join(hook)
+        console.info(f"install hook: {name}")
         try:
             done = run_bounded(argv, cwd=staging, env=env, timeout=timeout)
         except OSError as exc:
-            raise InstallError(f"install hook {' '.join(hook)!r} could not start",
-                               why=str(exc),
-                               hint="check the hook's path (relative to the role's files) "
-                               "and its executable bit") from None
+            raise HookFailed(f"install hook {name!r} could not start", hook=name,
+                             output="", why=str(exc),
+                             hint="check the hook's path (relative to the role's files) "
+                             "and its executable bit, then publish a fixed version") from None
+        tail = _tail(done.output)
         if done.returncode is None:
-            raise InstallError(f"install hook {' '.join(hook)!r} ran longer than "
-                               f"{timeout:.0f}s", why=done.output.strip()[-400:],
-                               hint="make the hook finish faster, then publish again")
+            raise HookFailed(f"install hook {name!r} ran longer than {timeout:.0f}s",
+                             hook=name, output=tail, why=tail[-400:],
+                             hint="make the hook finish faster, then publish a fixed version")
         if done.returncode != 0:
-            raise InstallError(f"install hook {' '.join(hook)!r} exited with "
-                               f"{done.returncode}",
-                               why=done.output.strip()[-400:] or "it printed nothing",
-                               hint="fix the hook in role.toml [install] hooks, then publish")
+            raise HookFailed(f"install hook {name!r} exited with {done.returncode}",
+                             hook=name, output=tail, why=tail[-400:] or "it printed nothing",
+                             hint="fix the hook in role.toml [install] hooks, then publish a "
+                             "fixed version")
         for line in done.output.strip().splitlines()[-5:]:
             console.debug(f"  {line}")
+
+
+#: how much of a failing hook's output goes into its event (the last lines, bounded)
+TAIL_LINES = 20
+TAIL_BYTES = 4096
+
+
+def _tail(output: str) -> str:
+    """The last TAIL_LINES lines of ``output``, at most TAIL_BYTES bytes of them."""
+    text = "\n".join(output.strip().splitlines()[-TAIL_LINES:])
+    data = text.encode("utf-8", "replace")[-TAIL_BYTES:]
+    return data.decode("utf-8", "replace")
 
 
 def _remove_tree(path: Path, role_dir: Path) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bootpull import role_secrets
 from bootpull.console import Console
-from bootpull.errors import RunError
+from bootpull.errors import HookFailed, RunError
 from bootpull.install import bundle_id, install
 from bootpull.narrator import Narrator
 from bootpull.state import StateDir
@@ -39,8 +39,9 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
     if ident in bad:
         message = (f"{bundle.role.name} {bundle.version} failed before "
                    f"({bad[ident]}); not retried")
-        console.warn(message + "; publish a fixed version")
-        say.report("install", "warn", message, {"bad_version": bundle.version})
+        if say.first_time(f"bad:{ident}"):  # once per run: polling must not flap
+            console.warn(message + "; publish a fixed version")
+            say.report("install", "warn", message, {"bad_version": bundle.version})
         if state.current() is None:
             raise RunError(message, hint="publish a fixed version of the role")
         return False
@@ -56,6 +57,16 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
         placed = role_secrets.place(plain, role, secrets_dir.parent, warn=console.warn)
         try:
             outcome = install(bundle, state, env=env, console=console)
+        except HookFailed as err:
+            placed.undo()
+            # The same bundle would fail the same way at every poll: never again.
+            say.mark_bad(ident, err.what)
+            say.report("install", "fail", err.what, {
+                "why": err.why, "hint": err.hint, "hook": err.hook, "output": err.output,
+                "bad_version": bundle.version, "exit_code": err.exit_code})
+            say.save_status("install", "fail", err.what)
+            err.event_sent = True
+            raise
         except BaseException:
             placed.undo()
             raise

@@ -153,6 +153,13 @@ class Narrator:
                                                   "exit_code": err.exit_code})
         self.save_status(err.stage, "fail", err.what)
 
+    def first_time(self, key: str) -> bool:
+        """True the first time ``key`` is asked about in this run (say it once)."""
+        if key in self._banners:
+            return False
+        self._banners.add(key)
+        return True
+
     def banner_once(self, err: BootpullError) -> None:
         """A banner per distinct failure (polling prints it once, not every minute)."""
         key = f"{type(err).__name__}:{err.what}"
