@@ -243,6 +243,15 @@ MUTANTS: tuple[Mutant, ...] = (
            '            conn.execute("INSERT OR IGNORE INTO nonces (key, nonce, created, '
            'received) "',
            (IDENTITY_T,), "a captured signed request is stored again"),
+    # -- failure reasons reach the home base ----------------------------------------------
+    Mutant("supervise.output-dropped", f"{NODE}/supervise.py",
+           "                    self._lines.append(line)", "                    pass",
+           ("tests/test_pipeline.py::test_a_role_that_fails_as_it_starts_says_why_in_its_event",),
+           "a failing role's reason stays on the serial console"),
+    Mutant("install.hook-failure-retried", f"{NODE}/install_stage.py",
+           "            say.mark_bad(ident, err.what)", "            pass",
+           ("tests/test_pipeline.py::test_a_failing_install_hook_marks_its_version_bad_and_is_"
+            "not_retried",), "a failing install hook runs again at every poll (flapping)"),
 )
 
 

@@ -217,6 +217,30 @@ def test_failing_health_check_reverts_to_the_lkg_without_a_boot_loop(
     assert node.status["version"] == good
 
 
+def test_a_role_that_fails_as_it_starts_says_why_in_its_event(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    """The reason a role gives on stderr reaches the home base (details.output and the
+    why), not only the serial console; console.jsonl keeps it too."""
+    repo, server, _ = served
+    node = Node(tmp_path, repo, server.url)
+    assert node.run()[0] == 0
+    repo.write("roles/marker/files/run.sh", b"#!/bin/sh\necho 'starting tcpdump'\n"
+               b"echo \"tcpdump: Couldn't find user 'tcpdump'\" >&2\nexit 1\n", mode=0o755)
+    repo.commit("a role that cannot drop privileges")
+    repo.publish()
+    code, text = node.run()
+    assert code == 14, text
+    failed = [e for e in sink.received if e["stage"] == "run" and e["status"] == "fail"]
+    assert failed, sink.received
+    details = failed[0]["details"]
+    assert "Couldn't find user 'tcpdump'" in details["output"]
+    assert "starting tcpdump" in details["output"]
+    assert "Couldn't find user 'tcpdump'" in details["why"]
+    log = (node.state / "console.jsonl").read_text()
+    assert "Couldn't find user" in log
+
+
 def test_expired_metadata_boots_the_lkg_and_reports_an_alarm(
         served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
         tmp_path: Path) -> None:

@@ -103,7 +103,12 @@ class HookFailed(InstallError):
 
 
 class RunError(BootpullError):
-    """The role failed to start, or failed its health check (exit 14)."""
+    """The role failed to start, or failed its health check (exit 14). ``output``: the
+    role's last lines of stdout and stderr, when it exited."""
+
+    def __init__(self, what: str, *, why: str = "", hint: str = "", output: str = "") -> None:
+        super().__init__(what, why=why, hint=hint)
+        self.output = output
 
     exit_code = 14
     stage = "run"

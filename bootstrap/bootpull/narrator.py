@@ -149,8 +149,10 @@ class Narrator:
         if err.event_sent:
             return
         err.event_sent = True
+        output = getattr(err, "output", "")  # a role's or a hook's last lines
         self.report(err.stage, "fail", err.what, {"why": err.why, "hint": err.hint,
-                                                  "exit_code": err.exit_code})
+                                                  "exit_code": err.exit_code,
+                                                  **({"output": output} if output else {})})
         self.save_status(err.stage, "fail", err.what)
 
     def first_time(self, key: str) -> bool:

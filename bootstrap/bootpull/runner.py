@@ -89,10 +89,16 @@ class RoleRunner:
         self.say.report("run", "fail", f"{installed.role} {installed.version} failed "
                         f"({err.what}); reverted to {lkg.version}",
                         {"error": err.what, "why": err.why, "bad_version": installed.version,
-                         "fallback": lkg.version})
+                         "fallback": lkg.version, **_output(err)})
         return True
 
     def stop(self) -> None:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
+
+
+def _output(err: BootpullError) -> dict[str, str]:
+    """``{"output": ...}``: the role's last lines, when the error carries them."""
+    output = getattr(err, "output", "")
+    return {"output": output} if output else {}

@@ -20,6 +20,10 @@
   bad so no boot retries it (no boot loop).
 - Every ``Policy.drift_interval`` seconds the installed files are hashed again and
   compared with the SHA-256 recorded from the verified bundle; a change is reported.
+- The role's stdout and stderr pass through to the node's own (the console sees them
+  as before), and :class:`OutputTail` keeps their last ``TAIL_LINES`` lines (at most
+  ``TAIL_BYTES``): a role that fails says why in its failure event
+  (``details.output``, and the banner's *why*), not only on the serial console.
 
 The supervisor never sleeps on its own: :meth:`Supervisor.tick` does what is due and
 says when it next needs to run, so the pipeline's one loop can also deliver reports.
@@ -27,10 +31,12 @@ says when it next needs to run, so the pipeline's one loop can also deliver repo
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -106,6 +112,51 @@ class Policy:
     start_timeout: float = 120.0  # the longest wait for a first healthy check
 
 
+TAIL_LINES = 20
+TAIL_BYTES = 4096
+_LINE_BYTES = 1024  # a longer line is kept in pieces
+
+
+class OutputTail:
+    """A role's output: passed through to the node's stdout and stderr, its last lines
+    kept for the failure event. One thread per stream; daemon threads, so a role that
+    never closes its output never holds the node."""
+
+    def __init__(self) -> None:
+        self._lines: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def follow(self, pipe: Any, fd: int) -> None:
+        thread = threading.Thread(target=self._pump, args=(pipe, fd), daemon=True,
+                                  name="bootpull-role-output")
+        thread.start()
+        self._threads.append(thread)
+
+    def _pump(self, pipe: Any, fd: int) -> None:
+        with contextlib.suppress(OSError, ValueError), pipe:
+            while line := pipe.readline(_LINE_BYTES):
+                _write_all(fd, line)
+                with self._lock:
+                    self._lines.append(line)
+
+    def text(self, wait: float = 1.0) -> str:
+        """The last lines (after up to ``wait`` s for what the role wrote as it exited)."""
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            data = b"".join(self._lines)
+        return data[-TAIL_BYTES:].decode("utf-8", "replace").strip()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Pass output on; a console that is gone (EPIPE, a closed fd) only drops it."""
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(fd, data):]
+
+
 @dataclass(frozen=True)
 class Happening:
     """Something the pipeline should report: a restart, an exit, unhealthiness, drift."""
@@ -129,6 +180,7 @@ class Supervisor:
         self._clock = clock
         self._sleep = sleep
         self.proc: subprocess.Popen[bytes] | None = None
+        self.output = OutputTail()  # the running role's (replaced at each start)
         self._pgid: int | None = None
         self.started_at = 0.0
         self.exit_code: int | None = None  # of the last exit, while not restarted
@@ -163,12 +215,16 @@ class Supervisor:
             self._pgid = None
         try:
             self.proc = subprocess.Popen(argv, cwd=self.installed.path, env=self.env,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             raise RunError(f"role {spec.name} {self.installed.version} could not start",
                            why=f"{' '.join(spec.command)}: {exc.strerror or exc}",
                            hint="check [run] command in role.toml (a path relative to "
                            "the role's files, with its executable bit) and publish") from None
+        self.output = OutputTail()
+        self.output.follow(self.proc.stdout, 1)
+        self.output.follow(self.proc.stderr, 2)
         self._pgid = self.proc.pid  # start_new_session: the role leads its own group
         self.started_at = self._clock()
         self.exit_code = None
@@ -280,8 +336,10 @@ class Supervisor:
         self.exit_code = code
         if code != 0:
             self.proc = None
+            tail = self.output.text()
             raise RunError(f"role {self.role_name} {self.installed.version} exited with "
                            f"{_describe(code)} as it started",
+                           why=tail[-400:] or "it printed nothing", output=tail,
                            hint="run the role's command by hand on a test node, fix it "
                            "and publish a new version; this one will not be retried")
 
@@ -361,15 +419,19 @@ class Supervisor:
             self.console.warn(f"role {self.role_name} crashed {self._crashes} times in a "
                               "row: giving up on this version")
             return [Happening("unhealthy", "fail", f"role {self.role_name} crashed "
-                              f"{self._crashes} times in a row", {"exit_code": code})]
+                              f"{self._crashes} times in a row",
+                              {"exit_code": code, "output": self.output.text()})]
         if restart == "never" or (restart == "on-failure" and not failed):
             self.done = True
             status = "fail" if failed else "ok"
             (self.console.warn if failed else self.console.info)(
                 f"role {self.role_name} exited with {_describe(code)}; "
                 f"restart={restart}: not restarting")
+            details: dict[str, Any] = {"exit_code": code}
+            if failed:
+                details["output"] = self.output.text()
             return [Happening("exited", status, f"role {self.role_name} exited with "
-                              f"{_describe(code)}", {"exit_code": code})]
+                              f"{_describe(code)}", details)]
         if ran >= self.policy.stable_after:
             self._attempt = 0
         delay = self.policy.backoff.delay(self._attempt)
