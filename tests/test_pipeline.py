@@ -241,6 +241,34 @@ def test_a_role_that_fails_as_it_starts_says_why_in_its_event(
     assert "Couldn't find user" in log
 
 
+def test_the_data_dir_survives_upgrades_and_runs_and_is_said_when_in_ram(
+        served: tuple[SignedRepo, GitHttpServer, Path], tmp_path: Path) -> None:
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    assert node.run()[0] == 0
+    first = node.status["version"]
+    data = node.state / "data" / "marker"
+    marker = (markers / f"marker-{first}").read_text()
+    assert f"BOOTPULL_DATA_DIR={data}" in marker.splitlines()
+    assert data.is_dir() and data.stat().st_mode & 0o777 == 0o700
+    (data / "host_key").write_text("kept\n")
+    repo.write("roles/marker/files/extra.txt", b"v2\n")
+    repo.commit("a new version")
+    repo.publish()
+    code, text = node.run()
+    assert code == 0, text
+    second = node.status["version"]
+    assert second != first
+    assert f"BOOTPULL_DATA_DIR={data}" in (markers / f"marker-{second}").read_text()
+    assert (data / "host_key").read_text() == "kept\n"
+    assert "is in RAM" not in text
+    ram = tmp_path / "mounts-ram"
+    ram.write_text(f"dev0 / ext4 rw 0 0\nnone {node.state} tmpfs rw 0 0\n")
+    code, text = node.run(mounts_file=ram)
+    assert code == 0, text
+    assert " ".join(text.split()).count("the data directory of role marker") == 1, text
+
+
 def test_expired_metadata_boots_the_lkg_and_reports_an_alarm(
         served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
         tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ decrypted and placed here too (:mod:`bootpull.role_secrets`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bootpull import role_secrets
@@ -47,10 +48,11 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
         return False
     role = bundle.role.name
     secrets_dir = role_secrets.secrets_dir(role)
+    data_dir = _data_dir(state, role, say, console)
     env = contract_env(role=role, version=bundle.version, commit=bundle.commit,
                        variables=bundle.assignment.vars,
                        identity=say.identity_for(bundle.assignment.hostname),
-                       secrets_dir=secrets_dir)
+                       secrets_dir=secrets_dir, data_dir=data_dir)
     with console.step(f"install {role} {bundle.version}") as step:
         plain = role_secrets.decrypt(bundle.secrets, age_identity, role=role,
                                      who=_who(say, age_identity))
@@ -101,3 +103,16 @@ def _who(say: Narrator, age_identity: Any) -> str:
     if age_identity is not None:
         parts.append(f"age {age_identity.to_public()}")
     return f"node {mac}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _data_dir(state: StateDir, role: str, say: Narrator, console: Console) -> Path:
+    """The role's data directory, made before its hooks run; said once when it cannot
+    survive a reboot (a diskless node)."""
+    with say.disk.writing(f"the data directory of {role}", "the role starts without it"):
+        state.ensure_data_dir(role)
+    path = state.data_dir(role)
+    if say.rollback_protection == "none" and say.first_time(f"data:{role}"):
+        console.warn(f"the data directory of role {role} ({path}) is in RAM: this node "
+                     "has no state disk, so what the role keeps there is lost at every "
+                     "reboot (bootpull.state= names a disk)")
+    return path

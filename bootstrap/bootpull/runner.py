@@ -8,6 +8,7 @@ first health checks, is marked bad (``bad.json``: never retried, so no boot loop
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from bootpull.console import Console
@@ -49,7 +50,10 @@ class RoleRunner:
                 continue
             identity = self.say.identity_for(installed.record.assignment.hostname)
             self.on_identity(identity.hostname)  # the host file's name, for /etc/hosts
-            sup = Supervisor(installed, role_env(installed, identity), console=self.console,
+            with contextlib.suppress(OSError):  # made at install; a wiped one comes back
+                self.state.ensure_data_dir(installed.role)
+            env = role_env(installed, identity, data_dir=self.state.data_dir(installed.role))
+            sup = Supervisor(installed, env, console=self.console,
                              counters=self.say.counters, policy=self.policy)
             try:
                 with self.console.step(f"run {installed.role} {installed.version}") as step:

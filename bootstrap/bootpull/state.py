@@ -16,6 +16,8 @@ Layout of ``<state>/`` (default ``/var/lib/bootpull``; ``--state-dir`` in tests)
     spool/<seq>.json          events not delivered yet, one fsynced file each, in order
     spool/seq                 the next spool sequence number
     cache/                    the git object cache of the fetch stage
+    data/<role>/              the role's $BOOTPULL_DATA_DIR: kept across its versions
+                              and reboots (in RAM on a diskless node)
     trust/                    the verify stage's metadata and version floor (trust.py)
 
 One install holds the verified payload (``roles/<role>/files/`` of the repository) at
@@ -381,6 +383,17 @@ class StateDir:
 
     def install_dir(self, role: str, ident: str) -> Path:
         return self.roles / role / ident
+
+    def data_dir(self, role: str) -> Path:
+        """The role's ``$BOOTPULL_DATA_DIR`` (made by :meth:`ensure_data_dir`)."""
+        return self.root / "data" / role
+
+    def ensure_data_dir(self, role: str) -> Path:
+        """Make the role's data directory (0700) unless it exists; it is never emptied
+        by an install, an upgrade or a rollback."""
+        path = self.data_dir(role)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
 
     def ensure(self) -> None:
         for path in (self.root, self.roles, self.spool):

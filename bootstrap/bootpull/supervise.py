@@ -66,8 +66,11 @@ class Identity:
 
 def contract_env(*, role: str, version: str, commit: str, variables: Mapping[str, str],
                  identity: Identity, base: Mapping[str, str] | None = None,
-                 secrets_dir: Path | None = None) -> dict[str, str]:
+                 secrets_dir: Path | None = None,
+                 data_dir: Path | None = None) -> dict[str, str]:
     """The role's environment: a small base (PATH, HOME, LANG, TZ) plus the contract's.
+
+    ``BOOTPULL_DATA_DIR`` is ``data_dir`` (``<state>/data/<role>``), when given.
 
     ``BOOTPULL_SECRETS_DIR`` is ``secrets_dir``, by default the role's directory under
     the secrets root (:func:`bootpull.role_secrets.secrets_dir`); it exists only when
@@ -87,17 +90,21 @@ def contract_env(*, role: str, version: str, commit: str, variables: Mapping[str
         role_secrets.ENV: str(secrets_dir if secrets_dir is not None
                               else role_secrets.secrets_dir(role)),
     })
+    if data_dir is not None:
+        env["BOOTPULL_DATA_DIR"] = str(data_dir)
     for name, value in sorted(variables.items()):
         env[f"BOOTPULL_VAR_{name.upper()}"] = value
     return env
 
 
 def role_env(installed: Installed, identity: Identity,
-             base: Mapping[str, str] | None = None) -> dict[str, str]:
+             base: Mapping[str, str] | None = None,
+             data_dir: Path | None = None) -> dict[str, str]:
     """:func:`contract_env` for an install."""
     r = installed.record
     return contract_env(role=r.role.name, version=r.version, commit=r.commit,
-                        variables=r.assignment.vars, identity=identity, base=base)
+                        variables=r.assignment.vars, identity=identity, base=base,
+                        data_dir=data_dir)
 
 
 @dataclass(frozen=True)
