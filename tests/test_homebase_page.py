@@ -116,3 +116,26 @@ def test_node_page_charts_its_status_history_and_shows_failure_output(
     assert "Couldn&#x27;t find user &#x27;tcpdump&#x27;" in failures
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in failures and "<script>" not in page
     assert "exited with code 1 as it started" in failures
+
+
+def test_a_held_node_says_held_on_the_page_and_in_its_feed_item(
+        homebase: Running, homebase_clock: FakeClock) -> None:
+    import feedparser
+
+    post = homebase.url + "/api/v1/events"
+    requests.post(post, json=event(WEB1, hostname="web-1"), timeout=30).raise_for_status()
+    homebase_clock.advance(30)
+    message = ("held by the repository (v2 breaks the sensors): keeps web 1.0, does not "
+               "move to web 2.0")
+    requests.post(post, timeout=30, json=event(
+        WEB1, "warn", message, stage="hold", hostname="web-1",
+        details={"held": True, "reason": "v2 breaks the sensors", "available": "2.0",
+                 "running": "1.0"})).raise_for_status()
+    page = requests.get(homebase.url + "/", timeout=30).text
+    row = page[page.index(f'<tr id="node-{WEB1}">'):]
+    row = row[:row.index("</tr>")]
+    assert "class=held" in row and "WARN" in row
+    feed = feedparser.parse(requests.get(homebase.url + "/feeds/web.atom", timeout=30).content)
+    [item] = [e for e in feed.entries if "web-1" in e.title]
+    assert item.title.startswith("WARN web-1")
+    assert "held by the repository (v2 breaks the sensors)" in item.content[0].value

@@ -269,6 +269,42 @@ def test_the_data_dir_survives_upgrades_and_runs_and_is_said_when_in_ram(
     assert " ".join(text.split()).count("the data directory of role marker") == 1, text
 
 
+def test_a_held_node_ignores_a_new_version_until_unhold(
+        served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
+        tmp_path: Path) -> None:
+    """The big red switch: 'repo hold ROLE' (committed and published) keeps a running node
+    on its version while a newer one is published; it says "held"; 'unhold' lets it go."""
+    repo, server, markers = served
+    node = Node(tmp_path, repo, server.url)
+    assert node.run()[0] == 0
+    first = node.status["version"]
+    repo.bootpull("hold", "marker", "--reason", "v2 breaks the sensors")
+    settings = (repo.root / "bootpull.toml").read_text()
+    assert 'roles = ["marker"]' in settings and "v2 breaks the sensors" in settings
+    assert repo.git("log", "-2", "--format=%s").splitlines()[1] == (
+        "hold marker: v2 breaks the sensors")
+    repo.write("roles/marker/files/extra.txt", b"v2\n")
+    repo.commit("a new version")
+    repo.publish()
+    sink.received.clear()
+    code, text = node.run()
+    assert code == 0, text
+    assert node.status["version"] == first
+    words = " ".join(text.split())
+    assert "held by the repository (v2 breaks the sensors)" in words
+    held = [e for e in sink.received if e["stage"] == "hold"]
+    assert len(held) == 1 and held[0]["status"] == "warn"
+    assert held[0]["details"]["held"] is True and held[0]["details"]["running"] == first
+    assert held[0]["details"]["available"] != first
+    assert (markers / "runs").read_text().splitlines().count(first) >= 1
+    repo.bootpull("unhold", "marker")
+    assert "[hold]" not in (repo.root / "bootpull.toml").read_text()
+    assert "The rollout is held" not in (repo.root / "bootpull.toml").read_text()
+    code, text = node.run()
+    assert code == 0, text
+    assert node.status["version"] != first and "held by the repository" not in text
+
+
 def test_expired_metadata_boots_the_lkg_and_reports_an_alarm(
         served: tuple[SignedRepo, GitHttpServer, Path], sink: EventSink,
         tmp_path: Path) -> None:

@@ -129,3 +129,11 @@ class RepoSettings:
     #: how the home base trusts a new node's key: "manual" (an admin enrolls it) or
     #: "first-seen" (the first key it sees, until a commit pins one); the node ignores it
     enrollment: str = "manual"
+    #: ``[hold]``: the fleet-wide stop of a rollout ('bootpull repo hold'): held nodes
+    #: keep what they run and install no new version
+    hold_all: bool = False
+    hold_roles: tuple[str, ...] = ()
+    hold_reason: str = ""
+
+    def held(self, role: str) -> bool:
+        return self.hold_all or role in self.hold_roles

@@ -20,11 +20,12 @@ from bootpull.state import StateDir
 from bootpull.supervise import contract_env
 
 if TYPE_CHECKING:
-    from bootpull.bundle import Bundle
+    from bootpull.bundle import Bundle, RepoSettings
+    from bootpull.state import Installed
 
 
 def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Console, *,
-                   age_identity: Any = None) -> bool:
+                   age_identity: Any = None, settings: RepoSettings | None = None) -> bool:
     """Install ``bundle`` unless it failed before; True if ``current`` changed. A bad
     version with nothing installed raises RunError (there is nothing else to run).
 
@@ -46,6 +47,12 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
         if state.current() is None:
             raise RunError(message, hint="publish a fixed version of the role")
         return False
+    current = state.current()
+    if settings is not None and current is not None and current.id != ident and (
+            settings.held(bundle.role.name) or settings.held(current.role)):
+        _hold(bundle, current, settings, say, console)
+        return False
+    say.held = None
     role = bundle.role.name
     secrets_dir = role_secrets.secrets_dir(role)
     data_dir = _data_dir(state, role, say, console)
@@ -116,3 +123,18 @@ def _data_dir(state: StateDir, role: str, say: Narrator, console: Console) -> Pa
                      "has no state disk, so what the role keeps there is lost at every "
                      "reboot (bootpull.state= names a disk)")
     return path
+
+
+def _hold(bundle: Bundle, current: Installed, settings: RepoSettings, say: Narrator,
+          console: Console) -> None:
+    """The repository holds the rollout (``bootpull.toml`` ``[hold]``): keep what runs,
+    and say so once per version that waits (the heartbeats stay ``warn`` meanwhile)."""
+    reason = settings.hold_reason or "no reason given"
+    message = (f"held by the repository ({reason}): keeps {current.role} "
+               f"{current.version}, does not move to {bundle.role.name} {bundle.version}")
+    say.held = message
+    if say.first_time(f"hold:{bundle_id(bundle)}"):
+        console.warn(message + " until 'bootpull repo unhold'")
+        say.report("hold", "warn", message, {"held": True, "reason": reason,
+                                             "available": bundle.version,
+                                             "running": current.version})

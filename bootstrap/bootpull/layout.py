@@ -319,7 +319,8 @@ def _check_format(check: _Checker, doc: dict[str, Any], *, required: bool) -> bo
 
 # -- bootpull.toml ---------------------------------------------------------------
 
-_SETTINGS_KEYS = ("format", "name", "branch", "log_level", "report", "limits", "enrollment")
+_SETTINGS_KEYS = ("format", "name", "branch", "log_level", "report", "limits", "enrollment",
+                  "hold")
 ENROLLMENT_POLICIES = ("manual", "first-seen")
 
 
@@ -366,11 +367,28 @@ def parse_settings(data: bytes, path: str = SETTINGS_FILE
         max_files = check.number(table, ("limits", "max_files"), integer=True)
         limits = Limits(int(max_bytes or limits.max_bundle_bytes),
                         int(max_files or limits.max_files))
+    hold_all, hold_roles, hold_reason = False, (), ""
+    table = check.table(doc, "hold")
+    if table is not None:
+        check.unknown(table, ("all", "roles", "reason", "since"), ("hold",))
+        value = table.get("all", False)
+        if not isinstance(value, bool):
+            check.add(("hold", "all"), "'hold.all' must be true or false",
+                      "write all = true, or use 'bootpull repo hold' / 'unhold'")
+        hold_all = value is True
+        roles = table.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            check.add(("hold", "roles"), "'hold.roles' must be a list of role names",
+                      'write roles = ["web"], or use \'bootpull repo hold ROLE\'')
+        else:
+            hold_roles = tuple(roles)
+        hold_reason = check.string(table, ("hold", "reason")) or ""
     if check.problems:
         return None, check.problems
     return RepoSettings(format=FORMAT, name=name, branch=branch, report_url=report_url,
                         log_level=log_level, limits=limits, silent_after=silent_after,
-                        enrollment=enrollment), []
+                        enrollment=enrollment, hold_all=hold_all, hold_roles=hold_roles,
+                        hold_reason=hold_reason), []
 
 
 def _silent_after(check: _Checker, report: dict[str, Any]) -> float | None:

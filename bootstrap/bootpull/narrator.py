@@ -63,6 +63,8 @@ class Narrator:
         self._banners: set[str] = set()
         #: ``state-disk``, ``none`` (diskless: the version floor is in RAM) or ``unknown``
         self.rollback_protection: str | None = None
+        #: why the node keeps its install although a newer version waits (a hold)
+        self.held: str | None = None
         #: the node's key (bootpull.identity): signs the reports, named in every event
         self.key: NodeIdentity | None = None
         self.key_problem: str | None = None  # why the key is ephemeral on a state disk
@@ -261,9 +263,11 @@ class Narrator:
         running = sup is not None and (sup.running() or sup.restarting or sup.exit_code == 0)
         status, message = heartbeat_status(
             role=current.role, version=current.version, stale=health.stale, running=running,
-            files_changed=files, repository_failing=health.fallback_stage is not None)
+            files_changed=files, repository_failing=health.fallback_stage is not None,
+            held=self.held)
         self.report("heartbeat", status, message, {
-            "files_changed": files, "stale": health.stale, "restarts": self.counters.restarts})
+            "files_changed": files, "stale": health.stale, "restarts": self.counters.restarts,
+            **({"held": True} if self.held else {})})
 
     def deliver_spool(self, seconds: float) -> int:
         """``--oneshot``: keep trying to deliver the spool for up to ``seconds``; the
@@ -281,7 +285,8 @@ class Narrator:
 
 
 def heartbeat_status(*, role: str, version: str, stale: bool, running: bool,
-                     files_changed: list[str], repository_failing: bool) -> tuple[str, str]:
+                     files_changed: list[str], repository_failing: bool,
+                     held: str | None = None) -> tuple[str, str]:
     """A heartbeat's status and message (docs/contract.md §5.3): ``fail`` on expired
     metadata or a role that is not running, ``warn`` on drift or while the repository
     cannot be reached, else ``ok``."""
@@ -293,4 +298,6 @@ def heartbeat_status(*, role: str, version: str, stale: bool, running: bool,
         return "warn", f"{len(files_changed)} installed file(s) differ from the signed ones"
     if repository_failing:
         return "warn", f"running {version}; the repository fails"
+    if held:
+        return "warn", held
     return "ok", f"{role} {version} is running"

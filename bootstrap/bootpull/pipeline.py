@@ -302,7 +302,8 @@ class Node:
         self.say.fetched_over(result.fetch)
         key = self.say.key
         return install_bundle(result.bundle, self.state, self.say, self.console,
-                              age_identity=key.age if key is not None else None)
+                              age_identity=key.age if key is not None else None,
+                              settings=result.settings)
 
     def _pull(self) -> PullResult:
         from bootpull.pull import pull_url

@@ -33,7 +33,7 @@ th{background:#f2f2f2}
 .OK{background:#cfc}.WARN{background:#ffd27f}.FAIL{background:#f99}.SILENT{background:#ccc}
 .small{color:#666;font-size:.9em}pre{white-space:pre-wrap;margin:0}
 .norb{color:#a00;font-size:.9em;font-weight:bold}
-.NEVER{background:#bde}.PENDING{background:#d9c2f0}.drift{color:#a00;font-weight:bold}
+.held{color:#805;font-weight:bold;font-size:.9em}.NEVER{background:#bde}.PENDING{background:#d9c2f0}.drift{color:#a00;font-weight:bold}
 .chip{display:inline-block;padding:0 .5em;text-decoration:none;color:#222;font-weight:bold}
 .bar{display:flex;height:1.3em;background:#eee;border:1px solid #bbb;min-width:12em}
 .seg{position:relative;display:block;background:#f99;border-right:1px solid #fff;
@@ -51,6 +51,17 @@ NO_ROLLBACK_PROTECTION = ('<br><span class=norb title="no state disk: the versio
                           'is lost at every reboot, so retired keys and older signed '
                           'commits are accepted (docs/security.md)">no rollback protection'
                           '</span>')
+
+
+#: the marker of a node whose last report says ``details.held`` (the repository holds its
+#: rollout: 'bootpull repo hold'; it keeps its version while a newer one waits)
+HELD = ("<br><span class=held title=\"the repository holds the rollout ('bootpull repo "
+        "unhold' lets it go on)\">held</span>")
+
+
+def _held(node: NodeState) -> bool:
+    details = node.last.get("details")
+    return isinstance(details, dict) and details.get("held") is True
 
 
 def _no_rollback_protection(node: NodeState) -> bool:
@@ -231,7 +242,8 @@ def _row(row: Row) -> str:
     c = node.counters
     return (f'<tr id="node-{row.mac}"><td class="st {css}">{row.status}</td>'
             f"<td>{esc(node.hostname or '-')}<br><span class='small t'>{row.mac}</span>"
-            f"{NO_ROLLBACK_PROTECTION if _no_rollback_protection(node) else ''}{groups}</td>"
+            f"{NO_ROLLBACK_PROTECTION if _no_rollback_protection(node) else ''}"
+            f"{HELD if _held(node) else ''}{groups}</td>"
             f"<td>{esc(node.role or '(none)')}@{esc(node.version or '?')}{drift}</td>"
             f"<td class=t>{rfc3339(node.last_change)}</td>"
             f"<td class=t>{rfc3339(node.last_report)}</td><td>{c.get('retries', 0)}</td>"

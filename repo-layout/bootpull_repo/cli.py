@@ -28,6 +28,7 @@ SUBCOMMANDS: list[str] = [
     "bootpull_repo.secrets",  # repo secret set|rewrap|list
     "bootpull_repo.release",  # repo release ROLE VERSION
     "bootpull_repo.publish",  # repo publish
+    "bootpull_repo.hold",  # repo hold [ROLE] / repo unhold [ROLE]
     "bootpull_repo.rotate",  # repo rotate-key ROLE
     "bootpull_repo.lint",  # repo lint [--rev REF]
     "bootpull_repo.show",  # repo show MAC
