@@ -6,6 +6,7 @@ it, installs the marker role and runs it. No --repo, no --mac.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from bootpull_lab import netlab as lab_net
+from lldp_frames import SENDER
 from marker_role import add_marker_role
 from signed_repo import SignedRepo
 
@@ -88,8 +90,11 @@ def test_discovered_repository_oneshot_runs_the_role(
     syslog.write_bytes(b"")
     listener = server.popen([sys.executable, "-c", LISTEN, str(link.server_ip), str(syslog)],
                             stdout=subprocess.PIPE)
+    switch = server.popen([sys.executable, "-c", SENDER, link.server_if, "120", str(TESTS)],
+                          stdout=subprocess.PIPE)  # the "switch" the box is plugged into
     try:
         assert listener.stdout is not None and listener.stdout.readline() == b"ready\n"
+        assert switch.stdout is not None and switch.stdout.readline() == b"ready\n"
         netlab.dnsmasq(server, [link], [*link.dhcp_range(),
                                         f"dhcp-option=vendor:bootpull,1,{url}",
                                         f"dhcp-option=7,{link.server_ip}"], ping=False)
@@ -98,8 +103,9 @@ def test_discovered_repository_oneshot_runs_the_role(
         while time.monotonic() < deadline and b"is running" not in syslog.read_bytes():
             time.sleep(0.1)
     finally:
-        listener.kill()
-        listener.wait(timeout=15)
+        for proc in (listener, switch):
+            proc.kill()
+            proc.wait(timeout=15)
     messages = syslog.read_bytes().splitlines()
     assert any(m.startswith(b"<30>1 ") and b" bootpull " in m and b"is running" in m
                and link.client_mac.canonical.encode() in m for m in messages), messages
@@ -125,3 +131,11 @@ def run_node(client: lab_net.Namespace, signed_repo: SignedRepo, link: lab_net.L
     assert ip_line.startswith(f"BOOTPULL_IP={'.'.join(str(link.server_ip).split('.')[:3])}.")
     assert "BOOTPULL_HOSTNAME=marker-1" in lines
     assert "dhcp-43" in proc.stderr  # the source that located the repository
+    # the LLDP neighbour is in the identity event it sent again (spooled: no home base)
+    spooled = [json.loads(p.read_text()) for p in sorted((state / "spool").glob("*.json"))]
+    heard = [e for e in spooled if e["stage"] == "identity"
+             and "lldp" in e["details"]["facts"]]
+    assert heard, [e["stage"] for e in spooled]
+    lldp = heard[0]["details"]["facts"]["lldp"]
+    assert (lldp["system_name"], lldp["port"]) == ("switch-7", "ge-0/0/12")
+    assert "plugged into switch-7 port ge-0/0/12" in heard[0]["message"]

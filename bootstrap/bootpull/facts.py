@@ -14,7 +14,8 @@
 - ``disks``: each ``/sys/block/<name>`` but loop, ram and zram devices: ``name``,
   ``size`` in bytes (``size`` × 512), ``model`` and ``rotational`` when readable.
 
-Neighbours (LLDP) are not collected yet. Everything is bounded: a file is read up to
+The LLDP neighbour is heard later, on the network (bootpull.lldp), and added to a
+repeated ``identity`` event. Everything here is bounded: a file is read up to
 4 KiB, every string is cut at 200 characters, at most 64 NICs and 64 disks are listed,
 and the whole is kept under 16 KiB of JSON (``truncated: true`` says a list was cut).
 Nothing here raises: what cannot be read is absent.

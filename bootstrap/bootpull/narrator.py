@@ -85,21 +85,31 @@ class Narrator:
             self.reporter.timeout = ONESHOT_REPORT_TIMEOUT
         self.announce_key()
 
-    def announce_key(self, *, root: Path = Path("/")) -> None:
+    def announce_key(self, *, root: Path = Path("/"),
+                     neighbour: dict[str, Any] | None = None) -> None:
         """The ``identity`` event, once per run and first: the key, its age recipient
-        and the hardware facts an admin checks before enrolling it (docs/node.md)."""
-        if self.key is None or self.reporter is None or self._key_announced:
+        and the hardware facts an admin checks before enrolling it (docs/node.md);
+        again, with ``facts.lldp``, when the LLDP neighbour is heard (bootpull.lldp)."""
+        if self.key is None or self.reporter is None:
+            return
+        if self._key_announced and neighbour is None:
             return
         self._key_announced = True
         from bootpull import facts
 
         key = self.key
+        found = facts.collect(root)
+        message = f"identity {key.describe()}"
+        if neighbour is not None:
+            found["lldp"] = neighbour
+            where = neighbour.get("system_name") or neighbour.get("chassis")
+            message += f"; plugged into {where} port {neighbour.get('port')} (LLDP)"
+            self.console.info(f"LLDP: plugged into {where} port {neighbour.get('port')}")
         details: dict[str, Any] = {"public_key": key.public, "age": key.recipient,
-                                   "facts": facts.collect(root)}
+                                   "facts": found}
         if self.key_problem:
             details["problem"] = self.key_problem
-        self.report("identity", "warn" if self.key_problem else "ok",
-                    f"identity {key.describe()}", details)
+        self.report("identity", "warn" if self.key_problem else "ok", message, details)
 
     def retarget(self, url: str | None) -> None:
         if self.reporter is not None:

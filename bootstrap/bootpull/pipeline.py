@@ -61,9 +61,9 @@ from bootpull.stopper import Stopper
 from bootpull.supervise import Happening, Identity
 
 if TYPE_CHECKING:
-
     from bootpull.discover import Discovery
     from bootpull.lease_keeper import LeaseKeeper, LeaseNews
+    from bootpull.lldp import Listener
     from bootpull.pull import PullResult
 
 
@@ -120,6 +120,7 @@ class Node:
     health: RepoHealth = field(default_factory=RepoHealth)  # pull_and_install
     runner: RoleRunner = field(init=False)  # start_role: the role and its supervisor
     lease: LeaseKeeper | None = None  # discover: renews the DHCP lease (not with --repo --mac)
+    lldp: Listener | None = None  # discover: the switch port, if one is heard (bootpull.lldp)
     _lock_fd: int = field(init=False)
     _names: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # discover
 
@@ -185,6 +186,9 @@ class Node:
                        url=None, log_servers=list(found.log_servers), oneshot=s.oneshot,
                        hostname=found.hostname)
         self.say.retarget(self._report_url())
+        from bootpull.lldp import Listener
+
+        self.lldp = Listener(found.interface, debug=self.console.debug).start()
         self.say.report("discover", "ok", f"repository {self.repo_url} via "
                         f"{found.repo_url_source} on {found.interface}",
                         {"discovery": found.to_json()})
@@ -339,6 +343,7 @@ class Node:
         self.say.save_status("run", "ok", "oneshot: stopped after the first health check",
                              health="stopped")
         deferred = self.runner.reverted or (self.health.error if self.health.stale else None)
+        self._neighbour_news()
         left = self.say.deliver_spool(self.settings.report_deadline)
         err = deferred or (self.say.undelivered(left, self.settings.report_deadline)
                            if left else None)
@@ -362,6 +367,7 @@ class Node:
                     break
             for news in self.lease.tick() if self.lease is not None else []:
                 self._on_lease_news(news)
+            self._neighbour_news()
             if plan.poll_due(time.monotonic()):
                 plan = plan.polled(time.monotonic(), failed=self._poll(),
                                    poll_interval=s.poll_interval, backoff=poll_backoff.delay)
@@ -375,6 +381,12 @@ class Node:
             also = [x.next_due() for x in (self.runner.supervisor, reporter, self.lease)
                     if x is not None]
             self.stopper.sleep(plan.sleep_for(time.monotonic(), *also))
+
+    def _neighbour_news(self) -> None:
+        """The LLDP neighbour, once heard: the identity event again, with it."""
+        if self.lldp is not None and self.lldp.neighbour is not None:
+            self.say.announce_key(neighbour=self.lldp.neighbour)
+            self.lldp = None
 
     def _on_happening(self, happening: Happening) -> bool:
         """Report what the supervisor saw; False once the role was given up on."""
@@ -425,6 +437,8 @@ class Node:
         return self.health.stale
 
     def close(self) -> None:
+        if self.lldp is not None:
+            self.lldp.stop()
         if self.runner.supervisor is not None:
             self.runner.stop()
             self.say.save_status("run", "ok", "stopped", health="stopped")
