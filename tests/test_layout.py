@@ -426,3 +426,17 @@ def test_key_line_finds_each_key_where_it_was_written(entries: list[tuple[str, s
     for (table, key), line in where.items():
         path = (*table.split("."), key) if table else (key,)
         assert layout.key_line(text, *path) == line
+
+
+def test_vars_that_differ_only_in_case_are_refused() -> None:
+    """foo and FOO would both be BOOTPULL_VAR_FOO: one would vanish silently."""
+    from bootpull.layout import parse_host
+
+    assignment, problems = parse_host(b'role = "web"\n[vars]\nfoo = "1"\nFOO = "2"\n',
+                                      "hosts/52-54-00-12-34-56.toml")
+    assert assignment is None
+    assert [p.what for p in problems] == [
+        "vars.FOO and vars.foo are both BOOTPULL_VAR_FOO (names are upper-cased)"]
+    assert problems[0].line == 4
+    fine, none = parse_host(b'role = "web"\n[vars]\nfoo = "1"\nbar = "2"\n', "hosts/x.toml")
+    assert fine is not None and none == [] and fine.vars == {"foo": "1", "bar": "2"}

@@ -445,8 +445,15 @@ def parse_host(data: bytes, path: str) -> tuple[Assignment | None, list[Problem]
     log_level = _log_level(check, doc, ("log_level",))
     variables: dict[str, str] = {}
     table = check.table(doc, "vars")
+    seen: dict[str, str] = {}  # BOOTPULL_VAR_<NAME> is upper-cased: foo and FOO collide
     if table is not None:
         for name, value in table.items():
+            if name.upper() in seen:
+                check.add(("vars", name), f"vars.{name} and vars.{seen[name.upper()]} are "
+                          f"both BOOTPULL_VAR_{name.upper()} (names are upper-cased)",
+                          "keep one of them")
+                continue
+            seen[name.upper()] = name
             if not _VAR.match(name):
                 check.add(("vars", name), f"{name!r} cannot be an environment variable name",
                           "use letters, digits and '_', not starting with a digit")
