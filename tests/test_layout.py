@@ -245,7 +245,8 @@ def toml_str(value: str) -> str:
                                                       fullmatch=True),
        version=st.none() | st.from_regex(r"[0-9][0-9a-z.+-]{0,8}", fullmatch=True).filter(
            lambda v: ".." not in v and not v.endswith(".lock")),
-       variables=st.dictionaries(var_names, safe_text, max_size=4))
+       variables=st.dictionaries(var_names, safe_text, max_size=4).filter(
+           lambda d: len({k.upper() for k in d}) == len(d)))  # foo/FOO: refused
 def test_host_roundtrip(role: str, hostname: str | None, version: str | None,
                         variables: dict[str, str]) -> None:
     lines = [f"role = {toml_str(role)}"]
