@@ -273,3 +273,31 @@ def test_lint_reports_broken_identity_files(site: Path,
     assert f"identities/{DB1}.toml" in text and "unknown key 'what'" in text
     assert "not an age X25519 recipient" in text and "canonical MAC" in text
     assert f"identities/{WEB1}.toml" not in text
+
+
+def test_first_seen_follows_a_diskless_node_across_reboots_and_nothing_else(
+        homebase_repo: Path, tmp_path: Path) -> None:
+    """Under first-seen, a node whose key is ephemeral (diskless: a new key every boot)
+    re-pins with its next ephemeral key, recorded in the audit log; a persistent pin is
+    never replaced, and an ephemeral pin is not replaced by a persistent claim."""
+    repo = clone(homebase_repo, tmp_path, enrollment="first-seen")
+
+    def boot(mac: Mac, key: Key, kind: str) -> requests.Response:
+        return send(running, [event(mac, stage="identity", message="identity",
+                                    details={"identity": kind, "key": "SHA256:x",
+                                             "facts": {}})], key)
+
+    with Running(settings_for(repo, tmp_path / "events.db"), clock=FakeClock()) as running:
+        diskless, disk = Mac.parse("02:00:00:00:00:d1"), Mac.parse("02:00:00:00:00:d2")
+        first, second, third = Key.make(), Key.make(), Key.make()
+        assert boot(diskless, first, "ephemeral").status_code == 200
+        assert boot(diskless, second, "ephemeral").status_code == 200  # rebooted
+        assert running.homebase.pinned_key(str(diskless)) == second.public
+        assert boot(diskless, first, "ephemeral").status_code == 200  # and again
+        assert boot(diskless, third, "persistent").status_code == 401
+        audit = requests.get(running.url + "/api/v1/audit", timeout=30).json()["audit"]
+        repins = [a for a in audit if a["action"] == "re-pin" and a["node"] == str(diskless)]
+        assert len(repins) == 2 and repins[-1]["detail"]["new_key"] == second.public
+        assert boot(disk, first, "persistent").status_code == 200
+        assert boot(disk, second, "ephemeral").status_code == 401
+        assert running.homebase.pinned_key(str(disk)) == first.public

@@ -764,6 +764,14 @@ class Handler(BaseHTTPRequestHandler):
             return False
         pinned = hb.pinned_key(mac)
         facts = _facts_of(events)
+        ephemeral = _claims_ephemeral(events)
+        first_seen = hb.repo.enrollment() == "first-seen"
+        repin = (first_seen and pinned is not None and pinned != verified.key and ephemeral
+                 and (pin is None or pin.key is None)
+                 and hb.store.first_seen_pin_is_ephemeral(mac))
+        if repin:  # a diskless node rebooted under first-seen: its new per-boot key
+            return Signed(mac=mac, key=verified.key, age=verified.age, nonce=verified.nonce,
+                          created=verified.created, repin=True, ephemeral=True, facts=facts)
         if pinned is not None and pinned != verified.key:
             hb.store.note_pending(mac, verified.key, verified.age, facts)
             hb.fleet.changed()
@@ -772,10 +780,10 @@ class Handler(BaseHTTPRequestHandler):
                 f"is signed by {fingerprint(verified.key)}: a re-imaged box is PENDING "
                 f"until an admin runs 'bootpull repo enroll {mac}'; nothing was stored"))
             return False
-        first_seen = pinned is None and hb.repo.enrollment() == "first-seen"
         return Signed(mac=mac, key=verified.key, age=verified.age, nonce=verified.nonce,
-                      created=verified.created, pin_first_seen=first_seen,
-                      pending=pinned is None and not first_seen, facts=facts)
+                      created=verified.created, pin_first_seen=pinned is None and first_seen,
+                      pending=pinned is None and not first_seen, facts=facts,
+                      ephemeral=ephemeral)
 
     def _admit_nodes(self, events: list[dict[str, Any]]) -> bool:
         """The unknown-node bound (403), then each node's byte budget (429); False when
@@ -947,6 +955,12 @@ class Handler(BaseHTTPRequestHandler):
             # wakes up when the connection is shut, and the connection is not reused.
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _claims_ephemeral(events: list[dict[str, Any]]) -> bool:
+    """Do the request's events say the node's key is made per boot (diskless)?"""
+    return any(isinstance(e.get("details"), dict)
+               and e["details"].get("identity") == "ephemeral" for e in events)
 
 
 def _facts_of(events: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -138,7 +138,8 @@ CREATE INDEX IF NOT EXISTS nonces_by_received ON nonces (received);
 CREATE TABLE IF NOT EXISTS pins (
     mac TEXT PRIMARY KEY,
     key TEXT NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    ephemeral INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (
     mac TEXT NOT NULL,
@@ -206,6 +207,10 @@ class Signed:
     nonce: str
     created: int
     pin_first_seen: bool = False  # enrollment "first-seen": pin this key unless pinned
+    #: "first-seen", and the pinned key and this one are both ephemeral (a diskless node
+    #: rebooted): this key replaces the pin
+    repin: bool = False
+    ephemeral: bool = False  # the node says its key is made per boot
     pending: bool = False  # enrollment "manual", not enrolled: record it as pending
     facts: dict[str, Any] | None = None
 
@@ -347,6 +352,10 @@ class EventStore:
                 self._writer.execute("ALTER TABLE nodes ADD COLUMN heartbeat_event_id INTEGER")
             if "item_event_id" not in columns:  # schema 1 or 2: found by search until set
                 self._writer.execute("ALTER TABLE nodes ADD COLUMN item_event_id INTEGER")
+            pin_columns = [r[1] for r in self._writer.execute("PRAGMA table_info(pins)")]
+            if "ephemeral" not in pin_columns:
+                self._writer.execute("ALTER TABLE pins ADD COLUMN ephemeral INTEGER NOT NULL "
+                                     "DEFAULT 0")
             self._writer.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
                 (str(SCHEMA_VERSION),))
@@ -492,9 +501,22 @@ class EventStore:
             "excluded.last_seen, age = excluded.age, "
             "last_created = max(last_created, excluded.last_created)",
             (signed.key, signed.mac, signed.age, received, received, signed.created))
+        if signed.repin:
+            old = conn.execute("SELECT key FROM pins WHERE mac = ? AND ephemeral = 1",
+                               (signed.mac,)).fetchone()
+            if old is not None and old[0] != signed.key:
+                conn.execute("UPDATE pins SET key = ?, at = ? WHERE mac = ?",
+                             (signed.key, received, signed.mac))
+                conn.execute(
+                    "INSERT INTO audit (at, action, node, actor, detail) VALUES "
+                    "(?, 're-pin', ?, 'home base', ?)",
+                    (received, signed.mac, json.dumps({
+                        "reason": "first-seen: a diskless node's new per-boot key",
+                        "old_key": old[0], "new_key": signed.key}, sort_keys=True)))
         if signed.pin_first_seen:
-            conn.execute("INSERT INTO pins (mac, key, at) VALUES (?, ?, ?) "
-                         "ON CONFLICT (mac) DO NOTHING", (signed.mac, signed.key, received))
+            conn.execute("INSERT INTO pins (mac, key, at, ephemeral) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (mac) DO NOTHING",
+                         (signed.mac, signed.key, received, int(signed.ephemeral)))
             pinned = conn.execute("SELECT key FROM pins WHERE mac = ?",
                                   (signed.mac,)).fetchone()
             if pinned is not None and pinned[0] != signed.key:
@@ -539,6 +561,11 @@ class EventStore:
         with self._reader() as conn:
             row = conn.execute("SELECT key FROM pins WHERE mac = ?", (mac,)).fetchone()
         return None if row is None else str(row[0])
+
+    def first_seen_pin_is_ephemeral(self, mac: str) -> bool:
+        with self._reader() as conn:
+            row = conn.execute("SELECT ephemeral FROM pins WHERE mac = ?", (mac,)).fetchone()
+        return row is not None and bool(row[0])
 
     def pending_keys(self, mac: str | None = None) -> list[PendingKey]:
         """Keys waiting for enrollment (of one node, or all), newest first."""
