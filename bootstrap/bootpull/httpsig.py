@@ -41,13 +41,11 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+if TYPE_CHECKING:  # cryptography is imported when a signature is made or checked, so
+    # the admin tools' --help and the verify modules stay light (tests/test_pull.py)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 LABEL = "bootpull"
 ALG = "ed25519"
@@ -558,6 +556,9 @@ def _verify(*, method: str, path: str, headers: Mapping[str, str], body: bytes,
     assert sig_input.items is not None
     params = _serialize_inner_list(sig_input.items, sig_input.params)
     base = signature_base(covered, params, method=method, path=path, fields=fields)
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(raw).verify(signature.value, base)
     except InvalidSignature:
