@@ -507,12 +507,9 @@ class EventStore:
             if old is not None and old[0] != signed.key:
                 conn.execute("UPDATE pins SET key = ?, at = ? WHERE mac = ?",
                              (signed.key, received, signed.mac))
-                conn.execute(
-                    "INSERT INTO audit (at, action, node, actor, detail) VALUES "
-                    "(?, 're-pin', ?, 'home base', ?)",
-                    (received, signed.mac, json.dumps({
-                        "reason": "first-seen: a diskless node's new per-boot key",
-                        "old_key": old[0], "new_key": signed.key}, sort_keys=True)))
+                _audit(conn, received, "re-pin", signed.mac, "home base", {
+                    "reason": "first-seen: a diskless node's new per-boot key",
+                    "old_key": old[0], "new_key": signed.key})
         if signed.pin_first_seen:
             conn.execute("INSERT INTO pins (mac, key, at, ephemeral) VALUES (?, ?, ?, ?) "
                          "ON CONFLICT (mac) DO NOTHING",
@@ -748,9 +745,7 @@ class EventStore:
                 detail = {"reason": reason, "hostname": row[0], "role": row[1],
                           "version": row[2], "last_report": rfc3339(float(row[3])),
                           "events_deleted": events, "first_seen_pin_dropped": bool(pins)}
-                conn.execute("INSERT INTO audit (at, action, node, actor, detail) "
-                             "VALUES (?, 'forget', ?, ?, ?)",
-                             (self.clock(), key, actor, json.dumps(detail, sort_keys=True)))
+                _audit(conn, self.clock(), "forget", key, actor, detail)
                 conn.execute("INSERT INTO meta (key, value) VALUES ('generation', '1') "
                              "ON CONFLICT (key) DO UPDATE SET value = value + 1")
                 conn.execute("COMMIT")
@@ -968,6 +963,13 @@ class EventStore:
         if row is None:  # cannot happen: the last event is kept (retention)
             return StoredItemEvent(last_id, node.last_report, "", node.last)
         return StoredItemEvent(int(row[0]), float(row[1]), str(row[2]), json.loads(row[3]))
+
+
+def _audit(conn: sqlite3.Connection, at: float, action: str, node: str, actor: str,
+           detail: dict[str, Any]) -> None:
+    """One row of the append-only audit log (``GET /api/v1/audit``)."""
+    conn.execute("INSERT INTO audit (at, action, node, actor, detail) VALUES (?, ?, ?, ?, ?)",
+                 (at, action, node, actor, json.dumps(detail, sort_keys=True)))
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
