@@ -871,18 +871,6 @@ class EventStore:
                                       "commit": commit, "last_report": last_report}))
         return out
 
-    def status_counts(self, *, now: float | None = None) -> dict[str, int]:
-        """How many nodes are OK, WARN, FAIL and SILENT (cheap: no event bodies)."""
-        now = self.clock() if now is None else now
-        with self._reader() as conn:
-            rows = conn.execute("SELECT role, reported, last_report FROM nodes").fetchall()
-        counts: dict[str, int] = {}
-        for role, reported, last_report in rows:
-            deadline = self.deadlines.for_role(role)
-            status = SILENT if now > self.silent_at(last_report, deadline) else reported
-            counts[status] = counts.get(status, 0) + 1
-        return counts
-
     def count(self) -> int:
         with self._reader() as conn:
             return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
