@@ -376,3 +376,12 @@ def test_a_hook_past_its_time_limit_is_killed(tmp_path: Path) -> None:
                 hook_timeout=0.5)
     assert "longer than" in err.value.what and "waiting" in err.value.why
     assert state.current() is None
+
+
+def test_install_ids_of_bundles_without_new_keys_never_change() -> None:
+    # An install id is also the key of the bad-version list: a change to the digest of a
+    # bundle that uses none of the newer keys (silent_after, [run] user, host groups)
+    # would make every node reinstall and forget its bad versions. These are the ids the
+    # releases before those keys gave.
+    assert bundle_id(make_bundle("1.0")) == "1.0-e8dc057d3346-183b55ba"
+    assert bundle_id(make_bundle("2.0", role="sensor")) == "2.0-70142f66475a-f5d68fc7"

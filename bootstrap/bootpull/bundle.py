@@ -65,17 +65,48 @@ class RoleSpec:
     hooks: tuple[tuple[str, ...], ...] = ()
     health: HealthSpec | None = None
     silent_after: float | None = None  # [report] silent_after: the home base's deadline
+    #: [run] user and group: who the command, hooks and health check run as (None: root;
+    #: the group is the user's name when not given); docs/contract.md §9.6
+    user: str | None = None
+    group: str | None = None
+    #: [run] capabilities: canonical names ("net_raw"), in bit order; only with user
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Assignment:
-    """What one node gets: from ``hosts/<mac>.toml`` or, failing that, ``hosts/default.toml``."""
+    """What one node gets: from ``hosts/<mac>.toml`` or, failing that, ``hosts/default.toml``.
+
+    With ``groups = [...]`` in the host file, :func:`bootpull.layout.merge_groups` adds
+    the groups' ``[vars]`` and ``version`` (the host file's own win) and records where
+    each came from (docs/contract.md §1.4).
+    """
 
     role: str
     source: str  # "hosts/52-54-00-12-34-56.toml" or "hosts/default.toml"
     hostname: str | None = None
     version: str | None = None  # pinned release, or None to follow the deploy head
     log_level: str | None = None
+    vars: dict[str, str] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()  # the host file's groups = [...], in its order
+    #: after merging: the file each of ``vars`` came from (missing: ``source``)
+    var_sources: dict[str, str] = field(default_factory=dict)
+    version_source: str | None = None  # after merging: the file ``version`` came from
+
+    def var_source(self, name: str) -> str:
+        """The file variable ``name`` came from: the host file or ``groups/<g>.toml``."""
+        return self.var_sources.get(name, self.source)
+
+
+@dataclass(frozen=True)
+class Group:
+    """``groups/<name>.toml``: a named set of nodes, and what the hosts that name it get."""
+
+    name: str
+    source: str  # "groups/site-a.toml"
+    description: str | None = None
+    nodes: tuple[str, ...] = ()  # canonical MACs (the home base's filters)
+    version: str | None = None  # a pinned release for the hosts that name the group
     vars: dict[str, str] = field(default_factory=dict)
 
 

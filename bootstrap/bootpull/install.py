@@ -48,6 +48,15 @@ from bootpull.errors import HookFailed, InstallError, RunError
 from bootpull.events import now_rfc3339
 from bootpull.layout import check_role_name
 from bootpull.processes import resolve_command, run_bounded
+from bootpull.role_users import (
+    DROP_HINT,
+    RunAs,
+    check_can_drop,
+    drop_failure,
+    ensure_user,
+    own_tree,
+    wrap,
+)
 from bootpull.state import (
     META_DIR,
     RECORD_NAME,
@@ -224,15 +233,21 @@ def _write_tree(payload: Path, files: Sequence[BundleFile]) -> None:
 
 
 def _run_hooks(bundle: Bundle, staging: Path, env: Mapping[str, str],
-               console: Console, timeout: float) -> None:
+               console: Console, timeout: float, run_as: RunAs | None = None) -> None:
+    if run_as is not None and any(bundle.role.hooks):
+        check_can_drop(run_as, error=InstallError, what=f"the install hooks of "
+                       f"{bundle.role.name}")
     for hook in bundle.role.hooks:
         if not hook:
             continue
         argv = [resolve_command(staging, hook[0]), *hook[1:]]
         name = " ".join(hook)
-        console.info(f"install hook: {name}")
+        console.info(f"install hook: {name}" + (f" (as {run_as.user})" if run_as else ""))
+        hook_env = env
+        if run_as is not None:  # as the role's user, through bootpull.privdrop (§9.6)
+            argv, hook_env = wrap(argv, run_as, env)
         try:
-            done = run_bounded(argv, cwd=staging, env=env, timeout=timeout)
+            done = run_bounded(argv, cwd=staging, env=hook_env, timeout=timeout)
         except OSError as exc:
             raise HookFailed(f"install hook {name!r} could not start", hook=name,
                              output="", why=str(exc),
@@ -243,6 +258,9 @@ def _run_hooks(bundle: Bundle, staging: Path, env: Mapping[str, str],
             raise HookFailed(f"install hook {name!r} ran longer than {timeout:.0f}s",
                              hook=name, output=tail, why=tail[-400:],
                              hint="make the hook finish faster, then publish a fixed version")
+        if run_as is not None and (why := drop_failure(done.returncode, done.output)):
+            raise HookFailed(f"install hook {name!r} could not run as user {run_as.user}",
+                             hook=name, output=tail, why=why, hint=DROP_HINT)
         if done.returncode != 0:
             raise HookFailed(f"install hook {name!r} exited with {done.returncode}",
                              hook=name, output=tail, why=tail[-400:] or "it printed nothing",
@@ -284,7 +302,14 @@ def content_digest(bundle: Bundle) -> str:
     role = asdict(bundle.role)
     if role.get("silent_after") is None:  # ids of installs made before the key existed stay
         role.pop("silent_after", None)
-    doc = {"role": role, "assignment": asdict(bundle.assignment),
+    for key in ("user", "group", "capabilities"):  # the same for [run] user (§9.6)
+        if not role.get(key):
+            role.pop(key, None)
+    assignment = asdict(bundle.assignment)
+    for key in ("groups", "var_sources", "version_source"):  # and for groups (§1.4)
+        if not assignment.get(key):
+            assignment.pop(key, None)
+    doc = {"role": role, "assignment": assignment,
            "version": bundle.version, "commit": bundle.commit,
            "role_toml": hashlib.sha256(bundle.role_toml).hexdigest(),
            "files": [asdict(f) for f in file_records(bundle.files)]}
@@ -299,19 +324,27 @@ def bundle_id(bundle: Bundle) -> str:
 
 
 def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console: Console,
-            hook_timeout: float = HOOK_TIMEOUT) -> InstallOutcome:
+            hook_timeout: float = HOOK_TIMEOUT, run_as: RunAs | None = None,
+            etc: Path | None = None) -> InstallOutcome:
     """Install ``bundle`` and make it ``current``; the previous ``current`` becomes ``lkg``.
 
     A hostile bundle, a failing hook and a full or failing disk (any OSError while
     writing, named in the error's *why*) raise InstallError with ``current`` and ``lkg``
     untouched.
+
+    A role with ``[run] user`` gets its user and group (in ``etc``, default ``/etc``),
+    unless ``run_as`` says who they are already (:func:`bootpull.role_users.ensure_user`);
+    its data directory is made and given to it, and its hooks run as it.
     """
     role = bundle.role.name
     if why := check_role_name(role):
         raise _hostile(role, why, "rename the role directory")
     check_files(bundle.files)
+    if run_as is None and bundle.role.user is not None:
+        run_as = ensure_user(bundle.role, state, etc=etc, say=console.info)
     try:
-        return _install(bundle, state, env=env, console=console, hook_timeout=hook_timeout)
+        return _install(bundle, state, env=env, console=console, hook_timeout=hook_timeout,
+                        run_as=run_as)
     except OSError as exc:
         with contextlib.suppress(OSError):
             prune(state)  # a new install that did not become current gives its space back
@@ -322,9 +355,11 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
 
 
 def _install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console: Console,
-             hook_timeout: float) -> InstallOutcome:
+             hook_timeout: float, run_as: RunAs | None) -> InstallOutcome:
     role = bundle.role.name
     state.ensure()
+    if run_as is not None:  # the hooks may write there, as the role's user
+        own_tree(state.ensure_data_dir(role), run_as)
     ident = bundle_id(bundle)
     previous = state.current()
     drifted: list[str] = []
@@ -356,7 +391,7 @@ def _install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console
                                    installed_at=now_rfc3339(),
                                    files=file_records(bundle.files), ident=ident)
             write_json(meta / RECORD_NAME, record.to_json())
-            _run_hooks(bundle, staging, env, console, hook_timeout)
+            _run_hooks(bundle, staging, env, console, hook_timeout, run_as)
             fsync_dir(staging)
             if final.exists() or final.is_symlink():
                 _remove_tree(final, role_dir)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bootpull import role_secrets
+from bootpull import role_secrets, role_users
 from bootpull.console import Console
 from bootpull.errors import HookFailed, RunError
 from bootpull.install import bundle_id, install
@@ -63,9 +63,12 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
     with console.step(f"install {role} {bundle.version}") as step:
         plain = role_secrets.decrypt(bundle.secrets, age_identity, role=role,
                                      who=_who(say, age_identity))
-        placed = role_secrets.place(plain, role, secrets_dir.parent, warn=console.warn)
+        # [run] user: made now, so that its secrets and data directory are given to it
+        run_as = role_users.ensure_user(bundle.role, state, say=console.info)
+        placed = role_secrets.place(plain, role, secrets_dir.parent, warn=console.warn,
+                                    owner=(run_as.uid, run_as.gid) if run_as else None)
         try:
-            outcome = install(bundle, state, env=env, console=console)
+            outcome = install(bundle, state, env=env, console=console, run_as=run_as)
         except HookFailed as err:
             placed.undo()
             # The same bundle would fail the same way at every poll: never again.

@@ -14,18 +14,21 @@ Files:
 - ``bootpull.toml`` → :class:`~bootpull.bundle.RepoSettings`
 - ``hosts/<mac>.toml`` and ``hosts/default.toml`` → :class:`~bootpull.bundle.Assignment`
 - ``roles/<role>/role.toml`` → :class:`~bootpull.bundle.RoleSpec`
+- ``groups/<name>.toml`` → :class:`~bootpull.bundle.Group`, merged into the assignment
+  of the hosts that name it (``groups = [...]``) by :func:`merge_groups`
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bootpull.bundle import (
     Assignment,
+    Group,
     HealthSpec,
     Limits,
     RepoSettings,
@@ -41,6 +44,7 @@ SETTINGS_FILE = "bootpull.toml"
 HOSTS_DIR = "hosts"
 DEFAULT_HOST_FILE = "hosts/default.toml"
 ROLES_DIR = "roles"
+GROUPS_DIR = "groups"
 
 #: The one role-name rule (a directory, a tag part and an install directory on the node):
 #: lowercase letters, digits, '.', '_' and '-', at most 63, starting with a letter or
@@ -117,6 +121,12 @@ def check_role_name(name: str) -> str | None:
             "and '-' (at most 63, starting with a letter or digit)")
 
 
+def check_group_name(name: str) -> str | None:
+    """Why ``name`` is not a valid group name (the role-name rule), or None when it is."""
+    why = check_role_name(name)
+    return None if why is None else why.replace("role name", "group name")
+
+
 def check_repo_name(name: str) -> str | None:
     """Why ``name`` is not a valid repository name (``bootpull.toml`` ``name``), or None."""
     if not _NAME.match(name) or ".." in name:
@@ -139,6 +149,11 @@ def host_file(mac: Mac) -> str:
 
 def role_file(role: str) -> str:
     return f"{ROLES_DIR}/{role}/role.toml"
+
+
+def group_file(name: str) -> str:
+    """``groups/site-a.toml``."""
+    return f"{GROUPS_DIR}/{name}.toml"
 
 
 def release_tag(role: str, version: str) -> str:
@@ -413,11 +428,15 @@ def _log_level(check: _Checker, table: dict[str, Any], keys: tuple[str, ...]) ->
 
 # -- hosts/<mac>.toml ------------------------------------------------------------
 
-_HOST_KEYS = ("format", "role", "hostname", "version", "log_level", "vars")
+_HOST_KEYS = ("format", "role", "hostname", "version", "log_level", "vars", "groups")
 
 
 def parse_host(data: bytes, path: str) -> tuple[Assignment | None, list[Problem]]:
-    """``hosts/<mac>.toml`` or ``hosts/default.toml`` → what the node gets."""
+    """``hosts/<mac>.toml`` or ``hosts/default.toml`` → what the node gets.
+
+    The groups it names (``groups = [...]``) are not read here: :func:`merge_groups`
+    adds them to the assignment.
+    """
     doc, text, problems = _load_toml(data, path)
     if doc is None:
         return None, problems
@@ -432,49 +451,82 @@ def parse_host(data: bytes, path: str) -> tuple[Assignment | None, list[Problem]
     if hostname is not None and not _HOSTNAME.match(hostname):
         check.add(("hostname",), f"{hostname!r} is not a valid hostname",
                   "use letters, digits and '-' in dot-separated labels (RFC 1123)")
-    version = doc.get("version")
-    if version is not None:
-        if isinstance(version, int | float) and not isinstance(version, bool):
-            check.add(("version",), f"'version' must be a string, not the number {version!r}",
-                      f'quote it: version = "{version}"')
-            version = None
-        else:
-            version = check.string(doc, ("version",), example='"1.0"')
-            if version is not None and (why := check_version(version)):
-                check.add(("version",), why, "name a tag role/<role>/<version>")
+    version = _version(check, doc)
     log_level = _log_level(check, doc, ("log_level",))
-    variables: dict[str, str] = {}
-    table = check.table(doc, "vars")
-    seen: dict[str, str] = {}  # BOOTPULL_VAR_<NAME> is upper-cased: foo and FOO collide
-    if table is not None:
-        for name, value in table.items():
-            if name.upper() in seen:
-                check.add(("vars", name), f"vars.{name} and vars.{seen[name.upper()]} are "
-                          f"both BOOTPULL_VAR_{name.upper()} (names are upper-cased)",
-                          "keep one of them")
-                continue
-            seen[name.upper()] = name
-            if not _VAR.match(name):
-                check.add(("vars", name), f"{name!r} cannot be an environment variable name",
-                          "use letters, digits and '_', not starting with a digit")
-            elif isinstance(value, bool):
-                variables[name] = "true" if value else "false"
-            elif isinstance(value, str | int | float):
-                if isinstance(value, str) and "\x00" in value:
-                    check.add(("vars", name), f"vars.{name} contains a NUL character",
-                              "remove it")
-                else:
-                    variables[name] = str(value)
-            else:
-                check.add(("vars", name),
-                          f"vars.{name} must be a string, number or boolean, "
-                          f"not a {type(value).__name__}",
-                          f'write it as {name} = "value"')
+    variables = _vars(check, doc)
+    groups = _group_names(check, doc)
     if check.problems or role is None:
         return None, check.problems
     return Assignment(role=role, source=path, hostname=hostname,
                       version=version, log_level=log_level,
-                      vars=variables), []
+                      vars=variables, groups=groups), []
+
+
+def _version(check: _Checker, doc: dict[str, Any]) -> str | None:
+    """``version``: a release version, as a string (host files and group files)."""
+    version = doc.get("version")
+    if version is None:
+        return None
+    if isinstance(version, int | float) and not isinstance(version, bool):
+        check.add(("version",), f"'version' must be a string, not the number {version!r}",
+                  f'quote it: version = "{version}"')
+        return None
+    version = check.string(doc, ("version",), example='"1.0"')
+    if version is not None and (why := check_version(version)):
+        check.add(("version",), why, "name a tag role/<role>/<version>")
+        return None
+    return version
+
+
+def _vars(check: _Checker, doc: dict[str, Any]) -> dict[str, str]:
+    """``[vars]``: each a BOOTPULL_VAR_<NAME> (host files and group files)."""
+    variables: dict[str, str] = {}
+    table = check.table(doc, "vars")
+    seen: dict[str, str] = {}  # BOOTPULL_VAR_<NAME> is upper-cased: foo and FOO collide
+    for name, value in (table or {}).items():
+        if name.upper() in seen:
+            check.add(("vars", name), f"vars.{name} and vars.{seen[name.upper()]} are "
+                      f"both BOOTPULL_VAR_{name.upper()} (names are upper-cased)",
+                      "keep one of them")
+            continue
+        seen[name.upper()] = name
+        if not _VAR.match(name):
+            check.add(("vars", name), f"{name!r} cannot be an environment variable name",
+                      "use letters, digits and '_', not starting with a digit")
+        elif isinstance(value, bool):
+            variables[name] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            if isinstance(value, str) and "\x00" in value:
+                check.add(("vars", name), f"vars.{name} contains a NUL character",
+                          "remove it")
+            else:
+                variables[name] = str(value)
+        else:
+            check.add(("vars", name),
+                      f"vars.{name} must be a string, number or boolean, "
+                      f"not a {type(value).__name__}",
+                      f'write it as {name} = "value"')
+    return variables
+
+
+def _group_names(check: _Checker, doc: dict[str, Any]) -> tuple[str, ...]:
+    """``groups = ["site-a", "sensors"]``: the group files this host takes vars from."""
+    value = doc.get("groups")
+    if value is None:
+        return ()
+    fix = 'write it as groups = ["site-a"], naming files groups/<name>.toml'
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        check.add(("groups",), "'groups' must be a list of group names", fix)
+        return ()
+    names: list[str] = []
+    for name in value:
+        if (why := check_group_name(name)) is not None:
+            check.add(("groups",), why, fix)
+        elif name in names:
+            check.add(("groups",), f"'groups' names {name!r} twice", "keep one of them")
+        else:
+            names.append(name)
+    return tuple(names)
 
 
 def host_path_problem(path: str) -> Problem | None:
@@ -496,6 +548,159 @@ def host_path_problem(path: str) -> Problem | None:
         return Problem(path, 0, f"host file name {name!r} is not in the canonical form",
                        f"rename it to {host_file(mac)} (git mv)")
     return None
+
+
+# -- groups/<name>.toml ----------------------------------------------------------
+
+_GROUP_KEYS = ("format", "description", "nodes", "version", "vars")
+_GROUPS_FIX = "set it in one of them only: the groups a host names have no order"
+
+
+def parse_group(data: bytes, name: str, path: str | None = None
+                ) -> tuple[Group | None, list[Problem]]:
+    """``groups/<name>.toml`` → its nodes, and the vars and version of the hosts that
+    name it in ``groups = [...]``.
+
+    Unlike the other parsers this returns what did parse also when there are problems
+    (the home base still filters by a group with one bad MAC); None only for a file
+    that cannot be read at all. The node uses :func:`load_group`, which refuses any.
+    """
+    path = path or group_file(name)
+    doc, text, problems = _load_toml(data, path)
+    if doc is None:
+        return None, problems
+    check = _Checker(path, text)
+    if why := check_group_name(name):
+        check.add((), why, "rename the file")
+    if not _check_format(check, doc, required=False):
+        return None, check.problems
+    check.unknown(doc, _GROUP_KEYS, ())
+    description = check.string(doc, ("description",), example='"site A, building 2"')
+    nodes: list[str] = []
+    value = doc.get("nodes", [])
+    if not isinstance(value, list):
+        check.add(("nodes",), "'nodes' must be a list of MAC addresses",
+                  'write nodes = ["52:54:00:12:34:56"]')
+        value = []
+    for item in value:
+        try:
+            if not isinstance(item, str):
+                raise MacError(f"{item!r} is not a string")
+            nodes.append(Mac.parse(item).canonical)
+        except MacError:
+            check.add(("nodes",), f"{item!r} in 'nodes' is not a MAC address",
+                      "write it as 52:54:00:12:34:56")
+    version = _version(check, doc)
+    variables = _vars(check, doc)
+    return Group(name=name, source=path, description=description,
+                 nodes=tuple(dict.fromkeys(nodes)), version=version,
+                 vars=variables), check.problems
+
+
+def load_group(data: bytes, name: str, path: str | None = None) -> Group:
+    group, problems = parse_group(data, name, path)
+    raise_first(problems)
+    assert group is not None
+    return group
+
+
+def read_groups(tree: TreeReader) -> tuple[dict[str, Group], list[Problem]]:
+    """Every group file of one commit (name → group), and every problem of them."""
+    groups: dict[str, Group] = {}
+    problems: list[Problem] = []
+    for entry in tree.list(GROUPS_DIR):
+        rel = entry.path[len(GROUPS_DIR) + 1:]
+        if "/" in rel or not rel.endswith(".toml"):
+            problems.append(Problem(entry.path, 0, "is not a group file",
+                                    "keep group files directly in groups/, named <name>.toml"))
+            continue
+        name = rel.removesuffix(".toml")
+        if (why := check_group_name(name)) is not None:
+            problems.append(Problem(entry.path, 0, why, "rename the file"))
+            continue
+        data = tree.read(entry.path)
+        if data is None:
+            continue
+        group, found = parse_group(data, name, entry.path)
+        if group is not None:
+            groups[name] = group
+        problems += found
+    return groups, problems
+
+
+def merge_groups(assignment: Assignment, groups: Mapping[str, Group], text: str = ""
+                 ) -> tuple[Assignment | None, list[Problem]]:
+    """The assignment with the ``[vars]`` and ``version`` of the groups it names.
+
+    The host file's own vars and version win over any group's. The groups have no
+    order among themselves: a variable (ignoring case) or a version that two of them
+    set is a problem, and so is a host variable that differs from a group's only in
+    case. ``groups`` holds the parsed group files; a name missing from it is a group
+    file that does not exist. ``text`` (the host file) gives the problems a line.
+    """
+    if not assignment.groups:
+        return assignment, []
+    line = (key_line(text, "groups") if text else 0) or 1
+    path = assignment.source
+    problems: list[Problem] = []
+    host = {name.upper(): name for name in assignment.vars}
+    variables = dict(assignment.vars)
+    sources = {name: path for name in assignment.vars}
+    taken: dict[str, tuple[str, Group]] = {}  # NAME -> (its spelling, the group setting it)
+    pinned: Group | None = None
+    for name in assignment.groups:
+        group = groups.get(name)
+        if group is None:
+            problems.append(Problem(
+                path, line, f"names group {name!r}, but {group_file(name)} does not exist",
+                f"create {group_file(name)} (format = 1, [vars]), or remove {name!r} from "
+                "groups; then commit and 'bootpull repo publish'"))
+            continue
+        for var, value in group.vars.items():
+            key = var.upper()
+            if key in taken:
+                other, first = taken[key]
+                problems.append(Problem(
+                    path, line, f"groups {first.name!r} and {name!r} both set "
+                    f"BOOTPULL_VAR_{key} (vars.{other} in {first.source}, vars.{var} in "
+                    f"{group.source})", _GROUPS_FIX))
+                continue
+            taken[key] = (var, group)
+            if key in host:
+                if host[key] != var:
+                    problems.append(Problem(
+                        path, key_line(text, "vars", host[key]) or line,
+                        f"vars.{host[key]} differs only in case from vars.{var} in "
+                        f"{group.source} (both are BOOTPULL_VAR_{key})",
+                        f"spell it {var} here to override the group's value, or rename one"))
+                continue  # the host file's own value wins
+            variables[var] = value
+            sources[var] = group.source
+        if group.version is not None:
+            if pinned is not None:
+                problems.append(Problem(
+                    path, line, f"groups {pinned.name!r} and {name!r} both set version "
+                    f"({pinned.version!r} in {pinned.source}, {group.version!r} in "
+                    f"{group.source})", _GROUPS_FIX))
+            else:
+                pinned = group
+    if problems:
+        return None, problems
+    version, version_source = assignment.version, path if assignment.version else None
+    if version is None and pinned is not None:
+        version, version_source = pinned.version, pinned.source
+    return replace(assignment, vars=variables, var_sources=sources, version=version,
+                   version_source=version_source), []
+
+
+def with_groups(assignment: Assignment, groups: Mapping[str, Group],
+                data: bytes | None = None) -> Assignment:
+    """:func:`merge_groups` for the node: raise the first problem as a LayoutError."""
+    text = data.decode("utf-8", "replace") if data is not None else ""
+    merged, problems = merge_groups(assignment, groups, text)
+    raise_first(problems)
+    assert merged is not None
+    return merged
 
 
 # -- roles/<role>/role.toml ------------------------------------------------------
@@ -520,13 +725,15 @@ def parse_role(data: bytes, name: str, path: str | None = None
                                example='"what this role does"')
     command: tuple[str, ...] | None = None
     restart: Restart = "on-failure"
+    run_as: tuple[str | None, str | None, tuple[str, ...]] = (None, None, ())
     run = check.table(doc, "run")
     if run is None:
         if "run" not in doc:
             check.add((), "the [run] section is missing",
                       'add [run] with command = ["bin/start"]')
     else:
-        check.unknown(run, ("command", "restart"), ("run",))
+        check.unknown(run, ("command", "restart", "user", "group", "capabilities"), ("run",))
+        run_as = _run_as(check, run)
         if "command" not in run:
             check.add(("run",), "'run.command' is missing",
                       'add command = ["bin/start"] under [run]')
@@ -573,8 +780,58 @@ def parse_role(data: bytes, name: str, path: str | None = None
         silent_after = _silent_after(check, report)
     if check.problems or command is None or description is None:
         return None, check.problems
+    user, group, capabilities = run_as
     return RoleSpec(name=name, description=description, command=command, restart=restart,
-                    hooks=tuple(hooks), health=health, silent_after=silent_after), []
+                    hooks=tuple(hooks), health=health, silent_after=silent_after,
+                    user=user, group=group, capabilities=capabilities), []
+
+
+def _run_as(check: _Checker, run: dict[str, Any]
+            ) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """``[run] user``, ``group`` and ``capabilities`` (docs/contract.md §9.6): the group
+    defaults to the user's name; capabilities come canonical (``net_raw``), in bit order."""
+    from bootpull.role_users import CAPABILITIES, capability, check_user_name
+
+    names: dict[str, str | None] = {}
+    for key in ("user", "group"):
+        value = check.string(run, ("run", key), example='"tcpdump"')
+        if value is not None and (why := check_user_name(value, key)):
+            better = re.sub("[^a-z0-9_-]", "", value.lower()).lstrip("0123456789_-")[:32]
+            fix = ("remove it" if value == "root"
+                   else f'write it as {key} = "{better or "name"}"')
+            check.add(("run", key), why, fix)
+            value = None
+        names[key] = value
+    user, group = names["user"], names["group"]
+    if "group" in run and "user" not in run:
+        check.add(("run", "group"), "'run.group' without 'run.user': a role without a user "
+                  "runs as root", 'add user = "name" under [run], or remove group')
+    caps: set[str] = set()
+    listed = run.get("capabilities", [])
+    if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
+        check.add(("run", "capabilities"), "'run.capabilities' must be a list of capability "
+                  "names", 'write it as capabilities = ["net_raw"]')
+        listed = []
+    for item in listed:
+        name = capability(item)
+        if name is None:
+            import difflib
+
+            key = item.strip().lower().removeprefix("cap_")
+            close = difflib.get_close_matches(key, list(CAPABILITIES), n=1)
+            check.add(("run", "capabilities"), f"unknown capability {item!r}",
+                      f"did you mean '{close[0]}'?" if close else
+                      "use a Linux capability name (capabilities(7)), such as net_raw, "
+                      "net_admin or net_bind_service")
+        else:
+            caps.add(name)
+    if caps and "user" not in run:
+        check.add(("run", "capabilities"), "'run.capabilities' without 'run.user': a role "
+                  "without a user runs as root, which has every capability already",
+                  'add user = "name" under [run] (the role then runs as that user with '
+                  "only these capabilities), or remove capabilities")
+    return user, (group or user) if user else None, tuple(
+        sorted(caps, key=CAPABILITIES.__getitem__))
 
 
 # -- strict loaders (the node) ---------------------------------------------------
@@ -644,6 +901,12 @@ def validate_tree(tree: TreeReader, *, tags: set[str] | None = None) -> Report:
             continue
         known.add(role)
         report.extend(parse_role(data, role, path)[1])
+    groups, problems = read_groups(tree)
+    report.extend(problems)
+    for entry in tree.list(GROUPS_DIR):  # a broken group file is reported above, not missing
+        name = entry.path[len(GROUPS_DIR) + 1:].removesuffix(".toml")
+        if entry.path == group_file(name) and name not in groups:
+            groups[name] = Group(name=name, source=entry.path)
     for entry in tree.list(HOSTS_DIR):
         if entry.path.count("/") != 1:
             report.problems.append(Problem(entry.path, 0, "is in a subdirectory of hosts/",
@@ -675,4 +938,17 @@ def validate_tree(tree: TreeReader, *, tags: set[str] | None = None) -> Report:
                     entry.path, key_line(text, "version"), f"there is no release tag {tag}",
                     f"run 'bootpull repo release {assignment.role} {assignment.version}', "
                     "or remove the version to follow the deploy branch"))
+        merged, problems = merge_groups(assignment, groups, text)
+        report.extend(problems)
+        source = merged.version_source if merged is not None else None
+        if merged is None or merged.version is None or source in (None, entry.path):
+            continue
+        tag = release_tag(merged.role, merged.version)
+        if tags is not None and source is not None and tag not in tags:
+            group_text = (tree.read(source) or b"").decode("utf-8", errors="replace")
+            report.problems.append(Problem(
+                source, key_line(group_text, "version"),
+                f"there is no release tag {tag} (for {entry.path}, role {merged.role})",
+                f"run 'bootpull repo release {merged.role} {merged.version}', or remove "
+                f"the version from {source}"))
     return report

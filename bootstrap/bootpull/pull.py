@@ -9,6 +9,8 @@
 3. read and verify ``bootpull.toml``; follow its ``branch`` if it names another one
    (and remember it in the state dir, so the next pull starts there);
 4. read and verify this node's host file, or ``hosts/default.toml``, and select;
+   then read and verify each ``groups/<name>.toml`` it names (``groups = [...]``; none
+   without it) and merge their vars and version (the host file's own win);
 5. for a pinned version, snapshot the tag ``role/<role>/<version>``;
 6. list, read (``read_many``: only this role's files) and verify every file of the
    role against the signed targets — the set of files, their lengths, hashes, modes;
@@ -32,7 +34,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from bootpull import layout
 from bootpull.backoff import Counters
-from bootpull.bundle import Bundle, BundleFile, RepoSettings, TreeEntry, TreeReader
+from bootpull.bundle import (
+    Assignment,
+    Bundle,
+    BundleFile,
+    RepoSettings,
+    TreeEntry,
+    TreeReader,
+)
 from bootpull.console import Console
 from bootpull.errors import VerifyError
 from bootpull.mac import Mac
@@ -149,6 +158,14 @@ def pull(
         assignment = layout.select(mac, host, default)
         role = assignment.role
         step.note(f"{assignment.source}: {role}@{assignment.version or 'head'}")
+    if assignment.groups:
+        with console.step(f"read groups {', '.join(assignment.groups)}") as step:
+            assignment = _with_groups(head, verifier, assignment,
+                                      host if host is not None else default)
+            step.note(f"{len(assignment.vars)} vars, {role}@{assignment.version or 'head'}"
+                      + (f" from {assignment.version_source}"
+                         if assignment.version_source not in (None, assignment.source)
+                         else ""))
 
     if assignment.version is None:
         tree: TreeReader = head
@@ -160,7 +177,8 @@ def pull(
         if not verifier.signed_under(prefix):
             raise VerifyError(
                 f"release {tag} is not signed",
-                why=f"{assignment.source} pins version {assignment.version}, but no "
+                why=f"{assignment.version_source or assignment.source} pins version "
+                f"{assignment.version}, but no "
                 "published metadata covers that tag",
                 hint=f"run 'bootpull repo release {role} {assignment.version}' and "
                 "'bootpull repo publish'")
@@ -256,6 +274,24 @@ class _Prefetched:
 
     def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
         return self._inner.read_many(paths)
+
+
+def _with_groups(head: TreeReader, verifier: Verifier, assignment: Assignment,
+                 host: bytes | None) -> Assignment:
+    """The assignment with the groups it names merged in, each group file verified.
+
+    Each ``groups/<name>.toml`` is read at the deploy head and checked against its
+    signed target like the host file; a missing one, a collision between two groups, or
+    a host variable that differs from a group's only in case is a LayoutError.
+    """
+    paths = {name: layout.group_file(name) for name in assignment.groups}
+    data = head.read_many(sorted(paths.values()))
+    groups = {}
+    for name, path in paths.items():
+        blob = verifier.check(head_target(path), data.get(path), None, path=path)
+        if blob is not None:  # absent and unsigned: merge_groups says it does not exist
+            groups[name] = layout.load_group(blob, name, path)
+    return layout.with_groups(assignment, groups, host)
 
 
 def _verified_role(tree: TreeReader, verifier: Verifier, role: str, prefix: str,

@@ -66,6 +66,8 @@ ENV = "BOOTPULL_SECRETS_DIR"
 MOUNTS_FILE = Path("/proc/mounts")
 FILE_MODE = 0o400
 DIR_MODE = 0o700
+#: the secrets root when the role runs as its own user: it may pass, not list
+ROOT_TRAVERSE_MODE = 0o711
 
 _warned: set[str] = set()  # secrets roots already said to be on a disk
 
@@ -222,17 +224,24 @@ def wipe_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _same(directory: Path, plain: Sequence[Plain]) -> bool:
-    """True when ``directory`` holds exactly ``plain``, with mode 0400."""
+def _same(directory: Path, plain: Sequence[Plain],
+          owner: tuple[int, int] | None = None) -> bool:
+    """True when ``directory`` holds exactly ``plain``, with mode 0400, all owned by
+    ``owner`` (uid, gid), or by the node agent's uid when None."""
+    def owned(st: os.stat_result) -> bool:
+        if owner is None:
+            return st.st_uid == os.geteuid()
+        return (st.st_uid, st.st_gid) == owner
+
     try:
         found = {p.name for p in directory.iterdir()}
-        if found != {p.name for p in plain}:
+        if found != {p.name for p in plain} or not owned(directory.lstat()):
             return False
         for item in plain:
             path = directory / item.name
             st = path.lstat()
             if (st.st_mode & 0o7777) != FILE_MODE or path.is_symlink() \
-                    or path.read_bytes() != item.data:
+                    or not owned(st) or path.read_bytes() != item.data:
                 return False
     except OSError:
         return False
@@ -306,9 +315,13 @@ def _target(link: Path) -> Path | None:
 
 def place(plain: Sequence[Plain], role: str, root: Path, *,
           warn: Callable[[str], None] | None = None,
-          mounts_file: Path = MOUNTS_FILE) -> Placed:
+          mounts_file: Path = MOUNTS_FILE, owner: tuple[int, int] | None = None) -> Placed:
     """Make ``<root>/<role>`` name a directory holding exactly ``plain`` (see the module
     docstring); call ``done`` or ``undo`` on the result.
+
+    ``owner`` (uid, gid): a role with ``[run] user`` (bootpull.role_users) owns its
+    directory and files, so that only it (and root) reads them; the root is then 0711,
+    so that it can reach its own directory but list nothing.
 
     Without secrets nothing is created (a node whose roles have none never touches the
     secrets root), and ``done`` removes what an earlier install left. An OSError (the
@@ -322,12 +335,12 @@ def place(plain: Sequence[Plain], role: str, root: Path, *,
         old = None
     if not plain:
         return Placed(root, link, None, None, old)
-    if old is not None and _same(old, plain):  # unchanged: nothing is rewritten
+    if old is not None and _same(old, plain, owner):  # unchanged: nothing is rewritten
         return Placed(root, link, old, None, old)
     new: Path | None = None
     try:
         root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-        root.chmod(DIR_MODE)
+        root.chmod(DIR_MODE if owner is None else ROOT_TRAVERSE_MODE)
         _say_where(root, warn, mounts_file)
         new = root / f".{role}.{time.time_ns()}"
         new.mkdir(mode=DIR_MODE)
@@ -339,9 +352,13 @@ def place(plain: Sequence[Plain], role: str, root: Path, *,
                 while view:
                     view = view[os.write(fd, view):]
                 os.fchmod(fd, FILE_MODE)
+                if owner is not None:
+                    os.fchown(fd, *owner)
             finally:
                 os.close(fd)
         new.chmod(DIR_MODE)
+        if owner is not None:
+            os.chown(new, *owner)
         if link.is_dir() and not link.is_symlink():  # a plain directory (made by hand)
             wipe_dir(link)
         _point(link, new.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+from bootpull import role_users
 from bootpull.console import Console
 from bootpull.errors import BootpullError, RunError
 from bootpull.install import revert_to_lkg
@@ -53,8 +54,18 @@ class RoleRunner:
             with contextlib.suppress(OSError):  # made at install; a wiped one comes back
                 self.state.ensure_data_dir(installed.role)
             env = role_env(installed, identity, data_dir=self.state.data_dir(installed.role))
+            try:  # /etc of the boot image is in RAM: the user comes back at every boot
+                run_as = role_users.ensure_user(installed.record.role, self.state,
+                                                error=RunError, say=self.console.info)
+                if run_as is not None:
+                    role_users.own_tree(self.state.data_dir(installed.role), run_as,
+                                        error=RunError)
+            except RunError as err:
+                if not self.give_up_on(installed, err):
+                    raise
+                continue
             sup = Supervisor(installed, env, console=self.console,
-                             counters=self.say.counters, policy=self.policy)
+                             counters=self.say.counters, policy=self.policy, run_as=run_as)
             try:
                 with self.console.step(f"run {installed.role} {installed.version}") as step:
                     sup.start()

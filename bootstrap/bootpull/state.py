@@ -17,7 +17,10 @@ Layout of ``<state>/`` (default ``/var/lib/bootpull``; ``--state-dir`` in tests)
     spool/seq                 the next spool sequence number
     cache/                    the git object cache of the fetch stage
     data/<role>/              the role's $BOOTPULL_DATA_DIR: kept across its versions
-                              and reboots (in RAM on a diskless node)
+                              and reboots (in RAM on a diskless node); owned by
+                              the role's [run] user, when it has one
+    users.json                the uid and gid given to each role's user, reused at
+                              every boot (bootpull.role_users)
     trust/                    the verify stage's metadata and version floor (trust.py)
 
 One install holds the verified payload (``roles/<role>/files/`` of the repository) at
@@ -270,6 +273,9 @@ class InstallRecord:
                 interval=float(health["interval"]), timeout=float(health["timeout"])),
             silent_after=None if role.get("silent_after") is None
             else float(role["silent_after"]),
+            user=None if role.get("user") is None else str(role["user"]),
+            group=None if role.get("group") is None else str(role["group"]),
+            capabilities=tuple(str(c) for c in role.get("capabilities") or ()),
         )
         a = obj["assignment"]
         assignment = Assignment(

@@ -50,6 +50,7 @@ from bootpull.errors import RunError
 from bootpull.install import check_drift
 from bootpull.mac import Mac
 from bootpull.processes import resolve_command, run_bounded
+from bootpull.role_users import DROP_HINT, RunAs, check_can_drop, drop_failure, wrap
 from bootpull.state import Installed
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -178,9 +179,13 @@ class Supervisor:
     def __init__(self, installed: Installed, env: Mapping[str, str], *, console: Console,
                  counters: Counters, policy: Policy | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 run_as: RunAs | None = None) -> None:
         self.installed = installed
         self.env = dict(env)
+        #: who the role's command and health check run as (bootpull.role_users); None for
+        #: a role without [run] user, which runs with the agent's user (root), as before
+        self.run_as = run_as
         self.console = console
         self.counters = counters
         self.policy = policy or Policy()
@@ -216,12 +221,13 @@ class Supervisor:
             raise RunError(f"role {spec.name} has an empty [run] command",
                            hint="set [run] command in role.toml and publish")
         argv = [resolve_command(self.installed.path, spec.command[0]), *spec.command[1:]]
+        argv, env = self._as_user(argv, f"role {spec.name}")
         if self._pgid is not None:  # what the last run left behind goes before a restart
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._pgid, signal.SIGKILL)
             self._pgid = None
         try:
-            self.proc = subprocess.Popen(argv, cwd=self.installed.path, env=self.env,
+            self.proc = subprocess.Popen(argv, cwd=self.installed.path, env=env,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
@@ -237,7 +243,20 @@ class Supervisor:
         self.exit_code = None
         self.done = False
         self.console.info(f"role {spec.name} {self.installed.version} started "
-                          f"(pid {self.proc.pid})")
+                          f"(pid {self.proc.pid}"
+                          + (f", as {self.run_as.user}" if self.run_as else "") + ")")
+
+    def _as_user(self, argv: list[str], what: str) -> tuple[list[str], dict[str, str]]:
+        """``argv`` and the environment, wrapped to run as the role's user (§9.6)."""
+        spec = self.installed.record.role
+        if spec.user is None:
+            return argv, self.env
+        if self.run_as is None:  # never root by mistake
+            raise RunError(f"{what} declares [run] user {spec.user}, but no user was set "
+                           "up for it", hint="start it through the node agent (bootpull "
+                           "node run), which creates the user")
+        check_can_drop(self.run_as, error=RunError, what=what)
+        return wrap(argv, self.run_as, self.env)
 
     @property
     def restarting(self) -> bool:
@@ -278,10 +297,15 @@ class Supervisor:
             return self.running() or self.exit_code == 0, "the role is not running"
         argv = [resolve_command(self.installed.path, spec.command[0]), *spec.command[1:]]
         try:
-            done = run_bounded(argv, cwd=self.installed.path, env=self.env,
-                               timeout=spec.timeout)
+            argv, env = self._as_user(argv, f"the health check of {self.role_name}")
+        except RunError as err:
+            return False, f"{err.what}: {err.why}" if err.why else err.what
+        try:
+            done = run_bounded(argv, cwd=self.installed.path, env=env, timeout=spec.timeout)
         except OSError as exc:
             return False, f"the health check could not start: {exc.strerror or exc}"
+        if why := drop_failure(done.returncode, done.output):
+            return False, f"the health check could not run as the role's user: {why}"
         if done.returncode is None:
             return False, f"the health check took longer than {spec.timeout:g}s"
         if done.returncode == 0:
@@ -344,6 +368,10 @@ class Supervisor:
         if code != 0:
             self.proc = None
             tail = self.output.text()
+            if self.run_as is not None and (why := drop_failure(code, tail)):
+                raise RunError(f"role {self.role_name} {self.installed.version} could not "
+                               f"run as user {self.run_as.user}", why=why, output=tail,
+                               hint=DROP_HINT)
             raise RunError(f"role {self.role_name} {self.installed.version} exited with "
                            f"{_describe(code)} as it started",
                            why=tail[-400:] or "it printed nothing", output=tail,

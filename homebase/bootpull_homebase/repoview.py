@@ -9,9 +9,12 @@ when the branch head moves (checked at most every ``refresh`` seconds).
   ``bootpull.toml`` ``[report] silent_after`` for the whole repository, then the
   ``--silent-after`` default.
 - **Intent** (drift): which role, version and commit node MAC should run, chosen by
-  :func:`bootpull.layout.select` (``hosts/<mac>.toml``, else ``hosts/default.toml``),
-  the node's own rule. A pinned version's commit is the commit of tag
-  ``role/<role>/<version>``; an unpinned node should run the deploy head.
+  :func:`bootpull.layout.select` (``hosts/<mac>.toml``, else ``hosts/default.toml``)
+  and :func:`bootpull.layout.merge_groups` (a group's ``version``), the node's own
+  rules. A pinned version's commit is the commit of tag ``role/<role>/<version>``; an
+  unpinned node should run the deploy head.
+- **Groups**: a node's groups are those whose ``nodes`` list it and those its host
+  file (or ``hosts/default.toml``, for a node without one) names in ``groups = [...]``.
 - **The deploy branch**: :func:`bootpull.layout.parse_settings` (``branch``).
 """
 
@@ -25,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bootpull.bundle import Group
 from bootpull.errors import FetchError
+from bootpull.layout import read_groups
 from bootpull.mac import Mac
-from bootpull_repo.groups import by_node, read_groups
+from bootpull_repo.groups import by_node, host_groups
 from bootpull_repo.identities import Pin, read_pins
 
 from bootpull_homebase.drift import Intent
@@ -42,6 +47,8 @@ class _Snapshot:
     hosts: dict[str, bytes] = field(default_factory=dict)  # "<mac>"/"default" -> file bytes
     tags: dict[str, str] = field(default_factory=dict)  # tag name -> commit
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mac -> group names
+    default_groups: tuple[str, ...] = ()  # what hosts/default.toml names in groups = [...]
+    group_files: dict[str, Group] = field(default_factory=dict)  # name -> groups/<name>.toml
     intents: dict[str, Intent | None] = field(default_factory=dict)  # mac -> intent (memo)
     pins: dict[str, Pin] = field(default_factory=dict)  # mac -> identities/<mac>.toml
     enrollment: str = "manual"  # bootpull.toml enrollment
@@ -129,7 +136,11 @@ class RepoView:
                     data = tree.read(entry.path)
                     if data is not None:
                         snap.hosts[name.removesuffix(".toml")] = data
-            snap.groups = by_node(read_groups(tree)[0])
+            snap.group_files = read_groups(tree)[0]
+            named = host_groups(snap.hosts)
+            snap.default_groups = named.pop("default", ())
+            snap.groups = by_node({name: group.nodes for name, group
+                                   in snap.group_files.items()}, named)
             snap.pins = read_pins(tree)[0]
             for tag in remote.tags():
                 if tag.startswith("role/"):
@@ -182,8 +193,13 @@ class RepoView:
         return [name for name in self._snapshot().hosts if name != "default"]
 
     def groups_of(self, mac: str) -> tuple[str, ...]:
-        """The groups (``groups/<name>.toml``) that list node ``mac``."""
-        return self._snapshot().groups.get(mac, ())
+        """The groups of node ``mac``: the group files that list it, and those its host
+        file names (``hosts/default.toml``'s, when it has none)."""
+        snap = self._snapshot()
+        groups = snap.groups.get(mac, ())
+        if mac in snap.hosts or not snap.default_groups:
+            return groups
+        return tuple(sorted({*groups, *snap.default_groups}))
 
     # -- identity ----------------------------------------------------------------
 
@@ -210,7 +226,7 @@ class RepoView:
     @staticmethod
     def _intent(snap: _Snapshot, mac: Mac) -> Intent | None:
         from bootpull.errors import LayoutError, NotAssignedError
-        from bootpull.layout import select
+        from bootpull.layout import merge_groups, select
 
         mine = snap.hosts.get(mac.canonical)
         source = f"hosts/{mac.canonical}.toml" if mine is not None else "hosts/default.toml"
@@ -220,6 +236,10 @@ class RepoView:
             return Intent(role="", version=None, commit=None, source="(not assigned)")
         except LayoutError:
             return None  # a broken host file: lint says so; drift cannot tell
+        merged, _problems = merge_groups(assignment, snap.group_files)
+        if merged is None:
+            return None  # a missing group, or a collision: lint says so
+        assignment = merged
         hostname = assignment.hostname or ""
         if assignment.version is None:
             return Intent(assignment.role, None, snap.head, source, hostname)

@@ -1,26 +1,32 @@
 """``groups/<name>.toml``: named sets of nodes (a site, a rack, a customer).
 
-A group file lists its nodes by MAC::
+A group file lists its nodes by MAC, and may carry variables and a version for the
+hosts that name it (``groups = ["site-a"]`` in a host file)::
 
     format = 1
     description = "site A, building 2"   # optional
     nodes = ["52:54:00:12:34:56", "52-54-00-ab-cd-ef"]
+    version = "1.2"                      # optional: for the hosts that name the group
 
-A node may be in any number of groups. Groups are read by the home base (the status
-page filters by group) and checked by ``bootpull repo lint``; the node agent does not
-read them, so an image that predates groups boots from a repository that has them.
+    [vars]                               # optional: as a host file's [vars]
+    SITE = "a"
+
+The parser is the node's (:func:`bootpull.layout.parse_group`): a node reads the group
+files its host file names. This module is the admin and home base side: every group of
+one commit by name, and a node's groups — those whose ``nodes`` list it, and those its
+host file names (docs/repo-format.md "groups/<name>.toml").
 """
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Mapping
 
+from bootpull import layout
 from bootpull.bundle import TreeReader
-from bootpull.layout import Problem, check_role_name
-from bootpull.mac import Mac, MacError
+from bootpull.layout import GROUPS_DIR, Problem
 
-GROUPS_DIR = "groups"
-_KEYS = ("format", "description", "nodes")
+__all__ = ["GROUPS_DIR", "by_node", "group_name", "host_groups", "parse_group",
+           "read_groups"]
 
 
 def group_name(path: str) -> str | None:
@@ -34,60 +40,36 @@ def group_name(path: str) -> str | None:
 def parse_group(data: bytes, path: str) -> tuple[tuple[str, ...], list[Problem]]:
     """The canonical MACs of one group file, and its problems (the MACs that parse are
     returned even when others do not)."""
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return (), [Problem(path, 0, f"is not valid UTF-8 TOML: {exc}",
-                            "fix the syntax (see https://toml.io)")]
-    problems = [Problem(path, 0, f"unknown key {key!r}",
-                        f"a group file has only {', '.join(_KEYS)}")
-                for key in doc if key not in _KEYS]
-    if doc.get("format", 1) != 1:
-        problems.append(Problem(path, 0, f"format {doc.get('format')!r} is not 1",
-                                "write format = 1"))
-    nodes = doc.get("nodes", [])
-    if not isinstance(nodes, list):
-        return (), [*problems, Problem(path, 0, "'nodes' must be a list of MAC addresses",
-                                       'write nodes = ["52:54:00:12:34:56"]')]
-    macs: list[str] = []
-    for item in nodes:
-        try:
-            if not isinstance(item, str):
-                raise MacError(f"{item!r} is not a string")
-            macs.append(Mac.parse(item).canonical)
-        except MacError:
-            problems.append(Problem(path, 0, f"{item!r} in 'nodes' is not a MAC address",
-                                    "write it as 52:54:00:12:34:56"))
-    return tuple(dict.fromkeys(macs)), problems
+    name = group_name(path) or path
+    group, problems = layout.parse_group(data, name, path)
+    return (group.nodes if group is not None else ()), problems
 
 
 def read_groups(tree: TreeReader) -> tuple[dict[str, tuple[str, ...]], list[Problem]]:
     """Every group at one commit (name → MACs), and every problem of its files."""
-    groups: dict[str, tuple[str, ...]] = {}
-    problems: list[Problem] = []
-    for entry in tree.list(GROUPS_DIR):
-        name = group_name(entry.path)
-        if name is None:
-            problems.append(Problem(entry.path, 0, "is not a group file",
-                                    "keep group files directly in groups/, named <name>.toml"))
-            continue
-        if (why := check_role_name(name)) is not None:
-            problems.append(Problem(entry.path, 0, why.replace("role name", "group name"),
-                                    "rename the file"))
-            continue
-        data = tree.read(entry.path)
-        if data is None:
-            continue
-        macs, found = parse_group(data, entry.path)
-        groups[name] = macs
-        problems += found
-    return groups, problems
+    groups, problems = layout.read_groups(tree)
+    return {name: group.nodes for name, group in groups.items()}, problems
 
 
-def by_node(groups: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    """MAC → the sorted names of its groups."""
-    out: dict[str, list[str]] = {}
-    for name in sorted(groups):
+def by_node(groups: Mapping[str, tuple[str, ...]],
+            named: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, tuple[str, ...]]:
+    """MAC → the sorted names of its groups: those whose ``nodes`` list it, and those
+    ``named`` gives it (MAC → the ``groups = [...]`` of the host file that applies)."""
+    out: dict[str, set[str]] = {}
+    for name in groups:
         for mac in groups[name]:
-            out.setdefault(mac, []).append(name)
-    return {mac: tuple(names) for mac, names in out.items()}
+            out.setdefault(mac, set()).add(name)
+    for mac, names in (named or {}).items():
+        out.setdefault(mac, set()).update(names)
+    return {mac: tuple(sorted(names)) for mac, names in out.items() if names}
+
+
+def host_groups(hosts: Mapping[str, bytes]) -> dict[str, tuple[str, ...]]:
+    """``hosts/<mac>.toml`` stem → the groups that host file names (``groups = [...]``);
+    a file that does not parse names none ('bootpull repo lint' reports it)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for stem, data in hosts.items():
+        assignment, _problems = layout.parse_host(data, f"{layout.HOSTS_DIR}/{stem}.toml")
+        if assignment is not None and assignment.groups:
+            out[stem] = assignment.groups
+    return out

@@ -4,8 +4,9 @@ Publish reads the committed tree (``HEAD``, never the work tree) and every relea
 tag ``role/<role>/<version>``, and signs each file as a TUF target (length, sha256 and
 ``custom.git_mode``):
 
-- ``head/bootpull.toml``, ``head/hosts/<file>``, ``head/roles/<role>/<path>`` (also the
-  role's ``secrets/``), ``head/secrets/<mac>/<path>`` (a node's own secrets);
+- ``head/bootpull.toml``, ``head/hosts/<file>``, ``head/groups/<name>.toml``,
+  ``head/roles/<role>/<path>`` (also the role's ``secrets/``),
+  ``head/secrets/<mac>/<path>`` (a node's own secrets);
 - ``release/<role>/<version>/<path below roles/<role>/ in the tagged commit>``.
 
 It then writes ``targets.json``, ``snapshot.json`` and ``timestamp.json`` (each one
@@ -145,8 +146,8 @@ def _head_signed(entry: LsEntry) -> bool:
     path = entry.path
     if path == layout.SETTINGS_FILE:
         return True
-    if path.startswith(f"{layout.HOSTS_DIR}/"):
-        return path.count("/") == 1 and path.endswith(".toml")
+    if path.startswith((f"{layout.HOSTS_DIR}/", f"{layout.GROUPS_DIR}/")):
+        return path.count("/") == 1 and path.endswith(".toml")  # groups/<name>.toml too
     if path.startswith(f"{SECRETS_DIR}/"):  # secrets/<mac>/<NAME>.age: one node's secrets
         return True
     return path.startswith(f"{layout.ROLES_DIR}/")  # also roles/<role>/secrets/

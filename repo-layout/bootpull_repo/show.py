@@ -4,7 +4,8 @@ Two answers, from the node's own code:
 
 1. **The selection**, with :mod:`bootpull.layout` exactly as the node's pull stage
    uses it: start at ``main``, follow ``branch`` of ``bootpull.toml`` once, take the
-   host file or ``hosts/default.toml``, and for a pinned version the tagged commit;
+   host file or ``hosts/default.toml`` and merge the groups it names (each variable
+   is shown with the file it came from), and for a pinned version the tagged commit;
    then the role's ``role.toml`` and every file under ``files/`` with its mode, size
    and SHA-256. This is read from the committed repository, not the work tree.
 2. **The verdict**: :func:`bootpull.pull.pull` itself, run against the local
@@ -70,6 +71,9 @@ class NodeView:
             "source": a.source, "role": a.role, "pinned": a.version is not None,
             "version": self.version, "ref": self.ref, "commit": self.commit,
             "hostname": a.hostname, "log_level": a.log_level, "vars": dict(a.vars),
+            "groups": list(a.groups),
+            "var_sources": {name: a.var_source(name) for name in a.vars},
+            "version_source": (a.version_source or a.source) if a.version else None,
             "description": self.role.description, "command": list(self.role.command),
             "restart": self.role.restart, "hooks": [list(h) for h in self.role.hooks],
             "health": None if self.role.health is None else {
@@ -111,6 +115,15 @@ def select_offline(remote: Any, mac: Mac) -> NodeView:
     host = head.read(layout.host_file(mac))
     default = head.read(layout.DEFAULT_HOST_FILE) if host is None else None
     assignment = layout.select(mac, host, default)
+    if assignment.groups:  # as the node does, from the deploy head (pull._with_groups)
+        groups = {}
+        for name in assignment.groups:
+            path = layout.group_file(name)
+            blob = head.read(path)
+            if blob is not None:
+                groups[name] = layout.load_group(blob, name, path)
+        assignment = layout.with_groups(assignment, groups, host if host is not None
+                                        else default)
     role = assignment.role
     if assignment.version is None:
         tree, ref, version = head, branch, f"head-{head.commit[:12]}"
@@ -202,6 +215,8 @@ def render(view: NodeView) -> str:
     lines = [f"node {view.mac.canonical} ({view.mac.colons})"]
     follows = ("follows the deploy head" if a.version is None
                else f"pinned: tag {view.ref[len('refs/tags/'):]}")
+    if a.version is not None and a.version_source not in (None, a.source):
+        follows += f", from {a.version_source}"
     rows = [
         ("assignment", a.source),
         ("role", f"{a.role}: {view.role.description}"),
@@ -212,8 +227,11 @@ def render(view: NodeView) -> str:
     ]
     if a.log_level:
         rows.append(("log level", a.log_level))
-    if a.vars:
-        rows.append(("vars", ", ".join(f"BOOTPULL_VAR_{k}={v}" for k, v in sorted(a.vars.items()))))
+    if a.groups:
+        rows.append(("groups", ", ".join(a.groups)))
+    for number, (k, v) in enumerate(sorted(a.vars.items())):
+        rows.append(("vars" if number == 0 else "",
+                     f"BOOTPULL_VAR_{k.upper()}={v} (from {a.var_source(k)})"))
     rows.append(("run", " ".join(view.role.command) + f" (restart {view.role.restart})"))
     for hook in view.role.hooks:
         rows.append(("install hook", " ".join(hook)))
