@@ -45,6 +45,9 @@ FLEET_T = "tests/test_homebase_fleet.py"
 SCALE_T = "tests/test_homebase_scale.py"
 METRICS_T = "tests/test_homebase_metrics.py"
 IDENTITY_T = "tests/test_homebase_identity.py"
+USERS_T = "tests/test_role_users.py"
+GROUPS_T = "tests/test_groups_vars.py"
+DEBS_T = "tests/test_role_debs.py"
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,29 @@ MUTANTS: tuple[Mutant, ...] = (
            "            say.mark_bad(ident, err.what)", "            pass",
            ("tests/test_pipeline.py::test_a_failing_install_hook_marks_its_version_bad_and_is_"
             "not_retried",), "a failing install hook runs again at every poll (flapping)"),
+    # -- roles that ship real software ------------------------------------------------------
+    Mutant("privdrop.groups-kept", f"{NODE}/privdrop.py",
+           "        os.setgroups([])", "        pass",
+           (USERS_T,), "a role keeps the agent's supplementary groups"),
+    Mutant("privdrop.no-ambient-caps", f"{NODE}/privdrop.py",
+           "                prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap, 0, 0)",
+           "                pass",
+           (USERS_T,), "a declared capability is lost at the role's exec"),
+    Mutant("groups.group-wins-over-host", f"{NODE}/layout.py",
+           "                continue  # the host file's own value wins", "                pass",
+           (GROUPS_T,), "a group's variable overrides the host file's own"),
+    Mutant("pull.group-file-unverified", f"{NODE}/pull.py",
+           "        blob = verifier.check(head_target(path), data.get(path), None, path=path)",
+           "        blob = data.get(path)",
+           (GROUPS_T,), "a group file changed after publish is used"),
+    Mutant("debs.image-library-copied", "repo-layout/bootpull_repo/role_debs.py",
+           "            if soname in image:", "            if False:",
+           (f"{DEBS_T}::test_from_debs_keeps_the_program_and_only_the_libraries_the_image_"
+            "lacks",), "a role copies libraries the image already ships"),
+    Mutant("debs.lock-hash-unchecked", "repo-layout/bootpull_repo/role_debs.py",
+           "        if check and pin.sha256 and pin.sha256 != digest:", "        if False:",
+           (f"{DEBS_T}::test_a_deb_that_differs_from_its_lock_is_refused",),
+           "a .deb that differs from its lock is used"),
 )
 
 

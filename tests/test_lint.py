@@ -111,10 +111,11 @@ CORPUS: dict[str, tuple[list[Edit], str]] = {
         f"{WEB_HOST} and 'git rm hosts/52:54:00:12:34:56.toml'\n",
     ),
     "too-large": (
-        [append("bootpull.toml", "\n[limits]\nmax_bundle_bytes = 4000\n"),
-         write("roles/web/files/blob.bin", "x" * 5000)],
-        "roles/web/files: role 'web' is 9418 bytes, more than the limit of 4000; the "
-        "largest is files/blob.bin (5000 bytes) — make the role smaller, or raise [limits] "
+        # above the example's largest role (ids, about 5.4 MB)
+        [append("bootpull.toml", "\n[limits]\nmax_bundle_bytes = 6000000\n"),
+         write("roles/web/files/blob.bin", "x" * 6_000_000)],
+        "roles/web/files: role 'web' is 6004418 bytes, more than the limit of 6000000; the "
+        "largest is files/blob.bin (6000000 bytes) — make the role smaller, or raise [limits] "
         "max_bundle_bytes in bootpull.toml\n",
     ),
     "invalid-hostname": (
@@ -262,10 +263,16 @@ def test_a_broken_pinned_release_is_reported(tmp_path: Path) -> None:
 def test_not_a_git_repository_is_linted_as_plain_files(tmp_path: Path) -> None:
     import shutil
 
-    from bootpull_repo.example import example_dir
+    from bootpull_repo.example import build_debs_roles, example_dir
 
     root = tmp_path / "plain"
     shutil.copytree(example_dir(), root)
+    # the source tree has the lock of each role made from .debs, not the build
+    code, out, _ = lint(root)
+    assert code == 1 and out.splitlines()[0] == (
+        "roles/ids/files/debs: is missing, but the role has a debs.lock — run 'bootpull "
+        "repo role from-debs ids --locked' and commit")
+    assert build_debs_roles(root) == ["ids", "ssh"]
     assert lint(root)[0] == 0
     (root / SENSOR_HOST).write_text('role = "x y"\n')
     code, out, _ = lint(root)

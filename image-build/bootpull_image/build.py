@@ -519,6 +519,9 @@ def write_manifest(ctx: Context) -> None:
         "format": 1,
         "bootpull": __version__,
         "source_date_epoch": ctx.settings.source_date_epoch,
+        # the Debian release the packages came from: 'repo role from-debs' takes a
+        # role's packages from the same one
+        "release": debs.release(),
         "kernel": {"version": ctx.kernel_version, "modules": ctx.modules,
                    "cmdline": iso.kernel_cmdline(ctx.settings.console)},
         "console": ctx.settings.console,

@@ -48,6 +48,18 @@ def candidate_versions(names: list[str]) -> dict[str, str]:
     return found
 
 
+def release(os_release: Path = Path("/etc/os-release")) -> dict[str, str]:
+    """The Debian release apt fetches from (this machine's): id, version_id, codename."""
+    try:
+        text = os_release.read_text()
+    except OSError:
+        return {}
+    fields = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+    out = {"id": fields.get("ID", ""), "version_id": fields.get("VERSION_ID", ""),
+           "codename": fields.get("VERSION_CODENAME", "")}
+    return {key: value.strip('"') for key, value in out.items() if value}
+
+
 def resolve_kernel_package() -> str:
     """The versioned kernel package behind the ``linux-image-amd64`` meta-package."""
     out = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True,

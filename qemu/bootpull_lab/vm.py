@@ -56,6 +56,9 @@ class UserNet:
 
     port: int | None = None
     bootfile: str | None = None
+    #: (port on 127.0.0.1, guest port) pairs: the host connects in (hostfwd), as a
+    #: test logs in to a node's ssh role
+    forwards: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,8 @@ class Vm:
                 if nic.net.port is not None:
                     cmd = " ".join([*forward, str(nic.net.port)]).replace(",", ",,")
                     opts.append(f"guestfwd=tcp:{GUEST_HOST}:{GUEST_PORT}-cmd:{cmd}")
+                for host_port, guest_port in nic.net.forwards:
+                    opts.append(f"hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}")
                 if nic.net.bootfile:
                     opts.append("bootfile=" + nic.net.bootfile.replace(",", ",,"))
                 argv += ["-netdev", ",".join(opts)]

@@ -3,8 +3,9 @@
 ``init`` works on an empty or missing directory, on a directory of files that is not
 yet a git repository (its files become the first commit), and on an existing git
 repository (say, a copy of ``repo-layout/example`` already committed): it creates only
-what is missing — ``bootpull.toml``, ``hosts/``, ``roles/`` — then the keys (outside the
-repository), ``.bootpull/metadata/root.json``, commits, and publishes. The trust
+what is missing — ``bootpull.toml``, ``hosts/``, ``roles/``, the build of each role that
+has a ``debs.lock`` and none (``role from-debs ROLE --locked``) — then the keys (outside
+the repository), ``.bootpull/metadata/root.json``, commits, and publishes. The trust
 anchors file (the initial root.json, which the node image embeds) is written to
 ``<key dir>/trust.json``; ``bootpull repo trust`` prints it again at any time.
 """
@@ -87,6 +88,11 @@ def init(directory: Path, *, keys_override: str | None = None, name: str | None 
             folder.mkdir(exist_ok=True)
             (folder / ".gitkeep").touch()
             created.append(f"{sub}/.gitkeep")
+    # a role with a debs.lock and no build yet (the example's ids and ssh) is built as
+    # its lock says, so the first publish has it: 'role from-debs ROLE --locked'
+    from bootpull_repo.example import build_debs_roles
+
+    created += [f"{layout.ROLES_DIR}/{role}" for role in build_debs_roles(directory)]
     root_md = new_root(keys, Expiry(), now)
     write_root(metadata, root_md)
     trust_file = key_dir / TRUST_FILE

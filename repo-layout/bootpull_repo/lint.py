@@ -3,7 +3,11 @@
 The node's own validator (:func:`bootpull.layout.validate_tree`) does the format-1
 checks: TOML syntax, unknown keys with a did-you-mean, missing and ill-typed keys,
 host file names, hostnames, a host whose role does not exist, a pinned version with no
-release tag, an invalid ``hosts/default.toml``. This module adds what needs the whole
+release tag, an invalid ``hosts/default.toml``, group files (``groups/<name>.toml``,
+with their ``[vars]`` and ``version``), a host naming a group that does not exist, two
+of a host's groups setting the same variable or a version, a host variable that
+differs from a group's only in case, and a group version with no release tag for a
+host's role. This module adds what needs the whole
 repository or the node's other stages, so that a repository lint accepts is one every
 node can select from, install and start:
 
@@ -14,7 +18,8 @@ node can select from, install and start:
   or with a file larger than a node fetches (:data:`bootpull.bundle.MAX_FILE_BYTES`);
 - role files the node's installer would refuse (:func:`bootpull.install.check_files`)
   and role names it would refuse;
-- a pinned release whose tagged commit has no valid role;
+- a pinned release (by a host file or by one of its groups) whose tagged commit has
+  no valid role;
 - secrets (:func:`bootpull_repo.secrets.check_secrets`) that an enrolled node of their
   role cannot decrypt, that are still encrypted to nodes no longer enrolled or
   assigned, that are not age files, or whose names are not names.
@@ -36,7 +41,6 @@ from bootpull.errors import BootpullError, InstallError, UsageError
 from bootpull.layout import Problem, Report
 from bootpull.mac import Mac, MacError
 
-from bootpull_repo.groups import read_groups
 from bootpull_repo.identities import read_pins
 from bootpull_repo.secrets import check_secrets
 
@@ -63,8 +67,7 @@ def lint_tree(tree: TreeReader, *, tags: set[str] | None = None,
                        if not (p.line == 0 and p.file in duplicates)]
     report.extend(duplicates.values())
     report.extend(_refs_of_broken_hosts(tree, tags))
-    report.extend(read_groups(tree)[1])
-    report.extend(read_pins(tree)[1])
+    report.extend(read_pins(tree)[1])  # groups/: validate_tree checks them
     report.extend(check_secrets(tree))
     for role in _role_names(tree):
         report.extend(check_role(tree, role, limits))
@@ -231,6 +234,9 @@ def check_role(tree: TreeReader, role: str, limits: Limits) -> list[Problem]:
         return problems
     text = role_toml.decode("utf-8", "replace")
     problems += _check_commands(role, _argvs(text), text, path, modes)
+    from bootpull_repo import role_debs  # roles made by 'role from-debs'
+
+    problems += role_debs.lint_role(tree, role)
     return problems
 
 
@@ -294,16 +300,23 @@ def _check_commands(role: str, argvs: Argvs, text: str, path: str, modes: dict[s
 
 def _check_releases(tree: TreeReader, tags: set[str], release: ReleaseReader,
                     limits: Limits) -> list[Problem]:
-    """Each pinned release must hold a role the node can install."""
+    """Each pinned release (by a host file or a group it names) must hold a role the
+    node can install; the problem is on the file that pins it."""
     problems: list[Problem] = []
     checked: set[str] = set()
+    groups = layout.read_groups(tree)[0]
     for entry in tree.list(layout.HOSTS_DIR):
         data = tree.read(entry.path)
         if data is None or layout.host_path_problem(entry.path) is not None:
             continue
         assignment, bad = layout.parse_host(data, entry.path)
+        if assignment is not None and not bad:
+            assignment = layout.merge_groups(assignment, groups)[0]
         if assignment is None or bad or assignment.version is None:
             continue
+        where = assignment.version_source or entry.path
+        if where != entry.path:
+            data = tree.read(where) or b""
         tag = layout.release_tag(assignment.role, assignment.version)
         if tag not in tags or tag in checked:
             continue
@@ -315,7 +328,7 @@ def _check_releases(tree: TreeReader, tags: set[str], release: ReleaseReader,
         line = layout.key_line(text, "version")
         role_toml = tagged.read(layout.role_file(assignment.role))
         if role_toml is None:
-            problems.append(Problem(entry.path, line,
+            problems.append(Problem(where, line,
                                     f"release {tag} has no {layout.role_file(assignment.role)}",
                                     "pin a release that has the role, or remove the version"))
             continue
@@ -323,7 +336,7 @@ def _check_releases(tree: TreeReader, tags: set[str], release: ReleaseReader,
         inner = bad or check_role(tagged, assignment.role, limits)
         if inner:
             problems.append(Problem(
-                entry.path, line, f"release {tag} is broken: {inner[0]}",
+                where, line, f"release {tag} is broken: {inner[0]}",
                 f"release a fixed version ('bootpull repo release {assignment.role} V') "
                 "and pin that"))
     return problems

@@ -82,7 +82,7 @@ def new_role(ctx: RepoContext, name: str) -> list[str]:
 
 def configure(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "role", help="manage roles: 'role new NAME'",
+        "role", help="manage roles: 'role new NAME', 'role from-debs ROLE PKG...'",
         description="Manage the roles under roles/.")
     sub = parser.add_subparsers(dest="role_command", metavar="ACTION")
     new = sub.add_parser(
@@ -95,6 +95,9 @@ def configure(subparsers: Any) -> None:
     new.add_argument("-C", dest="repo_dir", metavar="DIR", default=argparse.SUPPRESS,
                      help="the repository (default: the current directory)")
     new.set_defaults(func=command)
+    from bootpull_repo import role_debs
+
+    role_debs.configure(sub)
 
 
 def command(args: argparse.Namespace) -> int:
