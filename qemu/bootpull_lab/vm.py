@@ -17,6 +17,13 @@
 - ``rtc_base`` starts the guest's RTC at that date (a dead RTC battery); the clock
   then runs from there, and the guest does not take this machine's time by kvmclock.
 - The QEMU monitor (QMP) on a unix socket drives ``set_link`` and ``reboot``.
+- ``firmware`` is ``bios`` (SeaBIOS, the default), ``uefi`` (OVMF) or ``uefi-secure``
+  (OVMF with Secure Boot on and Microsoft's keys enrolled, as a new PC ships; q35 with
+  SMM). ``boot`` is ``kernel`` (direct kernel boot, the default), ``cdrom`` or ``usb``
+  (``media``: an ISO, as a CD or as a USB stick on an xHCI controller) or ``net`` (the
+  NIC's option ROM: iPXE for SeaBIOS, OVMF's own PXE/HTTP boot for UEFI).
+- ``state_bus`` puts the state disk on ``virtio`` (the default), ``ahci`` (SATA),
+  ``nvme`` or ``usb``; ``state_cmdline=False`` leaves ``bootpull.state=`` to the caller.
 """
 
 from __future__ import annotations
@@ -42,6 +49,15 @@ from bootpull.mac import Mac
 from bootpull_lab import accel
 
 #: where the guest reaches the home base on the user network
+#: OVMF, from Debian's ovmf package: the plain build, and the Secure Boot one with the
+#: Microsoft keys enrolled in its variables (``.ms``)
+OVMF_DIR = Path("/usr/share/OVMF")
+OVMF = {"uefi": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+        "uefi-secure": ("OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd")}
+FIRMWARES = ("bios", "uefi", "uefi-secure")
+BOOTS = ("kernel", "cdrom", "usb", "net")
+STATE_BUSES = ("virtio", "ahci", "nvme", "usb")
+
 GUEST_HOST = "10.0.2.100"
 GUEST_PORT = 8080
 
@@ -135,9 +151,25 @@ class Vm:
         accelerator: str | None = None,
         name: str = "bootpull-node",
         rtc_base: str | None = None,
+        firmware: str = "bios",
+        boot: str = "kernel",
+        media: Path | None = None,
+        state_bus: str = "virtio",
+        state_cmdline: bool = True,
     ) -> None:
-        if not nics:
+        if not nics and boot != "cdrom" and boot != "usb":
             raise LabError("a node needs at least one NIC")
+        if firmware not in FIRMWARES or boot not in BOOTS or state_bus not in STATE_BUSES:
+            raise LabError(f"unknown firmware {firmware!r}, boot {boot!r} or state bus "
+                           f"{state_bus!r}", hint=f"firmware: {', '.join(FIRMWARES)}; boot: "
+                           f"{', '.join(BOOTS)}; state_bus: {', '.join(STATE_BUSES)}")
+        if boot in ("cdrom", "usb") and media is None:
+            raise LabError(f"boot {boot!r} needs media (an ISO)")
+        self.firmware = firmware
+        self.boot = boot
+        self.media = media
+        self.state_bus = state_bus
+        self.state_cmdline = state_cmdline
         self.image = Path(image)
         self.nics = list(nics)
         self.log_path = Path(log)
@@ -173,10 +205,19 @@ class Vm:
             raise LabError(f"no initrd.img in {self.image}",
                            hint=f"run 'bootpull image build --out {self.image}'")
         accel_name = self._accel or accel.choose(kernel)
-        argv = ["qemu-system-x86_64", "-name", self.name, "-M", "pc", "-accel", accel_name,
+        machine = "pc"
+        if self.firmware == "uefi-secure":
+            machine = "q35,smm=on"  # Secure Boot's variable store needs SMM
+        elif self.firmware == "uefi":
+            machine = "q35"
+        argv = ["qemu-system-x86_64", "-name", self.name, "-M", machine, "-accel", accel_name,
                 "-m", str(self.memory), "-smp", "1", "-nodefaults", "-no-user-config",
-                "-display", "none", "-serial", "stdio", "-qmp", f"unix:{qmp},server=on,wait=off",
-                "-kernel", str(kernel), "-initrd", str(initrd)]
+                "-display", "none", "-serial", "stdio", "-qmp", f"unix:{qmp},server=on,wait=off"]
+        argv += self._firmware_argv(qmp.parent)
+        if self.boot == "kernel":
+            argv += ["-kernel", str(kernel), "-initrd", str(initrd)]
+        else:
+            argv += self._media_argv()
         extra = list(self.extra_cmdline)
         if accel_name == "kvm":
             argv += ["-cpu", "host"]
@@ -194,9 +235,13 @@ class Vm:
             argv += ["-rtc", f"base={self.rtc_base},clock=vm"]
             extra.append("no-kvmclock")
         if self.state_disk is not None:
-            argv += ["-drive", f"file={self.state_disk},if=virtio,format=raw"]
-            extra.append("bootpull.state=/dev/vda")
-        argv += ["-append", kernel_cmdline(image_console(self.image), extra=extra)]
+            argv += self._state_argv()
+            if self.state_cmdline:
+                extra.append("bootpull.state=" + {"virtio": "/dev/vda", "ahci": "/dev/sda",
+                                                  "nvme": "/dev/nvme0n1",
+                                                  "usb": "/dev/sda"}[self.state_bus])
+        if self.boot == "kernel":
+            argv += ["-append", kernel_cmdline(image_console(self.image), extra=extra)]
         forward = [sys.executable, "-m", "bootpull_lab.forward"]
         for index, nic in enumerate(self.nics):
             netdev = f"n{index}"
@@ -213,8 +258,49 @@ class Vm:
                 if nic.net.bootfile:
                     opts.append("bootfile=" + nic.net.bootfile.replace(",", ",,"))
                 argv += ["-netdev", ",".join(opts)]
+            boot = ",bootindex=0" if self.boot == "net" and index == 0 else ""
+            if nic.model.startswith("usb-"):  # usb-net: a USB Ethernet adapter (cdc_ether)
+                argv += ["-device", f"qemu-xhci,id=xhcinic{index}"]
+                boot += f",bus=xhcinic{index}.0"
             argv += ["-device", f"{nic.model},netdev={netdev},id=nic{index},"
-                     f"mac={nic.mac.colons}"]
+                     f"mac={nic.mac.colons}{boot}"]
+        return argv
+
+    def _firmware_argv(self, tmp: Path) -> list[str]:
+        if self.firmware == "bios":
+            return []
+        code, variables = (OVMF_DIR / name for name in OVMF[self.firmware])
+        if not code.exists() or not variables.exists():
+            raise LabError(f"no OVMF firmware at {code}", hint="apt-get install ovmf")
+        own = tmp / "OVMF_VARS.fd"  # each VM writes its own copy of the variables
+        shutil.copyfile(variables, own)
+        argv = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={own}"]
+        if self.firmware == "uefi-secure":
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+        return argv
+
+    def _media_argv(self) -> list[str]:
+        if self.boot == "cdrom":
+            return ["-drive", f"file={self.media},media=cdrom,if=none,id=cd,readonly=on",
+                    "-device", "ide-cd,drive=cd,bootindex=0" if self.firmware == "bios"
+                    else "ide-cd,drive=cd,bootindex=0,bus=ide.0"]
+        if self.boot == "usb":
+            return ["-device", "qemu-xhci,id=xhci",
+                    "-drive", f"file={self.media},format=raw,if=none,id=stick,readonly=on",
+                    "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]
+        return []  # net: the NIC's ROM (bootindex on the NIC)
+
+    def _state_argv(self) -> list[str]:
+        if self.state_bus == "virtio":
+            return ["-drive", f"file={self.state_disk},if=virtio,format=raw"]
+        drive = f"file={self.state_disk},format=raw,if=none,id=state"
+        device = {"ahci": "ahci,id=sata -device ide-hd,drive=state,bus=sata.0",
+                  "nvme": "nvme,drive=state,serial=bootpull-state",
+                  "usb": "qemu-xhci,id=xhci2 -device usb-storage,bus=xhci2.0,drive=state"}
+        argv = ["-drive", drive]
+        for part in device[self.state_bus].split(" -device "):
+            argv += ["-device", part]
         return argv
 
     def start(self) -> Vm:
