@@ -115,9 +115,10 @@ def to_running(vm: Vm, repo: LabRepo, change: str, role: str) -> float:
     path.write_text(f"{time.time()}\n")
     _git(repo.root, "add", "-A")
     _git(repo.root, "commit", "-q", "-m", f"bench: {role}")
+    repo.bootpull("publish")
+    # the node runs the deploy head: the publish's own commit
     commit = subprocess.run(["git", "-C", str(repo.root), "rev-parse", "HEAD"], check=True,
                             capture_output=True, text=True).stdout.strip()
-    repo.bootpull("publish")
     vm.wait_for(rf"\[finished\] run {role} head-{commit[:12]} \(", 600)
     return time.perf_counter() - started
 

@@ -268,9 +268,13 @@ def test_build_outputs(lab_image_dir: Path, initramfs: dict[str, cpio.Entry]) ->
     assert initramfs["bin/sh"].data == b"busybox"
     listed = [line.split() for line in initramfs["lib/modules/load.list"].data.decode()
               .splitlines()]
-    order = [module for _group, module in listed]
+    order = [fields[1] for fields in listed]
     assert listed[:2] == [["early", "loop"], ["early", "squashfs"]]
-    assert ["net", "virtio_net"] in listed and ["disk", "ext4"] in listed
+    assert any(f[:2] == ["net", "virtio_net"] and set(f[2].split(",")) >= {"net_failover"}
+               for f in listed)
+    assert any(f[:2] == ["disk", "ext4"] for f in listed)
+    # a module only others need is loaded only with one of them
+    assert any(f[:2] == ["dep", "mdio"] for f in listed)
     assert order.index("virtio_ring") < order.index("virtio_net")
     assert "virtio_pci" in order and "ext4" in order
     # the two that mount the squashfs are in the initramfs; the rest are links into it
@@ -435,3 +439,45 @@ def test_iso_boots_to_the_init(lab_image_dir: Path, tmp_path: Path) -> None:
     # no NIC at all: no driver matches, so the init falls back to loading every one
     assert b"no NIC matched a driver's ids: loading every NIC driver" in seen
     assert b"IMAGE IS BROKEN" not in seen
+
+
+@pytest.mark.slow
+def test_the_drivers_field_boxes_need_are_in_the_image(lab_manifest: dict[str, Any],
+                                                       initramfs: dict[str, cpio.Entry]) -> None:
+    modules = set(lab_manifest["kernel"]["modules"])
+    wanted = {"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "r8169", "8139too", "tg3",
+              "bnx2", "vmxnet3", "virtio_net", "r8152", "ax88179_178a", "cdc_ether",
+              "rndis_host", "ahci", "nvme", "sd_mod", "usb_storage", "uas", "mmc_block",
+              "sdhci_pci", "virtio_blk", "virtio_scsi", "xhci_pci", "ext4"}
+    assert wanted <= modules, wanted - modules
+    groups = {line.split()[1]: line.split()[0] for line in
+              initramfs["lib/modules/load.list"].data.decode().splitlines()}
+    assert groups["xhci_pci"] == "usb" and groups["r8152"] == "usbnet"
+    assert groups["nvme"] == "disk" and groups["igb"] == "net"
+    # coldplug: USB drivers match USB ids, and the helpers have no ids file
+    assert any(line.startswith("^usb:v0BDAp8153")
+               for line in initramfs["lib/modules/ids/r8152"].data.decode().splitlines())
+    assert "lib/modules/ids/jbd2" not in initramfs
+    assert stat.S_ISLNK(initramfs["sbin/mke2fs"].mode)  # packed, for blank state disks
+
+
+@pytest.mark.slow
+def test_modules_and_firmware_can_be_added(lab_template: Any, node_source: Path,
+                                           tmp_path: Path) -> None:
+    from bootpull_image.build import BuildError, build_image
+    from bootpull_image.settings import BuildSettings
+
+    firmware = tmp_path / "firmware"
+    (firmware / "rtl_nic").mkdir(parents=True)
+    (firmware / "rtl_nic" / "rtl8168h-2.fw").write_bytes(b"firmware bytes")
+    out = tmp_path / "image"
+    manifest = build_image(BuildSettings(out=out, trust=lab_template.trust,
+                                         source_date_epoch=1700000000, node_source=node_source,
+                                         modules=("atlantic",), firmware=firmware), Console())
+    assert "atlantic" in manifest["kernel"]["modules"]
+    assert manifest["files"]["lib/firmware/rtl_nic/rtl8168h-2.fw"]["size"] == 14
+    with pytest.raises(BuildError) as err:
+        build_image(BuildSettings(out=tmp_path / "bad", trust=lab_template.trust,
+                                  node_source=node_source, modules=("no_such_driver",)),
+                    Console())
+    assert "--modules" in err.value.what and "no_such_driver" in err.value.what

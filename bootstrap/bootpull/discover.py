@@ -36,13 +36,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bootpull import dhcp, locate, reporturl
 from bootpull.backoff import Counters
 from bootpull.console import Console
 from bootpull.errors import DiscoveryError
-from bootpull.interfaces import Interface, candidates
+from bootpull.interfaces import Interface, candidates, ethernet_interfaces
 from bootpull.locate import Tried
 from bootpull.mac import Mac
 from bootpull.settings import DiscoverSettings, check_dhcp_allowed, unknown_key_warnings
@@ -160,6 +161,8 @@ def discover(
     for item in unusable:
         tried.append(Tried("dhcp", locate.FAILED, item.reason))
         console.warn(item.reason)
+    if not ready and not interfaces and not ethernet_interfaces():
+        raise _no_driver(tried)
     if not ready:
         raise NothingFound(
             "no network interface to get a lease on",
@@ -399,3 +402,26 @@ def command(args: argparse.Namespace) -> int:
             if key != "tried":
                 print(f"{key}: {value if value is not None else '-'}")
     return 0
+
+
+def _no_driver(tried: list[Tried], sys_bus: Path | None = None) -> NothingFound:
+    """No Ethernet interface at all: a driver is missing (say which devices), not a cable."""
+    from bootpull.interfaces import SYS_BUS, unclaimed_network_devices
+
+    devices = unclaimed_network_devices(sys_bus or SYS_BUS)
+    if not devices:
+        return NothingFound(
+            "no network interface: this machine shows no network device",
+            why="no Ethernet interface, and no PCI or USB network device without a driver",
+            hint="plug in a network adapter (a USB one needs its own driver: check the "
+                 "list in docs/image.md), then reboot", tried=tried)
+    bus, ids = devices[0].split()[:2]
+    vendor, device = ids.split(":", 1)
+    alias = f"v0000{vendor}d0000{device}" if bus == "PCI" else f"v{vendor}p{device}"
+    return NothingFound(
+        "no network interface: this image has no driver for this machine's network device",
+        why="no driver claimed: " + "; ".join(devices),
+        hint="rebuild the image with its driver: 'bootpull image build --modules NAME' (and "
+             "--firmware DIR if it needs firmware); NAME is the module that "
+             f"'grep -i {alias} /lib/modules/*/modules.alias' names on a Debian machine",
+        tried=tried)

@@ -82,6 +82,39 @@ def ethernet_interfaces(sys_net: Path = SYS_NET) -> list[Interface]:
     return sorted(found, key=lambda i: i.index)
 
 
+SYS_BUS = Path("/sys/bus")
+#: USB interface classes a network adapter shows: CDC communications and data,
+#: wireless controller (RNDIS), vendor specific (Realtek's and ASIX's own protocols)
+_USB_NET_CLASSES = ("02", "0a", "e0", "ff")
+
+
+def unclaimed_network_devices(sys_bus: Path = SYS_BUS) -> list[str]:
+    """The network devices no driver of this image claimed, with their ids: the PCI
+    network controllers (class 0x02) and the USB interfaces of a network-like class."""
+    found: list[str] = []
+    pci = sys_bus / "pci" / "devices"
+    for dev in sorted(pci.iterdir()) if pci.is_dir() else ():
+        klass = _read(dev / "class") or ""
+        if not klass.startswith("0x02") or (dev / "driver").exists():
+            continue
+        vendor, device = (_read(dev / "vendor") or "?"), (_read(dev / "device") or "?")
+        found.append(f"PCI {vendor.removeprefix('0x')}:{device.removeprefix('0x')} "
+                     f"(network controller, class {klass}) at {dev.name}")
+    usb = sys_bus / "usb" / "devices"
+    for dev in sorted(usb.iterdir()) if usb.is_dir() else ():
+        if ":" not in dev.name or (dev / "driver").exists():
+            continue  # a device, not an interface; or a claimed interface
+        klass = (_read(dev / "bInterfaceClass") or "").lower()
+        if klass not in _USB_NET_CLASSES:
+            continue
+        parent = dev.parent if (dev.parent / "idVendor").exists() else usb / dev.name.split(":")[0]
+        vendor, product = _read(parent / "idVendor") or "?", _read(parent / "idProduct") or "?"
+        if any(entry.startswith(f"USB {vendor}:{product} ") for entry in found):
+            continue
+        found.append(f"USB {vendor}:{product} (interface class {klass}) at {dev.name}")
+    return found
+
+
 def has_carrier(name: str, sys_net: Path = SYS_NET) -> bool:
     return _read(sys_net / name / "carrier") == "1"
 

@@ -48,7 +48,7 @@ USR_MODULES_DIR = "usr/lib/modules"
 #: compressed (128 KiB blocks: a page fault decompresses at most one block)
 BINARIES_IMAGE = "lib/bootpull/binaries.sqfs"
 BINARIES_DIR = "lib/bootpull/binaries"
-SQUASHFS_OPTIONS = ("-comp", "zstd", "-Xcompression-level", "19", "-b", "128K")
+SQUASHFS_OPTIONS = ("-comp", "xz", "-Xbcj", "x86", "-b", "128K")
 LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 PYTHON = "usr/bin/python3.11"
 STDLIB_DYNLOAD = "usr/lib/python3.11/lib-dynload/"
@@ -119,10 +119,22 @@ def install_kernel(ctx: Context) -> None:
         info = kernel.modinfo(path.read_bytes())
         depends[name] = [d.replace("-", "_") for d in info.get("depends", "").split(",") if d]
     first = kernel.module_order(kernel.EARLY_MODULES, depends)
-    net = [m for m in kernel.module_order(kernel.NET_MODULES, depends) if m not in first]
-    disk = [m for m in kernel.module_order(kernel.DISK_MODULES, depends)
-            if m not in first and m not in net]
-    ctx.modules = first + net + disk
+    groups = [("early", first)]
+    extra = tuple(m.replace("-", "_") for m in ctx.settings.modules)
+    for group, wanted in (("net", kernel.NET_MODULES), ("usb", kernel.USB_MODULES),
+                          ("usbnet", kernel.USB_NET_MODULES), ("disk", kernel.DISK_MODULES),
+                          ("extra", extra)):
+        taken = {m for _, names in groups for m in names}
+        try:
+            order = kernel.module_order(wanted, depends)
+        except kernel.KernelError as err:
+            if group != "extra":
+                raise
+            raise BuildError(f"--modules: {err.what}", why=err.why,
+                             hint="name a module of the kernel package, as in "
+                             "--modules mlx4_en (modinfo names: '-' or '_')") from None
+        groups.append((group, [m for m in order if m not in taken]))
+    ctx.modules = [m for _, names in groups for m in names]
     # loop and squashfs stay in /lib/modules: they mount the squashfs of compiled code
     # that the other modules end up in (see pack_binaries)
     early = ctx.root / EARLY_MODULES_DIR
@@ -131,19 +143,59 @@ def install_kernel(ctx: Context) -> None:
     later.mkdir(parents=True)
     for name in ctx.modules:
         shutil.copyfile(files[name], (early if name in first else later) / f"{name}.ko")
-    # "<group> <module>" in load order: the init loads "early" first, then "net", and
-    # "disk" only for a state disk
-    (early / "load.list").write_text("".join(f"early {name}\n" for name in first) +
-                                     "".join(f"net {name}\n" for name in net) +
-                                     "".join(f"disk {name}\n" for name in disk))
-    # ids/<driver>: the NIC drivers' device ids, one regular expression a line; the
-    # init loads a driver only when a device's modalias matches one (coldplug, as udev
-    # would), with one 'grep -f' a driver
+    # "<group> <module> <its dependencies,...>" in load order: the init loads "early"
+    # first, then "net", "usb", "usbnet" (after the USB devices show up), "extra", and
+    # "disk" only for a state disk. A module only some other needs is in group "dep":
+    # the init loads it (dependencies first) just before a module that needs it, so a
+    # machine without, say, an Intel 10 GbE NIC loads neither ixgbe nor its mdio.
+    tops = set(first) | {m.replace("-", "_") for m in (*kernel.NET_MODULES, *kernel.USB_MODULES,
+                                                       *kernel.USB_NET_MODULES,
+                                                       *kernel.DISK_MODULES, *extra)}
+    lines = []
+    for group, names in groups:
+        for name in names:
+            needs = ",".join(d for d in depends[name] if d in ctx.modules)
+            lines.append(f"{group if name in tops else 'dep'} {name} {needs}".rstrip() + "\n")
+    (early / "load.list").write_text("".join(lines))
+    # ids/<driver>: each device driver's ids (PCI, virtio, USB), one regular expression
+    # a line; the init loads a driver only when a device's modalias matches one
+    # (coldplug, as udev would), with one 'grep -f' a driver
     (early / "ids").mkdir()
-    for name in kernel.NET_MODULES:
+    for name in ctx.modules:
+        if name in first:
+            continue
         patterns = [kernel.alias_regex(alias) for alias in kernel.aliases(files[name].read_bytes())
-                    if alias.startswith(("pci:", "virtio:"))]
-        (early / "ids" / name).write_text("".join(f"{p}\n" for p in patterns if p))
+                    if alias.startswith(kernel.DEVICE_ALIASES)]
+        if patterns:
+            (early / "ids" / name).write_text("".join(f"{p}\n" for p in patterns if p))
+    install_firmware(ctx)
+
+
+def install_firmware(ctx: Context) -> None:
+    """``--firmware DIR``: its files under /lib/firmware, as the kernel's loader looks."""
+    source = ctx.settings.firmware
+    if source is None:
+        return
+    if not source.is_dir():
+        raise BuildError(f"--firmware {source} is not a directory",
+                         hint="pass a directory laid out like /lib/firmware (as in "
+                         "rtl_nic/rtl8168h-2.fw), say from Debian's firmware-realtek")
+    dest = ctx.root / "lib" / "firmware"
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            target = dest / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+
+def install_mke2fs(ctx: Context) -> None:
+    """e2fsprogs' mke2fs as /sbin/mke2fs: a blank state disk becomes ext4 with a journal."""
+    src = ctx.work / "unpacked"
+    (ctx.root / "sbin").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "sbin" / "mke2fs", ctx.root / "sbin" / "mke2fs")
+    (ctx.root / "sbin" / "mke2fs").chmod(0o755)
+    (ctx.root / "etc").mkdir(exist_ok=True)
+    shutil.copyfile(src / "etc" / "mke2fs.conf", ctx.root / "etc" / "mke2fs.conf")
 
 
 def install_busybox(ctx: Context) -> None:
@@ -254,7 +306,8 @@ def link_libraries(ctx: Context) -> None:
     for libdir in LIB_DIRS:
         for path in sorted((src / libdir).glob("*.so*")):
             available.setdefault(path.name, path)
-    wanted = [ctx.root / PYTHON, *sorted((ctx.root / "usr" / "lib").rglob("*.so"))]
+    wanted = [ctx.root / PYTHON, ctx.root / "sbin" / "mke2fs",
+              *sorted((ctx.root / "usr" / "lib").rglob("*.so"))]
     seen: set[str] = set()
     while wanted:
         elf = wanted.pop()
@@ -548,17 +601,18 @@ def write_manifest(ctx: Context) -> None:
 
 
 def make_iso(ctx: Context) -> None:
-    """bootpull.iso (with --iso): isolinux boots vmlinuz + initrd.img from a CD."""
+    """bootpull.iso (with --iso): BIOS (isolinux) and UEFI (shim → GRUB) from CD or USB."""
     if not ctx.settings.iso:
         return
     iso.make(ctx.settings.out, ctx.work / "iso", ctx.settings.console,
-             ctx.settings.source_date_epoch)
+             ctx.settings.source_date_epoch, cache=ctx.settings.cache, packages=ctx.packages)
 
 
 STEPS: tuple[Callable[[Context], None], ...] = (
     fetch_packages,
     install_kernel,
     install_busybox,
+    install_mke2fs,
     install_python,
     install_node,
     tune_scapy,

@@ -27,17 +27,33 @@ class KernelError(BootpullError):
 
 
 # The modules the node needs, beyond what Debian's kernel has built in (af_packet,
-# unix sockets, the 8250 serial port, devtmpfs and ramfs are built in):
-# The NIC modules, always loaded: virtio_pci (the transport) + virtio_net for the lab's
-# NICs, e1000/e1000e for QEMU's default NIC model and many real boards' Intel NICs.
+# unix sockets, the 8250 serial port, devtmpfs and ramfs are built in), in the groups
+# the init loads them by (docs/image.md "Drivers"). A device driver is loaded only
+# when a device of this machine matches one of its ids (coldplug, as udev would);
+# the helpers they need always.
 # The image's compiled code (other modules included) is a squashfs inside the
 # initramfs: the loop device and squashfs come first, from the initramfs itself.
 EARLY_MODULES = ("loop", "squashfs")
-NET_MODULES = ("virtio_pci", "virtio_net", "e1000", "e1000e")
-# The state disk's modules, loaded only with bootpull.state=: virtio_blk + ext4 (+ the
+# PCI and virtio NICs: the lab's (virtio), QEMU's and VMware's models, and what field
+# hardware has: Intel (e1000/e1000e/igb/igc/ixgbe/i40e), Realtek (r8169, 8139too),
+# Broadcom (tg3, bnx2). Realtek's RTL8139C+ (QEMU's rtl8139 model too) shares its PCI
+# id with the older RTL8139 but is 8139cp's: 8139too declines it, so both load.
+NET_MODULES = ("virtio_pci", "virtio_net", "e1000", "e1000e", "igb", "igc", "ixgbe", "i40e",
+               "r8169", "8139too", "8139cp", "tg3", "bnx2", "vmxnet3")
+# The USB host controllers: a USB NIC or disk needs one (usbcore comes with them).
+USB_MODULES = ("xhci_pci", "ehci_pci", "ohci_pci", "uhci_hcd")
+# USB Ethernet adapters: Realtek (r8152), ASIX (ax88179_178a), and the two class
+# drivers most others speak (CDC Ethernet, RNDIS).
+USB_NET_MODULES = ("r8152", "ax88179_178a", "cdc_ether", "rndis_host")
+# The state disk's modules, loaded only with bootpull.state=: the controllers (virtio,
+# SATA/AHCI, NVMe, USB mass storage, SD/eMMC), the disk layers over them, ext4 (+ the
 # crc32c it asks the crypto API for at mount time).
-DISK_MODULES = ("virtio_blk", "crc32c_generic", "ext4")
-WANTED_MODULES = EARLY_MODULES + NET_MODULES + DISK_MODULES
+DISK_MODULES = ("virtio_blk", "virtio_scsi", "ahci", "nvme", "usb_storage", "uas",
+                "sdhci_pci", "sd_mod", "mmc_block", "crc32c_generic", "ext4")
+WANTED_MODULES = EARLY_MODULES + NET_MODULES + USB_MODULES + USB_NET_MODULES + DISK_MODULES
+#: The aliases that name devices: a module with any of them is a device driver and
+#: gets an ids file; the rest are helpers
+DEVICE_ALIASES = ("pci:", "virtio:", "usb:")
 
 _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"\xfd7zXZ\x00", "xz"),

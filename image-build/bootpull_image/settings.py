@@ -27,6 +27,13 @@ BASE_PACKAGES = (
     "libssl3",
     "libffi8",
     "libgcc-s1",
+    # mke2fs, to prepare a blank state disk (bootpull.state_format=blank) as ext4 with a
+    # journal (busybox's makes ext2 only)
+    "e2fsprogs",
+    "libext2fs2",
+    "libcom-err2",
+    "libblkid1",
+    "libuuid1",
 )
 
 
@@ -91,7 +98,11 @@ class BuildSettings:
     node_source: Path = field(
         default_factory=lambda: Path(__file__).resolve().parents[2] / "bootstrap" / "bootpull")
     #: lz4 level for the initramfs (legacy frame format, which the kernel reads)
-    lz4_level: int = 9
+    lz4_level: int = 12
+    #: --modules NAME...: kernel modules to add (with what they need), loaded by coldplug
+    modules: tuple[str, ...] = ()
+    #: --firmware DIR: files copied under /lib/firmware (as rtl_nic/rtl8168h-2.fw)
+    firmware: Path | None = None
 
 
 @dataclass

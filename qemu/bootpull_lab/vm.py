@@ -156,6 +156,7 @@ class Vm:
         media: Path | None = None,
         state_bus: str = "virtio",
         state_cmdline: bool = True,
+        qemu_args: Sequence[str] = (),
     ) -> None:
         if not nics and boot != "cdrom" and boot != "usb":
             raise LabError("a node needs at least one NIC")
@@ -170,6 +171,7 @@ class Vm:
         self.media = media
         self.state_bus = state_bus
         self.state_cmdline = state_cmdline
+        self.qemu_args = list(qemu_args)  # more devices: a second disk, say
         self.image = Path(image)
         self.nics = list(nics)
         self.log_path = Path(log)
@@ -240,6 +242,7 @@ class Vm:
                 extra.append("bootpull.state=" + {"virtio": "/dev/vda", "ahci": "/dev/sda",
                                                   "nvme": "/dev/nvme0n1",
                                                   "usb": "/dev/sda"}[self.state_bus])
+        argv += self.qemu_args
         if self.boot == "kernel":
             argv += ["-append", kernel_cmdline(image_console(self.image), extra=extra)]
         forward = [sys.executable, "-m", "bootpull_lab.forward"]
