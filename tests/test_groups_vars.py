@@ -7,7 +7,6 @@ served by a real ``git http-backend``.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import io
 import json
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from bootpull import layout
-from bootpull.bundle import Assignment, Group, TreeEntry
+from bootpull.bundle import Assignment, Group
 from bootpull.cli import main
 from bootpull.errors import LayoutError, VerifyError
 from bootpull.mac import Mac
@@ -26,31 +25,11 @@ from gitserver import GitHttpServer
 from hypothesis import given
 from hypothesis import strategies as st
 from signed_repo import MAC_DB, MAC_WEB, SignedRepo, node_pull
+from test_layout import DictTree  # the layout tests' fake tree
 
 HOST = f"hosts/{MAC_WEB.canonical}.toml"
 SITE = "groups/site-a.toml"
 SENSORS = "groups/sensors.toml"
-
-
-class DictTree:
-    """A fake TreeReader: one commit as a dict of path → bytes."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-
-    @property
-    def commit(self) -> str:
-        return "0" * 40
-
-    def read(self, path: str) -> bytes | None:
-        return self.files.get(path)
-
-    def list(self, prefix: str) -> list[TreeEntry]:
-        return [TreeEntry(p, 0o100644, "0" * 40) for p in sorted(self.files)
-                if p.startswith(prefix.rstrip("/") + "/")]
-
-    def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
-        return {p: self.files[p] for p in paths if p in self.files}
 
 
 def host(text: str, path: str = HOST) -> Assignment:

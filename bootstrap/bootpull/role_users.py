@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sys
@@ -150,32 +149,15 @@ def _read_entries(path: Path, fields: int) -> _Entries:
 def _append_line(path: Path, old: bytes, line: str) -> None:
     """``path`` with ``line`` added: a temp file beside it (same mode and owner), fsync,
     rename, fsync of the directory. Every existing byte is kept."""
-    from bootpull.state import fsync_dir
+    from bootpull.state import write_atomic
 
     data = old + (b"\n" if old and not old.endswith(b"\n") else b"") + line.encode() + b"\n"
     try:
         st: os.stat_result | None = path.stat()
     except FileNotFoundError:
         st = None
-    tmp = path.with_name(f".{path.name}.bootpull-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, st.st_mode & 0o7777 if st else 0o644)
-            if st is not None:
-                os.fchown(fd, st.st_uid, st.st_gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, data, mode=st.st_mode & 0o7777 if st else 0o644,
+                 owner=(st.st_uid, st.st_gid) if st else None)
 
 
 def _lowest_free(used: set[int]) -> int | None:

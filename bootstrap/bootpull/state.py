@@ -101,14 +101,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: all of it or none of it, even across a power cut."""
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644,
+                 owner: tuple[int, int] | None = None) -> None:
+    """Replace ``path`` with ``data``: all of it or none of it, even across a power cut.
+    ``owner`` (uid, gid) is given to the new file (as /etc/passwd keeps its own)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         try:
             os.fchmod(fd, mode)  # a temp file left by a killed run keeps its own mode
+            if owner is not None:
+                os.fchown(fd, *owner)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
