@@ -333,7 +333,9 @@ def read_elf(data: bytes) -> Elf | None:
                     value = getattr(tag, "runpath" if kind == "DT_RUNPATH" else "rpath")
                     runpath += [p for p in str(value).split(":") if p]
     except (ELFError, ValueError, KeyError) as exc:
-        raise DebsError("a package holds a broken ELF file", why=str(exc)) from None
+        raise DebsError("a package holds a broken ELF file", why=str(exc),
+                        hint="delete the .debs in the cache and run again; if it "
+                        "repeats, the package itself is damaged: report it") from None
     return Elf(tuple(needed), tuple(runpath))
 
 
@@ -426,9 +428,10 @@ def _clear(role_dir: Path) -> None:
 
 
 def build(role: str, role_dir: Path, lock: Lock, debs: Mapping[str, Path],
-          image: set[str]) -> Built:
-    """Write files/debs and files/bin of ``role`` from the lock's .debs (nothing is
-    written when a library is missing)."""
+          image: set[str], *, expect_image: set[str] | None = None) -> Built:
+    """Write files/debs and files/bin of ``role`` from the lock's .debs. Nothing is
+    written when a library is missing, or when ``expect_image`` is given and the role
+    would rely on other image libraries than those."""
     built = Built(all_deb_bytes=sum(p.size for p in lock.debs))
     pins = {p.name: p for p in lock.debs}
     for name in lock.packages:
@@ -468,6 +471,11 @@ def build(role: str, role_dir: Path, lock: Lock, debs: Mapping[str, Path],
                             why="; ".join(problems[1:4]) or "the library closure is open",
                             hint="add the package that ships it to the command line, or "
                             "rebuild the image with it")
+        if expect_image is not None and from_image != expect_image:
+            raise DebsError("the rebuilt role needs other image libraries than its lock names",
+                            why=f"now {', '.join(sorted(from_image))}; the lock says "
+                            f"{', '.join(sorted(expect_image))}",
+                            hint="pass --image DIR to check it against the image")
         _clear(role_dir)
         out = role_dir / DEBS_DIR
         for rel, src in sorted(kept.items()):
@@ -688,11 +696,9 @@ def from_debs(root: Path, role: str, packages: list[str], *, cache: Path,
     else:
         raise UsageError("from-debs needs the image's manifest.json to know its libraries",
                          hint="pass --image DIR (the output of 'bootpull image build')")
-    built = build(role, role_dir, lock, debs, image)
-    if old is not None and manifest is None and set(lock.image_libraries) != set(
-            old.image_libraries):
-        raise DebsError("the rebuilt role needs other image libraries than its lock names",
-                        hint="pass --image DIR to check it against the image")
+    # without the manifest, the lock's image libraries are all that is known of the image
+    expect = set(old.image_libraries) if old is not None and manifest is None else None
+    built = build(role, role_dir, lock, debs, image, expect_image=expect)
     (role_dir / LOCK_FILE).write_text(lock_text(lock))
     if not (role_dir / "role.toml").exists():
         (role_dir / "role.toml").write_text(_role_toml(role, names, built))
