@@ -269,3 +269,85 @@ def test_a_merged_branch_shows_as_its_merge_commit(example_repo: SignedRepo) -> 
     assert [c["commit"] for c in changes] == [row["commit"] for row in expected]
     assert changes[-1]["message"] == "merge the side branch"
     assert changes[-1]["author"] == "Alice Admin"
+
+
+# -- a long history ---------------------------------------------------------------------
+
+OTHERS = 50  # other nodes, whose host files most commits change
+
+
+def fast_import_history(root: Path, commits: int, node_events: dict[int, tuple[str, bytes]]
+                        ) -> dict[str, str]:
+    """A repository of ``commits`` commits (``git fast-import``: seconds, not minutes):
+    commit 1 has bootpull.toml, roles web and db, the demo node on web and the others;
+    commit n > 1 changes ``node_events[n]`` (path, content), else another node's host
+    file. Returns each commit's message → its id."""
+    role = b'format = 1\ndescription = "r"\n\n[run]\ncommand = ["./run"]\n'
+    first = {"bootpull.toml": b"format = 1\n", DEMO_HOST: b'role = "web"\n',
+             "roles/web/role.toml": role, "roles/web/files/run": b"#!/bin/sh\necho web\n",
+             "roles/db/role.toml": role, "roles/db/files/run": b"#!/bin/sh\necho db\n"}
+    for k in range(OTHERS):
+        first[f"hosts/02-00-00-00-01-{k:02x}.toml"] = b'role = "db"\n'
+    stream: list[bytes] = []
+    for n in range(1, commits + 1):
+        if n == 1:
+            files, message = first, "the fleet"
+        elif n in node_events:
+            path, data = node_events[n]
+            files, message = {path: data}, f"commit {n}: {path}"
+        else:
+            k = n % OTHERS
+            files = {f"hosts/02-00-00-00-01-{k:02x}.toml": b'role = "db"\n# %d\n' % n}
+            message = f"commit {n}: another node"
+        when = 1_800_000_000 + 60 * n
+        stream += [b"commit refs/heads/main\n",
+                   b"author Ann Admin <ann@example.net> %d +0000\n" % when,
+                   b"committer Ann Admin <ann@example.net> %d +0000\n" % when,
+                   b"data %d\n%s\n" % (len(message.encode()), message.encode())]
+        for path, data in files.items():
+            mode = b"100755" if path.endswith("/run") else b"100644"
+            stream.append(b"M %s inline %s\ndata %d\n%s\n" % (mode, path.encode(), len(data),
+                                                              data))
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+    subprocess.run(["git", "-C", str(root), "fast-import", "--quiet"], input=b"".join(stream),
+                   check=True, timeout=300)
+    subprocess.run(["git", "-C", str(root), "checkout", "-q", "-f", "main"], check=True)
+    log = subprocess.run(["git", "-C", str(root), "log", "--format=%H %s"], check=True,
+                         capture_output=True, text=True).stdout
+    return {line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in log.splitlines()}
+
+
+def test_a_long_history_lists_exactly_the_commits_that_touch_the_node(tmp_path: Path) -> None:
+    """3,000 commits, nearly all to other nodes: the node's own few, in order."""
+    metadata = ".bootpull/metadata/targets.json"
+    events = {
+        500: (DEMO_HOST, b'role = "web"\nhostname = "web-1"\n'),
+        900: ("roles/db/files/run", b"#!/bin/sh\necho db 2\n"),  # not its role (yet)
+        1000: ("roles/web/files/run", b"#!/bin/sh\necho web 2\n"),
+        1500: (metadata, b"{}\n"),  # a publish: makes the changes so far live
+        2000: (DEMO_HOST, b'role = "db"\nhostname = "web-1"\n'),
+        2200: ("roles/web/files/run", b"#!/bin/sh\necho web 3\n"),  # no longer its role
+        2500: ("roles/db/files/run", b"#!/bin/sh\necho db 3\n"),
+        2700: ("hosts/default.toml", b'role = "web"\n'),  # its own file applies, not this
+        2800: ("bootpull.toml", b'format = 1\nlog_level = "info"\n'),
+    }
+    root = tmp_path / "long"
+    ids = fast_import_history(root, 3000, events)
+    assert len(ids) == 3000
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["repo", "-C", str(root), "history", DEMO.colons, "--json"]) == 0
+    changes = json.loads(out.getvalue())["changes"]
+    touching = ["the fleet"] + [f"commit {n}: {events[n][0]}" for n in (500, 1000, 2000,
+                                                                        2500, 2800)]
+    assert [c["message"] for c in changes] == touching
+    assert [c["commit"] for c in changes] == [ids[m] for m in touching]
+    assert [c["gets"] for c in changes] == ["web@head"] * 3 + ["db@head"] * 3
+    assert [c["changed"] for c in changes[1:]] == [
+        [f"{DEMO_HOST} changed"], ["roles/web/ changed"],
+        [f"{DEMO_HOST} changed", "role db@head (was web@head)"], ["roles/db/ changed"],
+        ["bootpull.toml changed"]]
+    publish = ids[f"commit 1500: {metadata}"]
+    assert [c["published_in"] for c in changes] == [publish] * 3 + [None] * 3
+    assert changes[0]["time"] == "2027-01-15T08:01:00+00:00"
+    assert {(c["author"], c["email"]) for c in changes} == {("Ann Admin", "ann@example.net")}

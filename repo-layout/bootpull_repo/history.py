@@ -20,6 +20,7 @@ Everything git says is read with plain git (``git log``, ``git cat-file``).
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -158,12 +159,11 @@ def _assignments(git: Git, oids: set[str], paths: dict[str, str]
     return out
 
 
-def git_history(git: Git, mac: Mac, branch: str) -> tuple[list[Change], list[Release]]:
-    own = layout.host_file(mac)
-    # What a node gets can change only in a commit that changes one of these paths (a
-    # release tag's content never changes), so only those commits are looked at.
-    commits = _commits(git, branch, [layout.SETTINGS_FILE, own, layout.DEFAULT_HOST_FILE,
-                                     layout.ROLES_DIR])
+def _sources(git: Git, commits: list[tuple[str, str, str, str, str, str]], own: str
+             ) -> tuple[dict[str, str | None], dict[str, tuple[str | None, str | None]],
+                        dict[str, tuple[str | None, str | None]]]:
+    """For each commit: the blob ids of its paths, the host file that applies (path, blob)
+    and, by blob, the (role, version) it assigns."""
     specs = []
     for sha, *_ in commits:
         specs += [f"{sha}:{layout.SETTINGS_FILE}", f"{sha}:{own}",
@@ -181,6 +181,23 @@ def git_history(git: Git, mac: Mac, branch: str) -> tuple[list[Change], list[Rel
         else:
             sources[sha] = (None, None)
     parsed = _assignments(git, {oid for _, oid in sources.values() if oid}, paths)
+    return found, sources, parsed
+
+
+def git_history(git: Git, mac: Mac, branch: str) -> tuple[list[Change], list[Release]]:
+    own = layout.host_file(mac)
+    # What a node gets can change only in a commit that changes bootpull.toml, the host
+    # files that can apply to it, or the files of a role it follows at the head (a
+    # release tag's content never changes). So git walks the host files first, for the
+    # roles they ever name, then those paths and roles: path-limited walks, whose
+    # results grow with the node's own commits, not with the branch's.
+    hosts = [own, layout.DEFAULT_HOST_FILE]
+    _found, sources, parsed = _sources(git, _commits(git, branch, hosts), own)
+    followed = sorted({role for role, version in parsed.values()
+                       if role is not None and version is None})
+    commits = _commits(git, branch, [layout.SETTINGS_FILE, *hosts,
+                                     *(f"{layout.ROLES_DIR}/{role}" for role in followed)])
+    found, sources, parsed = _sources(git, commits, own)
     # The role content each commit gives: the role's tree at the commit, or in the tag.
     content_specs = []
     for sha, *_ in commits:
@@ -199,6 +216,7 @@ def git_history(git: Git, mac: Mac, branch: str) -> tuple[list[Change], list[Rel
     every = git.text("rev-list", "--first-parent", "--reverse", branch, "--").split()
     order = {sha: i for i, sha in enumerate(every)}
     publish_order = sorted((order[p], p) for p in published if p in order)
+    publish_at = [i for i, _ in publish_order]
 
     changes: list[Change] = []
     pinned: set[tuple[str, str]] = set()
@@ -218,7 +236,8 @@ def git_history(git: Git, mac: Mac, branch: str) -> tuple[list[Change], list[Rel
         now = Gets(settings, host_path, oid, role, version, tree)
         if now != before:
             changed = _describe(before, now)
-            live = next((p for i, p in publish_order if i >= order[sha]), None)
+            at = bisect.bisect_left(publish_at, order[sha])  # the first publish from here
+            live = publish_order[at][1] if at < len(publish_order) else None
             changes.append(Change(sha, name, email, date, message, changed, now.label(), live))
         before = now
     return changes, _releases(git, pinned)
