@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from bootpull.cli import main
 from bootpull.mac import Mac
+from bootpull_repo.context import RepoContext
+from bootpull_repo.gitcli import Git
 from signed_repo import MAC_WEB, SignedRepo, node_pull
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,3 +237,114 @@ def test_init_on_a_plain_directory_commits_its_files(tmp_path: Path, git_identit
     repo = SignedRepo(copy, tmp_path / "keys")
     assert node_pull(repo, Mac.parse("52-54-00-12-34-57"), tmp_path / "s").bundle.role.name \
         == "sensor"
+
+
+# -- a publish with nothing to do --------------------------------------------------
+
+METADATA = ("root.json", "targets.json", "snapshot.json", "timestamp.json")
+
+
+def metadata_files(repo: SignedRepo) -> dict[str, bytes]:
+    return {name: (repo.root / ".bootpull/metadata" / name).read_bytes() for name in METADATA}
+
+
+def signed_version(repo: SignedRepo, name: str) -> int:
+    doc = json.loads((repo.root / f".bootpull/metadata/{name}.json").read_text())
+    return int(doc["signed"]["version"])
+
+
+def repo_context(repo: SignedRepo) -> RepoContext:
+    return RepoContext(repo.root, Git(repo.root), None, str(repo.keys))
+
+
+def test_a_second_publish_with_no_change_commits_nothing(
+        signed_repo: SignedRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = signed_repo.git("rev-parse", "HEAD")
+    count = signed_repo.git("rev-list", "--count", "--all")
+    before = metadata_files(signed_repo)
+    capsys.readouterr()
+    assert repo_cli(signed_repo.root, signed_repo.keys, "publish") == 0
+    assert capsys.readouterr().out == (
+        f"publish: nothing to publish: the signed metadata already covers HEAD ({head[:12]})\n")
+    assert repo_cli(signed_repo.root, signed_repo.keys, "publish", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["commit"] == head and doc["committed"] is False
+    assert doc["targets"] == signed_version(signed_repo, "targets")
+    assert signed_repo.git("rev-parse", "HEAD") == head
+    assert signed_repo.git("rev-list", "--count", "--all") == count
+    assert metadata_files(signed_repo) == before
+    assert signed_repo.git("status", "--porcelain") == ""
+    node_pull(signed_repo, MAC_WEB, tmp_path / "s")  # still what nodes accept
+
+
+def test_a_one_file_change_is_published(signed_repo: SignedRepo, tmp_path: Path) -> None:
+    targets = signed_version(signed_repo, "targets")
+    signed_repo.write("roles/web/files/www/index.html", b"<h1>changed</h1>\n")
+    change = signed_repo.commit("web: a new page")
+    count = int(signed_repo.git("rev-list", "--count", "HEAD"))
+    signed_repo.publish()
+    assert int(signed_repo.git("rev-list", "--count", "HEAD")) == count + 1
+    assert signed_repo.git("rev-parse", "HEAD~1") == change
+    assert signed_repo.git("log", "-1", "--format=%s").startswith(
+        f"publish: targets v{targets + 1}")
+    assert signed_version(signed_repo, "targets") == targets + 1
+    files = {f.path: f.data for f in node_pull(signed_repo, MAC_WEB, tmp_path / "s")
+             .bundle.files}
+    assert files["www/index.html"] == b"<h1>changed</h1>\n"
+
+
+def test_a_new_release_tag_is_published(signed_repo: SignedRepo) -> None:
+    head = signed_repo.git("rev-parse", "HEAD")
+    signed_repo.bootpull("release", "web", "1.0")  # a tag only: HEAD is the same commit
+    assert signed_repo.publish() != head
+    assert "release/web/1.0/role.toml" in targets_of(signed_repo.root)
+
+
+def test_publish_re_signs_what_is_close_to_expiry(signed_repo: SignedRepo,
+                                                 tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bootpull_repo.publish import publish
+
+    ctx = repo_context(signed_repo)
+    head = signed_repo.git("rev-parse", "HEAD")
+    timestamp = signed_version(signed_repo, "timestamp")
+    soon = datetime.now(UTC) + timedelta(days=10)  # timestamp: 20 of its 30 days left
+    done = publish(ctx, now=soon)
+    assert not done.committed and done.commit == head
+    later = datetime.now(UTC) + timedelta(days=20)  # 10 of 30 left: less than half
+    done = publish(ctx, now=later)
+    assert done.committed and done.commit != head
+    assert signed_repo.git("rev-parse", "HEAD~1") == head
+    assert done.timestamp_version == signed_version(signed_repo, "timestamp") == timestamp + 1
+    expires = json.loads((signed_repo.root / ".bootpull/metadata/timestamp.json")
+                         .read_text())["signed"]["expires"]
+    assert expires.startswith((later + timedelta(days=30)).date().isoformat())
+    node_pull(signed_repo, MAC_WEB, tmp_path / "s", now=later + timedelta(days=15))
+
+
+def test_publish_re_signs_for_a_different_lifetime(signed_repo: SignedRepo) -> None:
+    head = signed_repo.git("rev-parse", "HEAD")
+    assert signed_repo.publish("--timestamp-days", "500") != head  # longer than it has
+    head = signed_repo.git("rev-parse", "HEAD")
+    assert signed_repo.publish("--timestamp-days", "500") == head
+    assert signed_repo.publish("--timestamp-days", "7") != head  # shorter than it has
+
+
+def test_publish_re_signs_below_a_higher_version_on_another_branch(
+        signed_repo: SignedRepo) -> None:
+    signed_repo.git("checkout", "-q", "-b", "other")
+    signed_repo.write("roles/db/files/schema.sql", b"create table o (x int);\n")
+    signed_repo.commit("other: db change")
+    signed_repo.publish()
+    other = signed_version(signed_repo, "targets")
+    signed_repo.git("checkout", "-q", "main")
+    head = signed_repo.git("rev-parse", "HEAD")
+    assert signed_repo.publish() != head  # versions only go up across branches
+    assert signed_version(signed_repo, "targets") == other + 1
+
+
+def test_freshness_always_re_signs(signed_repo: SignedRepo) -> None:
+    head = signed_repo.git("rev-parse", "HEAD")
+    assert signed_repo.publish("--freshness") != head
+    assert "refresh freshness" in signed_repo.git("log", "-1", "--format=%s")

@@ -50,8 +50,9 @@ def test_files_the_installer_would_refuse_are_never_signed(
 
 def test_the_example_repository_still_publishes_and_pulls(example_repo: SignedRepo,
                                                           tmp_path: Path) -> None:
-    example_repo.write("README.md", b"a change to publish\n")
-    example_repo.commit("readme")
+    page = example_repo.root / "roles/web/files/page.html"
+    example_repo.write("roles/web/files/page.html", page.read_bytes() + b"<!-- edited -->\n")
+    example_repo.commit("a change to publish")
     head = example_repo.git("rev-parse", "HEAD")
     assert publish(example_repo) == 0
     assert example_repo.git("rev-parse", "HEAD~1") == head

@@ -181,7 +181,8 @@ def test_switching_the_deploy_branch_never_looks_like_a_rollback(signed_repo: Si
     signed_repo.write("bootpull.toml", switched)
     signed_repo.commit("nodes: follow production")
     signed_repo.publish()
-    signed_repo.publish()  # main is now two versions ahead of where production forked
+    signed_repo.publish("--freshness")  # main: two timestamp versions ahead of the fork
+    # (a plain publish here would have nothing to do, and commit nothing)
     signed_repo.git("checkout", "-q", "production")
     signed_repo.write("bootpull.toml", switched)
     signed_repo.write("roles/db/files/schema.sql", b"create table p (z int);\n")

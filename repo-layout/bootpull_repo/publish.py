@@ -13,6 +13,11 @@ It then writes ``targets.json``, ``snapshot.json`` and ``timestamp.json`` (each 
 version up) to ``.bootpull/metadata/`` and commits them. That commit changes only the
 metadata, so the signed head content is exactly the content of the new head.
 
+A publish with nothing to do writes and commits nothing (:func:`already_published`):
+the committed metadata already signs exactly these targets, verifies under the current
+root, carries the highest versions, and each file has at least half of its lifetime left
+(and no more than the lifetime asked for).
+
 ``--freshness`` re-signs only ``snapshot.json`` and ``timestamp.json`` (new expiry, the
 same targets): the job the home base can do with just those two keys.
 """
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
     from tuf.api.metadata import Metadata, Root, TargetFile
 
 SIGNED_MODES = (MODE_FILE, MODE_EXEC, MODE_SYMLINK)
+RENEW_SHARE = 0.5  # re-sign a file once less than this share of its lifetime is left
 
 
 class PublishError(BootpullError):
@@ -66,6 +72,7 @@ class Published:
     timestamp_version: int
     head_files: int
     releases: tuple[str, ...]
+    committed: bool = True  # False: nothing to publish, ``commit`` is HEAD as it was
 
 
 # -- metadata files --------------------------------------------------------------
@@ -237,6 +244,40 @@ def highest_versions(git: Git, directory: Path) -> dict[str, int]:
     return highest
 
 
+def already_published(ctx: RepoContext, root: Root, collected: dict[str, tuple[int, str, int]],
+                      highest: dict[str, int], expiry: Expiry, now: datetime
+                      ) -> tuple[int, int, int] | None:
+    """The (targets, snapshot, timestamp) versions when the committed metadata already
+    signs exactly ``collected`` and needs no re-signing; None when publish has work."""
+    git = ctx.git
+    if git.run("status", "--porcelain", "--", METADATA_DIR).strip():
+        return None  # the work tree's metadata is not what is committed
+    files = {name: read_metadata(ctx.metadata_dir, f"{name}.json")
+             for name in ("targets", "snapshot", "timestamp")}
+    lifetimes = {"targets": expiry.targets, "snapshot": expiry.snapshot,
+                 "timestamp": expiry.timestamp}
+    for name, md in files.items():
+        if md is None or md.signed.version < highest[name]:
+            return None
+        if not root.get_verification_result(name, md.signed_bytes, md.signatures):
+            return None  # a key was rotated since it was signed
+        lifetime = timedelta(days=lifetimes[name])
+        left = md.signed.expires - now
+        if left < lifetime * RENEW_SHARE or left > lifetime:
+            return None  # close to expiry, or longer than asked for
+    targets, snapshot, timestamp = (files["targets"], files["snapshot"], files["timestamp"])
+    assert targets is not None and snapshot is not None and timestamp is not None
+    listed = snapshot.signed.meta.get("targets.json")
+    if (listed is None or listed.version != targets.signed.version
+            or timestamp.signed.snapshot_meta.version != snapshot.signed.version):
+        return None
+    signed = {path: (tf.length, tf.hashes, tf.unrecognized_fields)
+              for path, tf in targets.signed.targets.items()}
+    wanted = {path: (length, {"sha256": sha256}, {"custom": {"git_mode": mode}})
+              for path, (length, sha256, mode) in collected.items()}
+    if signed != wanted:
+        return None
+    return targets.signed.version, snapshot.signed.version, timestamp.signed.version
 
 
 def validate(ctx: RepoContext, head: str) -> None:
@@ -273,6 +314,8 @@ def validate(ctx: RepoContext, head: str) -> None:
 
 def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | None = None,
             freshness_only: bool = False, check: bool = True) -> Published:
+    """Sign HEAD and every release, and commit; with nothing to do, commit nothing
+    (``committed=False``; ``--freshness`` always re-signs)."""
     from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
 
     expiry = expiry or Expiry()
@@ -301,6 +344,9 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
         signer = checked_signer(keys, "targets", root)
         collected, releases = collect_targets(git, head)
         head_files = sum(1 for p in collected if p.startswith("head/"))
+        same = already_published(ctx, root, collected, highest, expiry, now)
+        if same is not None:
+            return Published(head, *same, head_files, tuple(releases), committed=False)
         targets = Targets(version=highest["targets"] + 1, expires=expires_in(expiry.targets, now),
                           targets={p: target_file(p, *v) for p, v in sorted(collected.items())})
         targets_md = Metadata(targets)
@@ -341,7 +387,9 @@ def configure(subparsers: Any) -> None:
         "publish", help="sign the deploy head and every release (TUF metadata), and commit",
         description="Sign the host assignments and every bundle file at the deploy head "
         "(HEAD) and at every role/<role>/<version> tag, and commit the signed metadata "
-        f"under {METADATA_DIR}/. Nodes refuse anything committed but not published.")
+        f"under {METADATA_DIR}/. Nodes refuse anything committed but not published. "
+        "When the signed metadata already covers HEAD and nothing is close to expiry, "
+        "it writes and commits nothing.")
     parser.add_argument("--freshness", action="store_true",
                         help="re-sign only snapshot and timestamp (new expiry, same content)")
     parser.add_argument("--targets-days", type=int, default=Expiry.targets, metavar="N",
@@ -379,11 +427,16 @@ def command(args: argparse.Namespace) -> int:
     if changed := [entry[3:].decode(errors="replace") for entry in dirty if entry]:
         print(f"note: uncommitted changes are not published: {', '.join(changed)} "
               "(commit them and publish again)", file=sys.stderr)
-    print(json.dumps({"commit": done.commit, "targets": done.targets_version,
-                      "snapshot": done.snapshot_version, "timestamp": done.timestamp_version,
-                      "head_files": done.head_files, "releases": list(done.releases)})
-          if args.json else
-          f"published {done.commit[:12]}: targets v{done.targets_version}, snapshot "
-          f"v{done.snapshot_version}, timestamp v{done.timestamp_version}; "
-          f"{done.head_files} head files, {len(done.releases)} releases")
+    if args.json:
+        print(json.dumps({"commit": done.commit, "committed": done.committed,
+                          "targets": done.targets_version, "snapshot": done.snapshot_version,
+                          "timestamp": done.timestamp_version, "head_files": done.head_files,
+                          "releases": list(done.releases)}))
+    elif not done.committed:
+        print(f"publish: nothing to publish: the signed metadata already covers HEAD "
+              f"({done.commit[:12]})")
+    else:
+        print(f"published {done.commit[:12]}: targets v{done.targets_version}, snapshot "
+              f"v{done.snapshot_version}, timestamp v{done.timestamp_version}; "
+              f"{done.head_files} head files, {len(done.releases)} releases")
     return 0

@@ -134,8 +134,10 @@ def renew_command(args: argparse.Namespace) -> int:
 
 def command(args: argparse.Namespace) -> int:
     done = rotate(RepoContext.from_args(args), args.role)
+    published = (f"published {done.published.commit[:12]}" if done.published.committed
+                 else "the signed metadata still verifies: nothing to re-sign")
     print(f"rotated the {done.role} key (new key {done.keyid[:16]}…): root "
-          f"v{done.root_version}, published {done.published.commit[:12]}")
+          f"v{done.root_version}, {published}")
     if done.role == "root":
         print("  images built from now on may embed the new anchors ('bootpull repo trust');"
               " old images follow the rotation by themselves")
