@@ -50,7 +50,10 @@ class Browser:
     def __init__(self, *, timeout: float = 120.0) -> None:
         assert CHROMIUM is not None, "chromium is not installed (bash .ci/setup --test)"
         self.timeout = timeout
-        self._dir = tempfile.TemporaryDirectory(prefix="bootpull-chromium-")
+        # chromium's helper processes can outlive the browser by a moment and write
+        # into the profile while it is removed: a leftover file is not a failure
+        self._dir = tempfile.TemporaryDirectory(prefix="bootpull-chromium-",
+                                                ignore_cleanup_errors=True)
         profile = Path(self._dir.name)
         self.process = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
