@@ -10,6 +10,9 @@ import contextlib
 import hashlib
 import json
 import lzma
+import re
+import shlex
+import shutil
 import stat
 import struct
 import subprocess
@@ -20,7 +23,7 @@ import pytest
 from bootpull.console import Console
 from bootpull_image import cpio, kernel, trim
 from bootpull_image.iso import boot_config
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 # -- cpio ---------------------------------------------------------------------------------
@@ -176,20 +179,63 @@ def test_module_order_names_unknown_modules_and_cycles() -> None:
         kernel.module_order(("a",), {"a": ["b"], "b": ["a"]})
 
 
-@given(st.text(alphabet="pcivd0123456789ABCDEFsbx:*?.", max_size=30),
-       st.text(alphabet="pcivd0123456789ABCDEFsbx:.", max_size=30))
-def test_alias_regex_matches_what_the_shell_pattern_matches(alias: str, modalias: str) -> None:
+BUSYBOX = shutil.which("busybox")
+
+
+def _claimed(script: str, modaliases: list[str]) -> list[str]:
+    """What claim() of a claims.sh says for each modalias, run by busybox's own shell."""
+    assert BUSYBOX is not None, "busybox is not installed (the test setup installs it)"
+    body = script + "".join(f'claimed=" "; claim {shlex.quote(a)}; echo "$claimed"\n'
+                            for a in modaliases)
+    out = subprocess.run([BUSYBOX, "sh", "-c", body], capture_output=True, text=True,
+                         check=True).stdout
+    return [line.strip() for line in out.splitlines()]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(alphabet="pciusbvd0123456789ABCDEF:*?[]!-^,", max_size=24),
+                          st.text(alphabet="pciusbvd0123456789ABCDEF:[]!-^,", max_size=24)),
+                min_size=1, max_size=20))
+def test_claims_match_what_fnmatch_matches(pairs: list[tuple[str, str]]) -> None:
+    """The shell's case, as claim() uses it, and fnmatch (what modprobe uses) agree on
+    every alias the build keeps."""
     import fnmatch
-    import re
 
-    regex = kernel.alias_regex(alias)
-    assert regex is not None
-    assert bool(re.match(regex, modalias)) == fnmatch.fnmatchcase(modalias, alias)
+    kept = [(alias, modalias) for alias, modalias in pairs if kernel.alias_glob(alias)]
+    if not kept:
+        return
+    ids = {f"m{n}": [alias] for n, (alias, _) in enumerate(kept)}
+    got = _claimed(kernel.claims_script(ids), [modalias for _, modalias in kept])
+    for n, ((alias, modalias), line) in enumerate(zip(kept, got, strict=True)):
+        assert (f"m{n}" in line.split()) == fnmatch.fnmatchcase(modalias, alias), (alias,
+                                                                                   modalias)
 
 
-def test_alias_regex_leaves_out_character_classes() -> None:
-    assert kernel.alias_regex("pci:v0000[12]*") is None
-    assert kernel.alias_regex("pci:v00001AF4d*") == "^pci:v00001AF4d.*$"
+def test_claims_group_by_vendor_and_keep_the_ids_of_any_vendor() -> None:
+    ids = {"e1000": ["pci:v00008086d0000100Esv*sd*bc*sc*i*"],
+           "virtio_net": ["virtio:d00000001v*"],
+           "ahci": ["pci:v*d*sv*sd*bc01sc06i01*"],
+           "r8152": ["usb:v0BDAp8152d*dc*dsc*dp*ic*isc*ip*in*"],
+           "odd": ["pci:v0000(12)*", "pci:v0000[12*"],  # none kept: always loaded
+           "jbd2": []}
+    script = kernel.claims_script(ids)
+    assert "    pci:v00008086*)" in script and "    usb:v0BDA*)" in script
+    assert 'with_ids=" ahci e1000 r8152 virtio_net "' in script
+    assert _claimed(script, [
+        "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00",  # QEMU's e1000
+        "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01",  # QEMU's ICH9 AHCI
+        "virtio:d00000001v00001AF4",
+        "usb:v0BDAp8153d3000dc00dsc00dp00icFFisc00ip00in00",  # an RTL8153: not r8152's
+        "pci:v000010ECd00008139sv00001AF4sd00001100bc02sc00i00"]) == [
+        "e1000", "ahci", "virtio_net", "", ""]
+
+
+def test_alias_glob_leaves_out_what_the_shell_would_read_otherwise() -> None:
+    assert kernel.alias_glob("pci:v00001AF4d*") == "pci:v00001AF4d*"
+    assert kernel.alias_glob("pci:v0000[12]*") == "pci:v0000[12]*"
+    for odd in ("pci:v0000[12*", "pci:v0000(12)*", "a b", "pci:$x", "usb:v[]a]", "x[^a]",
+                "x[!]a]", "x\\y", ""):
+        assert kernel.alias_glob(odd) is None, odd
 
 
 def test_module_name() -> None:
@@ -279,12 +325,15 @@ def test_build_outputs(lab_image_dir: Path, initramfs: dict[str, cpio.Entry]) ->
     assert "virtio_pci" in order and "ext4" in order
     # the two that mount the squashfs are in the initramfs; the rest are links into it
     assert kernel.modinfo(initramfs["lib/modules/squashfs.ko"].data)["name"] == "squashfs"
-    ids = {name: initramfs[f"lib/modules/ids/{name}"].data.decode().splitlines()
-           for name in kernel.NET_MODULES}
-    assert ids["virtio_pci"] == ["^pci:v00001AF4d.*sv.*sd.*bc.*sc.*i.*$"]
-    assert ids["virtio_net"] == ["^virtio:d00000001v.*$"]
-    assert "^pci:v00008086d0000100Esv.*sd.*bc.*sc.*i.*$" in ids["e1000"]  # QEMU's default
-    assert len(ids["e1000e"]) > 50
+    claims = initramfs["lib/modules/claims.sh"].data.decode()
+    assert _claimed(claims, [
+        "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",  # a virtio NIC
+        "virtio:d00000001v00001AF4",
+        "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00",  # QEMU's default e1000
+        "pci:v00008086d000010D3sv00008086sd00000000bc02sc00i00"]) == [  # its e1000e
+        "virtio_pci", "virtio_net", "e1000", "e1000e"]
+    with_ids = re.search(r'with_ids=" (.*) "', claims)
+    assert with_ids is not None and {"e1000e", "igb", "r8169"} <= set(with_ids[1].split())
     assert initramfs["usr/lib/modules/virtio_net.ko"].data == \
         b"/lib/bootpull/binaries/usr/lib/modules/virtio_net.ko"
     # what every Python start runs is unpacked; the rest of the compiled code is packed
@@ -454,10 +503,11 @@ def test_the_drivers_field_boxes_need_are_in_the_image(lab_manifest: dict[str, A
               initramfs["lib/modules/load.list"].data.decode().splitlines()}
     assert groups["xhci_pci"] == "usb" and groups["r8152"] == "usbnet"
     assert groups["nvme"] == "disk" and groups["igb"] == "net"
-    # coldplug: USB drivers match USB ids, and the helpers have no ids file
-    assert any(line.startswith("^usb:v0BDAp8153")
-               for line in initramfs["lib/modules/ids/r8152"].data.decode().splitlines())
-    assert "lib/modules/ids/jbd2" not in initramfs
+    # coldplug: USB drivers match USB ids, and the helpers have none (always loaded)
+    claims = initramfs["lib/modules/claims.sh"].data.decode()
+    assert _claimed(claims, ["usb:v0BDAp8153d3000dc00dsc00dp00icFFisc00ip00in00"]) == [
+        "r8152"]
+    assert " jbd2 " not in claims.split("with_ids=")[1]
     assert stat.S_ISLNK(initramfs["sbin/mke2fs"].mode)  # packed, for blank state disks
 
 

@@ -157,17 +157,13 @@ def install_kernel(ctx: Context) -> None:
             needs = ",".join(d for d in depends[name] if d in ctx.modules)
             lines.append(f"{group if name in tops else 'dep'} {name} {needs}".rstrip() + "\n")
     (early / "load.list").write_text("".join(lines))
-    # ids/<driver>: each device driver's ids (PCI, virtio, USB), one regular expression
-    # a line; the init loads a driver only when a device's modalias matches one
-    # (coldplug, as udev would), with one 'grep -f' a driver
-    (early / "ids").mkdir()
-    for name in ctx.modules:
-        if name in first:
-            continue
-        patterns = [kernel.alias_regex(alias) for alias in kernel.aliases(files[name].read_bytes())
-                    if alias.startswith(kernel.DEVICE_ALIASES)]
-        if patterns:
-            (early / "ids" / name).write_text("".join(f"{p}\n" for p in patterns if p))
+    # claims.sh: which driver claims which device, by the drivers' own ids (PCI, virtio,
+    # USB): the init loads a device driver only when a device's modalias matches one
+    # (coldplug, as udev would), matching in the shell itself, with no process a driver
+    ids = {name: [alias for alias in kernel.aliases(files[name].read_bytes())
+                  if alias.startswith(kernel.DEVICE_ALIASES)]
+           for name in ctx.modules if name not in first}
+    (early / "claims.sh").write_text(kernel.claims_script(ids))
     install_firmware(ctx)
 
 

@@ -160,16 +160,73 @@ def aliases(ko: bytes) -> list[str]:
     return found
 
 
-def alias_regex(alias: str) -> str | None:
-    """A module alias (a shell pattern: ``*`` and ``?``) as an anchored basic regular
-    expression for ``grep -f``; None for one with a character class or an escape."""
-    if "[" in alias or "\\" in alias:
+#: the characters a module alias may hold to become a shell ``case`` pattern as it is:
+#: the glob characters and what is never special to the shell (device ids use no others)
+_GLOB_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                       ":_.,+-/=@%*?[]!^")
+#: how much of a modalias names the bus and the vendor (the virtio device): a pattern
+#: whose literal start is at least this long is tried only against that vendor's devices
+_VENDOR_PREFIX = {"pci:v": 13, "usb:v": 9, "virtio:d": 16}
+
+
+def alias_glob(alias: str) -> str | None:
+    """A module alias as a pattern for the shell's ``case``, matching what ``fnmatch``
+    matches; None for one this cannot promise that for (a character the shell treats
+    specially, an escape, or a bracket that does not close)."""
+    if not alias or not set(alias) <= _GLOB_SAFE:
         return None
-    out = []
-    for ch in alias:
-        out.append(".*" if ch == "*" else "." if ch == "?" else
-                   "\\" + ch if ch in ".^$" else ch)
-    return "^" + "".join(out) + "$"
+    rest = alias
+    while "[" in rest:  # each [ opens a plain class that closes: read alike by both
+        rest = rest[rest.index("[") + 1:]
+        if rest.startswith(("]", "!]", "^")) or "]" not in rest:
+            return None
+        rest = rest[rest.index("]") + 1:]
+    return alias
+
+
+def _vendor(glob: str) -> str | None:
+    """The bus-and-vendor start of a pattern (``pci:v00008086``), or None for one that
+    matches devices of any vendor (a PCI class, a USB interface class)."""
+    for bus, length in _VENDOR_PREFIX.items():
+        if glob.startswith(bus):
+            head = glob[:length]
+            return head if len(head) == length and not set(head) & set("*?[") else None
+    return None
+
+
+def claims_script(ids: Mapping[str, list[str]]) -> str:
+    """A shell function, ``claim MODALIAS``, that adds to ``$claimed`` (" a b ") each
+    driver in ``ids`` (driver → its aliases) with an alias matching the device, and
+    ``$with_ids``: the drivers it knows.
+
+    Matching happens inside the shell (``case``), with no process per driver; the
+    patterns are grouped by bus and vendor so a device is tried only against its own
+    vendor's ids and the ids that name no vendor.
+    """
+    by_vendor: dict[str, dict[str, list[str]]] = {}
+    any_vendor: dict[str, list[str]] = {}
+    for driver in sorted(ids):
+        for alias in ids[driver]:
+            glob = alias_glob(alias)
+            if glob is None:
+                continue
+            vendor = _vendor(glob)
+            bucket = any_vendor if vendor is None else by_vendor.setdefault(vendor, {})
+            bucket.setdefault(driver, []).append(glob)
+
+    def cases(drivers: dict[str, list[str]], indent: str) -> list[str]:
+        return [f'{indent}case $1 in {"|".join(globs)}) claimed="${{claimed}}{name} " ;; esac'
+                for name, globs in drivers.items()]
+
+    lines = ["# made by bootpull image build: which drivers claim a device, by its modalias",
+             "claim() {", '    case $1 in']
+    for vendor in sorted(by_vendor):
+        lines += [f"    {vendor}*)", *cases(by_vendor[vendor], "        "), "        ;;"]
+    lines += ["    esac", *cases(any_vendor, "    "), "}"]
+    named = sorted({name for bucket in (*by_vendor.values(), any_vendor) for name in bucket})
+    lines += ["# the drivers claim() knows; any other is loaded whatever the devices",
+              f'with_ids=" {" ".join(named)} "', ""]
+    return "\n".join(lines)
 
 
 def module_order(wanted: tuple[str, ...], depends: Mapping[str, list[str]]) -> list[str]:
