@@ -37,15 +37,20 @@ def main() -> int:
         initrd = manifest["outputs"]["initrd.img"]["size"]
         total = vmlinuz + initrd
         files = manifest["files"]
-        sqfs = next((r["size"] for r in files.values() if "holds" in r), 0)
-        packed = sum(r.get("size", 0) for p, r in files.items()
-                     if p.startswith("lib/bootpull/binaries/"))
         print("| what | MB | × unpacked image |")
         print("|---|---:|---:|")
         print(f"| unpacked image (reference) | {unpacked / 1e6:.1f} | 1.00 |")
-        print(f"| of which packed in the squashfs | {packed / 1e6:.1f} | {packed / unpacked:.2f} |")
-        print(f"| the squashfs (zstd) | {sqfs / 1e6:.1f} | {sqfs / unpacked:.2f} |")
-        print(f"| initrd.img (lz4 -l, squashfs inside) | {initrd / 1e6:.1f} | "
+        for path, record in files.items():  # each squashfs: what it holds, and its size
+            if "holds" not in record:
+                continue
+            packed = sum(r.get("size", 0) for p, r in files.items()
+                         if p.startswith(record["holds"]))
+            name = path.rsplit("/", 1)[-1]
+            options = manifest.get(name.removesuffix(".sqfs"), {}).get("options", ["", "?"])
+            print(f"| packed in {name} | {packed / 1e6:.1f} | {packed / unpacked:.2f} |")
+            print(f"| {name} ({options[1]}) | {record['size'] / 1e6:.1f} | "
+                  f"{record['size'] / unpacked:.2f} |")
+        print(f"| initrd.img (lz4 -l, the squashfs inside) | {initrd / 1e6:.1f} | "
               f"{initrd / unpacked:.2f} |")
         print(f"| vmlinuz | {vmlinuz / 1e6:.1f} | {vmlinuz / unpacked:.2f} |")
         print(f"| **vmlinuz + initrd.img** | **{total / 1e6:.1f}** | {total / unpacked:.2f} |")

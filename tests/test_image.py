@@ -304,7 +304,8 @@ def initramfs(lab_image_dir: Path) -> dict[str, cpio.Entry]:
 
 
 @pytest.mark.slow
-def test_build_outputs(lab_image_dir: Path, initramfs: dict[str, cpio.Entry]) -> None:
+def test_build_outputs(lab_image_dir: Path, initramfs: dict[str, cpio.Entry],
+                       lab_manifest: dict[str, Any]) -> None:
     assert (lab_image_dir / "vmlinuz").read_bytes()[0x202:0x206] == b"HdrS"
     assert (lab_image_dir / "vmlinux").read_bytes()[:4] == b"\x7fELF"
     # lz4 legacy frame: the format the kernel's initramfs unpacker reads
@@ -334,15 +335,22 @@ def test_build_outputs(lab_image_dir: Path, initramfs: dict[str, cpio.Entry]) ->
         "virtio_pci", "virtio_net", "e1000", "e1000e"]
     with_ids = re.search(r'with_ids=" (.*) "', claims)
     assert with_ids is not None and {"e1000e", "igb", "r8169"} <= set(with_ids[1].split())
+    # the kernel modules and mke2fs (read whole, seldom) in the xz squashfs; what Python
+    # maps (the libraries, the extensions, OpenSSL) in the zstd one; the interpreter and
+    # its loader stay unpacked
     assert initramfs["usr/lib/modules/virtio_net.ko"].data == \
-        b"/lib/bootpull/binaries/usr/lib/modules/virtio_net.ko"
-    # what every Python start runs is unpacked; the rest of the compiled code is packed
-    for real in ("usr/bin/python3.11", "lib/x86_64-linux-gnu/libc.so.6",
-                 "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"):
+        b"/lib/bootpull/rare/usr/lib/modules/virtio_net.ko"
+    assert initramfs["sbin/mke2fs"].data == b"/lib/bootpull/rare/sbin/mke2fs"
+    assert initramfs["lib/x86_64-linux-gnu/libext2fs.so.2"].data.startswith(b"/lib/bootpull/rare/")
+    for real in ("usr/bin/python3.11", "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"):
         assert stat.S_ISREG(initramfs[real].mode), real
-    rust = "usr/lib/python3/dist-packages/cryptography/hazmat/bindings/_rust.abi3.so"
-    assert stat.S_ISLNK(initramfs[rust].mode)
+    for mapped in ("lib/x86_64-linux-gnu/libc.so.6", "usr/lib/x86_64-linux-gnu/libcrypto.so.3",
+                   "usr/lib/python3/dist-packages/cryptography/hazmat/bindings/_rust.abi3.so"):
+        assert initramfs[mapped].data == f"/lib/bootpull/binaries/{mapped}".encode(), mapped
     assert initramfs["lib/bootpull/binaries.sqfs"].data[:4] == b"hsqs"
+    assert initramfs["lib/bootpull/rare.sqfs"].data[:4] == b"hsqs"
+    assert lab_manifest["binaries"]["options"][:2] == ["-comp", "zstd"]
+    assert lab_manifest["rare"]["options"][:2] == ["-comp", "xz"]
     # precompiled: the stdlib and the dependencies as bytecode, bootpull with its sources
     assert "usr/lib/python3.11/json/decoder.pyc" in initramfs
     # compiled without column tables (-X no_debug_ranges): line numbers only
@@ -373,18 +381,24 @@ def test_manifest_matches_the_image(lab_image_dir: Path, lab_manifest: dict[str,
     for path, entry in regular.items():
         assert files[path]["size"] == len(entry.data), path
         assert files[path]["sha256"] == _sha(entry.data), path
-    # the squashfs: every file in it is in the manifest, and every link into it resolves
-    sqfs = tmp_path / "binaries.sqfs"
-    sqfs.write_bytes(initramfs["lib/bootpull/binaries.sqfs"].data)
-    subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tmp_path / "bin"), str(sqfs)],
-                   check=True, capture_output=True)
-    packed = {f"lib/bootpull/binaries/{p.relative_to(tmp_path / 'bin').as_posix()}": p
-              for p in (tmp_path / "bin").rglob("*") if p.is_file()}
-    assert len(packed) > 10 and set(packed) <= set(files)
+    # the two squashfs: every file in them is in the manifest, and every link into them
+    # resolves
+    packed: dict[str, Path] = {}
+    for pack in ("binaries", "rare"):
+        sqfs = tmp_path / f"{pack}.sqfs"
+        sqfs.write_bytes(initramfs[f"lib/bootpull/{pack}.sqfs"].data)
+        assert files[f"lib/bootpull/{pack}.sqfs"]["holds"] == f"lib/bootpull/{pack}/"
+        subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tmp_path / pack), str(sqfs)],
+                       check=True, capture_output=True)
+        mine = {f"lib/bootpull/{pack}/{p.relative_to(tmp_path / pack).as_posix()}": p
+                for p in (tmp_path / pack).rglob("*") if p.is_file()}
+        assert len(mine) > 5, pack
+        packed |= mine
+    assert set(packed) <= set(files)
     for path, real in packed.items():
         assert files[path]["sha256"] == _sha(real.read_bytes()), path
     links = [e.data.decode() for e in initramfs.values() if stat.S_ISLNK(e.mode)
-             and e.data.startswith(b"/lib/bootpull/binaries/")]
+             and e.data.startswith((b"/lib/bootpull/binaries/", b"/lib/bootpull/rare/"))]
     assert sorted(link.lstrip("/") for link in links) == sorted(packed)
     debian = lab_manifest["packages"]["debian"]
     assert any(name.startswith("linux-image-") for name in debian)
@@ -395,7 +409,8 @@ def test_manifest_matches_the_image(lab_image_dir: Path, lab_manifest: dict[str,
         assert python[dep], dep
     assert "requests" not in python  # the node does not import it (report uses urllib3)
     assert lab_manifest["removed"]["by_reason"]
-    unpacked = sum(len(e.data) for p, e in regular.items() if p != "lib/bootpull/binaries.sqfs")
+    unpacked = sum(len(e.data) for p, e in regular.items()
+                   if p not in ("lib/bootpull/binaries.sqfs", "lib/bootpull/rare.sqfs"))
     assert sum(p["size"] for p in lab_manifest["components"].values()) == \
         unpacked + sum(real.stat().st_size for real in packed.values())
 

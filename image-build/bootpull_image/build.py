@@ -44,11 +44,18 @@ LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
 #: kernel modules in the initramfs (the ones that mount the squashfs) and the rest
 EARLY_MODULES_DIR = "lib/modules"
 USR_MODULES_DIR = "usr/lib/modules"
-#: the squashfs of the image's compiled code, where the init mounts it, and how it is
-#: compressed (128 KiB blocks: a page fault decompresses at most one block)
+#: the squashfs of the compiled code Python maps, where the init mounts it, and how it
+#: is compressed: zstd (fast to decompress: Python's start touches megabytes of it) in
+#: 256 KiB blocks (a page fault decompresses one block)
 BINARIES_IMAGE = "lib/bootpull/binaries.sqfs"
 BINARIES_DIR = "lib/bootpull/binaries"
-SQUASHFS_OPTIONS = ("-comp", "xz", "-Xbcj", "x86", "-b", "128K")
+SQUASHFS_OPTIONS = ("-comp", "zstd", "-Xcompression-level", "22", "-b", "256K")
+#: the squashfs of what is read whole and seldom (the kernel modules, each read once by
+#: insmod; mke2fs and the libraries only it needs, for a blank state disk): xz, which
+#: packs it a quarter smaller, in 1 MiB blocks
+RARE_IMAGE = "lib/bootpull/rare.sqfs"
+RARE_DIR = "lib/bootpull/rare"
+RARE_SQUASHFS_OPTIONS = ("-comp", "xz", "-Xbcj", "x86", "-b", "128K")
 LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 PYTHON = "usr/bin/python3.11"
 STDLIB_DYNLOAD = "usr/lib/python3.11/lib-dynload/"
@@ -64,7 +71,7 @@ SMOKE_IMPORTS = (
     "scapy.layers.dhcp", "scapy.layers.l2", "scapy.layers.inet", "scapy.sendrecv",
     "scapy.arch.linux",
     "dns.resolver", "dns.rdtypes.IN.SRV", "dns.rdtypes.ANY.TXT",
-    "dulwich.client", "dulwich.repo", "dulwich.porcelain", "dulwich.object_store",
+    "dulwich.client", "dulwich.repo", "dulwich.object_store", "dulwich.dumb",
     "tuf.ngclient", "securesystemslib.signer", "cryptography.hazmat.primitives.asymmetric.ed25519",
     "urllib3", "certifi", "serial", "pyrage",
 )
@@ -459,45 +466,75 @@ def _is_elf(path: Path) -> bool:
 
 
 def pack_binaries(ctx: Context) -> None:
-    """Move compiled code Python does not start with into a squashfs, leaving links."""
-    # The split follows how each file is read, and how often. What every Python start
-    # runs (the interpreter, its loader and libraries, the standard extension modules)
+    """Move the compiled code into two squashfs by how it is read, leaving links."""
+    # The split follows how each file is read, and how often. The interpreter and its
+    # loader (exec'd at every start, read almost whole), the standard extension modules
     # and the several hundred small .pyc files Python reads whole stay in the lz4
-    # initramfs, which the kernel unpacks fastest. The other compiled code (the
-    # dependencies' extensions, OpenSSL, the kernel modules: 44 % of the image)
-    # is mapped, often only in part, or not used on a given machine: in a squashfs only
-    # the blocks touched are decompressed, and zstd packs them a third smaller.
+    # initramfs, which the kernel unpacks fastest. The rest is mapped, often only in
+    # part, or not used on a given machine: in a squashfs only the blocks touched are
+    # decompressed. What Python maps (the libraries, the dependencies' extensions,
+    # OpenSSL) goes into a zstd squashfs, the kernel modules and mke2fs into an xz one:
+    # xz packs a quarter smaller but decompresses several times slower, which cost
+    # Python's start a second under TCG, and costs an insmod almost nothing.
     if shutil.which("mksquashfs") is None:
         raise BuildError("mksquashfs is not installed",
                          why="the image keeps its compiled code in a squashfs",
                          hint="apt install squashfs-tools")
     root = ctx.root
-    tree = ctx.work / "binaries"
-    startup = {PYTHON, LOADER, *(f"{d}/{name}" for name in _needed(root / PYTHON)
-                                 for d in LIB_DIRS if (root / d / name).exists())}
-    moved = 0
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if (path.is_symlink() or not path.is_file() or rel in startup
-                or rel == "init"
-                or rel.startswith(("bin/", EARLY_MODULES_DIR + "/", STDLIB_DYNLOAD))
-                or not _is_elf(path)):
-            continue
+    startup = {PYTHON, LOADER}  # exec'd at every start, and read almost whole
+    packed = [rel for rel in (p.relative_to(root).as_posix() for p in sorted(root.rglob("*")))
+              if not (root / rel).is_symlink() and (root / rel).is_file()
+              and rel not in startup and rel != "init"
+              and not rel.startswith(("bin/", EARLY_MODULES_DIR + "/", STDLIB_DYNLOAD))
+              and _is_elf(root / rel)]
+    rare = _rare(root, packed)
+    for image, mount, options, names in (
+            (BINARIES_IMAGE, BINARIES_DIR, SQUASHFS_OPTIONS, [r for r in packed if r not in rare]),
+            (RARE_IMAGE, RARE_DIR, RARE_SQUASHFS_OPTIONS, [r for r in packed if r in rare])):
+        if names:
+            _squash(ctx, names, image, mount, options)
+
+
+def _rare(root: Path, packed: list[str]) -> set[str]:
+    """Of the files to pack, those read whole and seldom: the kernel modules, and mke2fs
+    with the libraries that nothing else needs."""
+    rare = {rel for rel in packed if rel.startswith(USR_MODULES_DIR + "/")}
+    if "sbin/mke2fs" not in packed:
+        return rare
+    where = {rel.rsplit("/", 1)[-1]: rel for rel in packed if rel.startswith(LIB_DIRS)}
+    needed_by: dict[str, set[str]] = {}
+    for rel in packed:
+        if rel not in rare:
+            for name in _needed(root / rel):
+                needed_by.setdefault(name, set()).add(rel)
+    mine = {"sbin/mke2fs"}
+    while True:  # mke2fs, and each library only mke2fs and its own libraries need
+        more = {where[name] for name, users in needed_by.items()
+                if name in where and users <= mine} - mine
+        if not more:
+            return rare | mine
+        mine |= more
+
+
+def _squash(ctx: Context, names: list[str], image: str, mount: str,
+            options: tuple[str, ...]) -> None:
+    """Move these files into a squashfs at ``image``, each replaced by a link into
+    ``mount``, where the init mounts it."""
+    root = ctx.root
+    tree = ctx.work / Path(image).stem
+    for rel in names:
         dest = tree / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        path.rename(dest)
-        path.symlink_to(f"/{BINARIES_DIR}/{rel}")
-        moved += 1
-    if not moved:
-        return
-    (root / BINARIES_DIR).mkdir(parents=True)  # the mount point
+        (root / rel).rename(dest)
+        (root / rel).symlink_to(f"/{mount}/{rel}")
+    (root / mount).mkdir(parents=True)  # the mount point
     epoch = str(ctx.settings.source_date_epoch)
     # -all-root and the fixed times make it depend on the tree alone (mksquashfs refuses
     # SOURCE_DATE_EPOCH beside -mkfs-time); it sorts directories itself and keeps its
     # output order with several threads
-    _run(["mksquashfs", str(tree), str(root / BINARIES_IMAGE), "-noappend", "-quiet",
+    _run(["mksquashfs", str(tree), str(root / image), "-noappend", "-quiet",
           "-no-progress", "-all-root", "-no-xattrs", "-mkfs-time", epoch, "-all-time", epoch,
-          *SQUASHFS_OPTIONS], what="packing the compiled code as a squashfs",
+          *options], what=f"packing compiled code as the squashfs {image}",
          env={k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"})
 
 
@@ -540,11 +577,13 @@ def write_manifest(ctx: Context) -> None:
             outputs[name] = {"size": len(data), "sha256": _sha256(data)}
     files: dict[str, dict[str, Any]] = {}
     summary: dict[str, dict[str, int]] = {}
-    packed = ctx.work / "binaries"
     entries = list(cpio.walk(ctx.root))
-    if packed.is_dir():  # what the squashfs holds, listed where the node sees it
-        entries += [cpio.Entry(f"{BINARIES_DIR}/{e.path}", e.mode, e.data)
-                    for e in cpio.walk(packed)]
+    images = {BINARIES_IMAGE: BINARIES_DIR, RARE_IMAGE: RARE_DIR}
+    for image, mount in images.items():
+        packed = ctx.work / Path(image).stem
+        if packed.is_dir():  # what each squashfs holds, listed where the node sees it
+            entries += [cpio.Entry(f"{mount}/{e.path}", e.mode, e.data)
+                        for e in cpio.walk(packed)]
     for entry in sorted(entries, key=lambda e: e.path):
         if not stat.S_ISREG(entry.mode) and not stat.S_ISLNK(entry.mode):
             continue
@@ -553,13 +592,13 @@ def write_manifest(ctx: Context) -> None:
         if stat.S_ISLNK(entry.mode):
             record = {"link": entry.data.decode()}
         files[entry.path] = record
-        if entry.path == BINARIES_IMAGE:
-            record["holds"] = BINARIES_DIR + "/"  # its files are listed under that path
+        if entry.path in images:
+            record["holds"] = images[entry.path] + "/"  # its files are listed under there
             continue
         if "size" not in record:
             continue  # a link: the file it names is counted where it is
-        part = summary.setdefault(_component(entry.path.removeprefix(BINARIES_DIR + "/")),
-                                  {"files": 0, "size": 0})
+        real = entry.path.removeprefix(BINARIES_DIR + "/").removeprefix(RARE_DIR + "/")
+        part = summary.setdefault(_component(real), {"files": 0, "size": 0})
         part["files"] += 1
         part["size"] += len(entry.data)
     trust = ctx.root / TRUST_PATH
@@ -588,6 +627,8 @@ def write_manifest(ctx: Context) -> None:
         "components": dict(sorted(summary.items())),
         "binaries": {"path": "/" + BINARIES_IMAGE, "mounted_at": "/" + BINARIES_DIR,
                      "filesystem": "squashfs", "options": list(SQUASHFS_OPTIONS)},
+        "rare": {"path": "/" + RARE_IMAGE, "mounted_at": "/" + RARE_DIR,
+                 "filesystem": "squashfs", "options": list(RARE_SQUASHFS_OPTIONS)},
         "files": files,
         "removed": {"bytes": ctx.removed_bytes,
                     "by_reason": {reason: sorted(paths)

@@ -69,6 +69,7 @@ STDLIB_UNUSED: dict[str, str] = {
     "asyncore.py": "deprecated socket frameworks (asyncio stays)",
     "asynchat.py": "deprecated socket frameworks (asyncio stays)",
     "cmd.py": "interactive command interpreters (used by pdb only)",
+    "mailbox.py": "Unix mailboxes (read only by dulwich's mbox module, dropped too)",
     "lib-dynload/_lsprof*": "profilers",
     "lib-dynload/_test*": "C test modules",
     "lib-dynload/_xx*": "C test modules",
@@ -169,6 +170,12 @@ SITE_UNUSED: dict[str, str] = {
     "scapy/arch/bpf/*": "BSD/macOS support",
     "dulwich/contrib/*": "dulwich extras (swift, paramiko, ...)",
     "dulwich/cli.py": "dulwich's command-line tool",
+    "dulwich/porcelain/*": "dulwich's git-command layer (the node calls dulwich.client and "
+    "the object store directly; only dulwich's maintenance module, dropped too, imports it)",
+    "dulwich/porcelain": "dulwich's git-command layer",
+    "*.dist-info/sboms/*": "a wheel's software bill of materials (the manifest lists every "
+    "package with its version)",
+    "*.dist-info/sboms": "a wheel's software bill of materials",
     "pycparser/*": "cffi's C parser, needed only to build cffi modules, never at run time",
     "pycparser": "cffi's C parser, needed only at build time",
     "cffi/*": "cffi's Python side builds FFI modules; at run time cryptography needs "
