@@ -7,7 +7,8 @@
   bootpull.state_format=blank: the init makes it ext4, leaves a disk with data alone
   (and says why), and after a power cycle the node finds its last install on the disk.
 - A NIC no driver of the image claims (NE2000): the banner names its PCI ids and the
-  fix (``--modules``), not the cable.
+  fix (``--modules``), not the cable. The same boot has a state disk slower than
+  ``bootpull.state_wait``: the box goes on without it, and says so.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def test_a_blank_disk_becomes_the_state_disk_and_keeps_the_install_across_a_powe
     extra = ["-drive", f"file={data},if=virtio,format=raw"]
     nic = Nic(Mac.parse("52:54:00:00:08:01"),
               UserNet(port=lab_homebase.port, bootfile=user_url("/repo.git")))
-    cmdline = ["bootpull.poll=600", "bootpull.state=LABEL=BOOTPULL", "bootpull.state_format=blank"]
+    # loglevel=6: the kernel's warnings too (a disk timing out) are in the console log;
+    # state_wait=40: a wedged emulated disk (below) costs 40 s, not 60
+    cmdline = ["bootpull.poll=600", "bootpull.state=LABEL=BOOTPULL",
+               "bootpull.state_format=blank", "bootpull.state_wait=40", "loglevel=6"]
 
     def boot(name: str) -> Vm:
         return Vm(lab_image_dir, [nic], log=tmp_path / f"{bus}-{name}.log", state_disk=state,
@@ -92,18 +96,26 @@ def test_a_blank_disk_becomes_the_state_disk_and_keeps_the_install_across_a_powe
         vm.wait_for(rf"state dir: {made} on /var/lib/bootpull", 60)
         first = vm.wait_for(RUNNING.format(role="sensor"), BOOT_TIMEOUT).group(1)
         assert "/dev/vda skipped: its first MiB is not all zero (it holds data)" in vm.console
-    # the power is pulled (QEMU is killed) while the role runs, and the box boots again:
-    # a power cycle rather than the reset button, which is the harder case for the disk
-    # (and in two CI runs the NVMe boot after a QEMU reset stalled for over 60 s before the
-    # state disk was found, not seen after a power cycle)
-    with boot("second") as vm:
-        # the second boot finds the disk by its label, and does not make it again
-        vm.wait_for(r"state dir: /dev/\S+ on /var/lib/bootpull", 120)
-        vm.wait_for(RUNNING.format(role="sensor").replace(r"(\S+)", f"({first})"),
-                    BOOT_TIMEOUT)
-        second = vm.console
-        assert "is blank; making it ext4" not in second
-        assert "unchanged: nothing to do" in second  # its install survived the power cycle
+    # the power is pulled (QEMU is killed) while the role runs, and the box boots again
+    for attempt in range(4):
+        with boot(f"second-{attempt}") as vm:
+            verdict = vm.wait_for(r"state dir: .*", 120).group(0)
+            if (bus == "nvme" and "did not answer within 40 s" in verdict
+                    and re.search(r"nvme nvme0: I/O \d+ .*QID 1 timeout", vm.console)):
+                # QEMU 7.2's emulated NVMe wedged: it completes none of this boot's reads
+                # (docs/lab.md, "QEMU's NVMe wedges"). The init went on without the disk, as it
+                # must; the question here is the disk's content, so power-cycle again.
+                continue
+            # the second boot finds the disk by its label, and does not make it again
+            assert re.match(r"state dir: /dev/\S+ on /var/lib/bootpull", verdict), verdict
+            vm.wait_for(RUNNING.format(role="sensor").replace(r"(\S+)", f"({first})"),
+                        BOOT_TIMEOUT)
+            second = vm.console
+            assert "is blank; making it ext4" not in second
+            assert "unchanged: nothing to do" in second  # its install survived the power cycle
+            break
+    else:
+        pytest.fail("QEMU's emulated NVMe wedged on four power cycles in a row")
     assert data.read_bytes() == before
     with open(state, "rb") as disk:
         disk.seek(1024 + 0x38)  # the ext4 superblock's magic
@@ -112,13 +124,21 @@ def test_a_blank_disk_becomes_the_state_disk_and_keeps_the_install_across_a_powe
 
 def test_a_nic_without_a_driver_is_named_by_its_ids_in_the_banner(lab_image_dir: Path,
                                                                   tmp_path: Path) -> None:
+    """Also a state disk that takes longer than bootpull.state_wait: a blank one, which
+    the init waits 5 s to find by its label before it prepares it. The box goes on
+    with its state in memory, and says so."""
     nic = Nic(Mac.parse("52:54:00:00:09:01"), UserNet(), model="ne2k_pci")
     with Vm(lab_image_dir, [nic], log=tmp_path / "ne2k.log", name="ne2k",
-            cmdline=["bootpull.init.backoff=60"]) as vm:
+            state_disk=_blank(tmp_path / "slow.img"), state_cmdline=False,
+            cmdline=["bootpull.init.backoff=60", "bootpull.state=LABEL=BOOTPULL",
+                     "bootpull.state_format=blank", "bootpull.state_wait=2"]) as vm:
         vm.wait_for(r"no NIC matched a driver's ids: loading every NIC driver", 120)
+        vm.wait_for(r"state dir: LABEL=BOOTPULL did not answer within 2 s .*using memory", 60)
+        vm.wait_for(r"starting: bootpull node run", 60)
         vm.wait_for(r"DISCOVER FAILED", BOOT_TIMEOUT)
         vm.wait_for(r"^=+$", 30)
         banner = vm.console.split("DISCOVER FAILED")[-1]
+        assert not re.search(r"state dir: /dev/\S+ on /var/lib/bootpull", vm.console)
     flat = " ".join(banner.split())  # the banner wraps its lines
     assert "this image has no driver for this machine's network device" in flat
     assert "PCI 10ec:8029 (network controller, class 0x020000)" in flat

@@ -21,8 +21,8 @@ decides what it means, so that both keep their exit codes (§6):
 
 Keys that are not in the table are kept in :attr:`KernelLine.unknown_keys`, so that a
 typo is warned about (:func:`unknown_key_warnings`) instead of doing nothing. The keys
-that only the image's init reads (``state``, ``state_format``, ``rescue``,
-``init.backoff``) are in the table, so they are not warned about, but the node does
+that only the image's init reads (``state``, ``state_format``, ``state_wait``,
+``rescue``, ``init.backoff``) are in the table, so they are not warned about, but the node does
 nothing with them: their meaning and their accepted values are the init's
 (image-build/bootpull_image/init).
 """
@@ -89,6 +89,7 @@ KERNEL_KEYS: tuple[KernelKey, ...] = (
               "--oneshot: seconds to keep trying to deliver the spool before exiting"),
     KernelKey("state", "init", "an ext4 disk mounted on the state directory"),
     KernelKey("state_format", "init", "'blank': make a blank disk the state disk"),
+    KernelKey("state_wait", "init", "seconds the state disk may take to mount"),
     KernelKey("rescue", "init", "a shell on the console instead of retrying"),
     KernelKey("init.backoff", "init", "the first wait before the init runs the node again"),
 )
