@@ -98,7 +98,11 @@ def build_debs_roles(root: Path, cache: Path | None = None) -> list[str]:
                 (files / "debs").rename(out / "debs")
                 if (files / "bin").is_dir():
                     (files / "bin").rename(out / "bin")
-                out.rename(kept)
+                try:
+                    out.rename(kept)
+                except OSError:  # another process built the same lock first: use its copy
+                    if not kept.is_dir():
+                        raise
         shutil.copytree(kept / "debs", role_dir / role_debs.DEBS_DIR, symlinks=True)
         if (kept / "bin").is_dir():
             shutil.copytree(kept / "bin", role_dir / role_debs.BIN_DIR, symlinks=True,
