@@ -131,7 +131,7 @@ def test_unpublished_host_assignment_is_refused(signed_repo: SignedRepo,
                                                 tmp_path: Path) -> None:
     signed_repo.bootpull("assign", MAC_WEB.colons, "db")
     error = refused(signed_repo, MAC_WEB, tmp_path / "state")
-    assert f"head/hosts/{MAC_WEB.canonical}.toml does not match its signed hash" in error.what
+    assert f"hosts/{MAC_WEB.canonical}.toml does not match its signed hash" in error.what
     new = Mac.parse("52:54:00:00:00:99")
     signed_repo.bootpull("assign", str(new), "db")  # a brand-new host file, unpublished
     error = refused(signed_repo, new, tmp_path / "state")

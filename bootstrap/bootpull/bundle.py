@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Restart = Literal["always", "on-failure", "never"]
 
@@ -44,6 +44,16 @@ class TreeReader(Protocol):
 
     def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
         """Several files at once (one network round where the reader fetches lazily)."""
+        ...
+
+
+@runtime_checkable
+class BlobReader(Protocol):
+    """A :class:`TreeReader` that can also read blobs by id, without any tree: how a node
+    reads what metadata format 2 signs (each target's ``custom.git_oid``)."""
+
+    def read_blobs(self, oids: dict[str, str]) -> dict[str, bytes]:
+        """``{name: oid}`` → ``{name: bytes}``; a missing or non-blob object raises."""
         ...
 
 

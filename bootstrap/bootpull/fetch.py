@@ -8,12 +8,13 @@ with one (protocol v2 to ``git http-backend`` with ``uploadpack.allowFilter``):
 
 - ``snapshot(ref)`` resolves the ref with ``ls-refs`` (only that ref is listed, tags
   peeled) and, unless the commit is already cached, fetches the commit and its root
-  tree (``deepen 1``, ``filter tree:1``; on a first boot the trees two levels down,
-  ``tree:3``): no history, no other trees, no file contents.
+  tree (``deepen 1``, ``filter tree:1``): no history, no other trees, no file
+  contents. (A deeper filter would bring ``hosts/``, whose size grows with the fleet.)
 - The returned :class:`GitSnapshot` (a :class:`bootpull.bundle.TreeReader`) fetches
   the rest by object id, only when asked: the trees on the paths it reads (one request
   per directory level, ``filter tree:0``), a listed directory's trees in one request
-  (``filter blob:none``), and the blobs of ``read_many`` in one request. So the bytes
+  (``filter blob:none``), and the blobs of ``read_many`` (or, by id, ``read_blobs``) in
+  one request. So the bytes
   on the wire scale with the role, not with the repository; a change elsewhere in the
   repository costs only the trees on the path; and a reboot with nothing changed
   moves only the ref advertisement.
@@ -89,7 +90,6 @@ MODE_GITLINK = 0o160000
 MAX_TREE_DEPTH = 256  # directory nesting; deeper than this is a hostile tree
 MAX_REDIRECTS = 5
 ADVERTISEMENT = "/info/refs?service=git-upload-pack"
-FIRST_TREE_DEPTH = 3  # a first fetch's filter: the root tree and two levels below it
 HOME_BASE_REPO = "/repo.git"  # where `bootpull serve` serves the repository (docs/contract.md §4.1)
 
 
@@ -511,12 +511,8 @@ class GitRemote:
         files coming as the snapshot is read; otherwise the whole tip, at depth 1."""
         remote_ref = self.resolve(ref)
         commit_id = remote_ref.target
-        # A first boot (an empty cache) takes the trees two levels down with the commit:
-        # every pull reads .bootpull/metadata/, hosts/ and roles/<role>/, so that saves
-        # a request per level. Later, trees come as read, and only those not cached.
-        first = next(iter(self.store.object_store), None) is None
         self.fetch_objects([commit_id], what=f"commit {commit_id[:12]} ({ref})", depth=1,
-                           filter_spec=f"tree:{FIRST_TREE_DEPTH if first else 1}")
+                           filter_spec="tree:1")
         commit = self.get(commit_id)
         if commit.type_name != b"commit":
             raise VerifyError(f"{ref} names a {commit.type_name.decode()}, not a commit",
@@ -904,6 +900,15 @@ class GitSnapshot:
         for path, found in self._lookup_many(paths).items():
             if found is not None and found[0] not in (MODE_TREE, MODE_GITLINK):
                 ids[path] = found[1]
+        blobs = self._blobs(ids)
+        return {path: blobs[path] for path in ids}
+
+    def read_blobs(self, oids: dict[str, str]) -> dict[str, bytes]:
+        """The blobs named by id (``{name: oid}``, a name being what errors call it), all
+        missing ones in one request, without reading any tree: what format 2 signs."""
+        return self._blobs(oids)
+
+    def _blobs(self, ids: dict[str, str]) -> dict[str, bytes]:
         missing = sorted({oid for oid in ids.values() if not self._remote.has(oid)})
         if missing:
             self._remote.fetch_objects(missing, what=f"{len(missing)} file(s) of "

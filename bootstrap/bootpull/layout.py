@@ -40,6 +40,9 @@ from bootpull.errors import LayoutError, NotAssignedError
 from bootpull.mac import Mac, MacError
 
 FORMAT = 1
+# bootpull.toml's newest format: 2 means signed metadata format 2 (delegations,
+# bootpull.delegation); the files of the layout itself are all format 1.
+SETTINGS_FORMAT = 2
 SETTINGS_FILE = "bootpull.toml"
 HOSTS_DIR = "hosts"
 DEFAULT_HOST_FILE = "hosts/default.toml"
@@ -310,7 +313,8 @@ class _Checker:
         return tuple(value)
 
 
-def _check_format(check: _Checker, doc: dict[str, Any], *, required: bool) -> bool:
+def _check_format(check: _Checker, doc: dict[str, Any], *, required: bool,
+                  newest: int = FORMAT) -> bool:
     """False when the file is of a format this bootpull cannot read at all."""
     value = doc.get("format")
     if value is None:
@@ -321,9 +325,9 @@ def _check_format(check: _Checker, doc: dict[str, Any], *, required: bool) -> bo
         check.add(("format",), f"'format' must be a whole number, not {value!r}",
                   f"write format = {FORMAT}")
         return True
-    if value > FORMAT:
+    if value > newest:
         check.add(("format",), f"this file is format {value}, but this bootpull reads "
-                  f"format {FORMAT} only",
+                  f"format {newest if newest == 1 else f'1 to {newest}'} only",
                   f"upgrade bootpull (the admin tools and the node image) to a release "
                   f"that reads format {value}")
         return False
@@ -341,12 +345,13 @@ ENROLLMENT_POLICIES = ("manual", "first-seen")
 
 def parse_settings(data: bytes, path: str = SETTINGS_FILE
                    ) -> tuple[RepoSettings | None, list[Problem]]:
-    """``bootpull.toml``: ``format = 1`` and the repository-wide settings."""
+    """``bootpull.toml``: ``format = 1`` or ``2`` (the signed metadata's format) and the
+    repository-wide settings."""
     doc, text, problems = _load_toml(data, path)
     if doc is None:
         return None, problems
     check = _Checker(path, text)
-    if not _check_format(check, doc, required=True):
+    if not _check_format(check, doc, required=True, newest=SETTINGS_FORMAT):
         return None, check.problems
     check.unknown(doc, _SETTINGS_KEYS, ())
     name = check.string(doc, ("name",))
@@ -400,7 +405,9 @@ def parse_settings(data: bytes, path: str = SETTINGS_FILE
         hold_reason = check.string(table, ("hold", "reason")) or ""
     if check.problems:
         return None, check.problems
-    return RepoSettings(format=FORMAT, name=name, branch=branch, report_url=report_url,
+    fmt = doc.get("format")
+    return RepoSettings(format=fmt if fmt in (1, SETTINGS_FORMAT) else FORMAT, name=name,
+                        branch=branch, report_url=report_url,
                         log_level=log_level, limits=limits, silent_after=silent_after,
                         enrollment=enrollment, hold_all=hold_all, hold_roles=hold_roles,
                         hold_reason=hold_reason), []

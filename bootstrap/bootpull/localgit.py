@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, TreeEntry, TreeReader
-from bootpull.errors import FetchError
+from bootpull.errors import FetchError, VerifyError
 
 _BLOB_MODES = (MODE_FILE, MODE_EXEC, MODE_SYMLINK, 0o100664)
 
@@ -116,6 +116,25 @@ class StoreTree:
 
     def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
         return read_each(self, paths)
+
+    def read_blobs(self, oids: dict[str, str]) -> dict[str, bytes]:
+        """The blobs named by id (``{name: oid}``); a missing one or a non-blob is an error."""
+        from dulwich.objects import Blob
+
+        out: dict[str, bytes] = {}
+        for name, oid in oids.items():
+            try:
+                obj = self._store[oid.encode("ascii")]
+            except KeyError:
+                raise VerifyError(f"{name}: blob {oid[:12]} is not in the repository",
+                                  why="the signed metadata names a file the repository "
+                                  "does not have", hint="publish again") from None
+            if not isinstance(obj, Blob):
+                raise VerifyError(f"{name} should be a file, but object {oid[:12]} is a "
+                                  f"{obj.type_name.decode()}", expected="blob",
+                                  got=obj.type_name.decode(), hint="publish again")
+            out[name] = obj.as_raw_string()
+        return out
 
 
 class LocalRemote:

@@ -3,7 +3,7 @@
 :func:`pull` is one flat list of steps, each on the console:
 
 1. snapshot the deploy branch (the remote fetches lazily: trees first, then the
-   metadata, ``bootpull.toml`` and the host files in one ``read_many``);
+   top-level metadata and ``bootpull.toml`` in one ``read_many``);
 2. verify the signed metadata in ``.bootpull/metadata/`` (python-tuf ngclient, the
    node's version floor and clock floor — :mod:`bootpull.trust`);
 3. read and verify ``bootpull.toml``; follow its ``branch`` if it names another one
@@ -21,6 +21,13 @@
 
 Only bytes that matched their signed hash become part of the Bundle. Any mismatch
 raises :class:`~bootpull.errors.VerifyError` (exit 12) and nothing is returned.
+
+How files are read depends on the metadata (:class:`_SignedFiles`). Format 1 reads
+each file by its path in the commit, and the set of files in each directory must be
+exactly the signed set. Format 2 (delegated, :mod:`bootpull.delegation`) reads each
+signed file by the blob id its target names and reads no tree but the metadata's, so
+what a node fetches does not grow with the fleet; the signed set alone is the bundle,
+and a file committed after the last publish is not seen at all.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from bootpull import layout
 from bootpull.backoff import Counters
 from bootpull.bundle import (
     Assignment,
+    BlobReader,
     Bundle,
     BundleFile,
     RepoSettings,
@@ -128,10 +136,9 @@ def pull(
         with console.step("verify signed metadata") as step:
             versions = verifier.refresh(head)
             step.note(str(versions))
+        files = _SignedFiles(verifier)
         with console.step("read repository settings") as step:
-            data = verifier.check(head_target(layout.SETTINGS_FILE),
-                                  head.read(layout.SETTINGS_FILE), None,
-                                  path=layout.SETTINGS_FILE)
+            data = files.head(head, [layout.SETTINGS_FILE])[layout.SETTINGS_FILE]
             if data is None:
                 raise VerifyError(f"commit {head.commit[:12]} has no {layout.SETTINGS_FILE}",
                                   hint="create it with 'bootpull repo init', then publish")
@@ -150,17 +157,16 @@ def pull(
 
     with console.step(f"select assignment for {mac}") as step:
         host_path = layout.host_file(mac)
-        host = verifier.check(head_target(host_path), head.read(host_path), None)
+        host = files.head(head, [host_path])[host_path]
         default = None
         if host is None:
-            default = verifier.check(head_target(layout.DEFAULT_HOST_FILE),
-                                     head.read(layout.DEFAULT_HOST_FILE), None)
+            default = files.head(head, [layout.DEFAULT_HOST_FILE])[layout.DEFAULT_HOST_FILE]
         assignment = layout.select(mac, host, default)
         role = assignment.role
         step.note(f"{assignment.source}: {role}@{assignment.version or 'head'}")
     if assignment.groups:
         with console.step(f"read groups {', '.join(assignment.groups)}") as step:
-            assignment = _with_groups(head, verifier, assignment,
+            assignment = _with_groups(head, files, assignment,
                                       host if host is not None else default)
             step.note(f"{len(assignment.vars)} vars, {role}@{assignment.version or 'head'}"
                       + (f" from {assignment.version_source}"
@@ -188,12 +194,12 @@ def pull(
         version = assignment.version
 
     with console.step(f"verify role {role}") as step:
-        files, role_toml = _verified_role(tree, verifier, role, prefix, settings)
+        role_files, role_toml = _verified_role(tree, files, role, prefix, settings)
         spec = layout.load_role(role_toml, role)
-        step.note(f"{len(files)} files, {sum(len(f.data) for f in files)} bytes")
+        step.note(f"{len(role_files)} files, {sum(len(f.data) for f in role_files)} bytes")
 
-    secrets = _verified_secrets(head, verifier, role, mac, settings, console)
-    bundle = Bundle(role=spec, version=version, commit=tree.commit, files=tuple(files),
+    secrets = _verified_secrets(head, files, role, mac, settings, console)
+    bundle = Bundle(role=spec, version=version, commit=tree.commit, files=tuple(role_files),
                     assignment=assignment, role_toml=role_toml, secrets=tuple(secrets))
     verifier.record_success(branch)
     return PullResult(bundle=bundle, settings=settings, metadata=versions, branch=branch,
@@ -248,15 +254,15 @@ def pull_url(url: str, mac: Mac, *, trust_file: Path, cache_dir: Path, state_dir
 class _Prefetched:
     """The deploy head, with the small files every pull reads fetched in one round.
 
-    The signed metadata, ``bootpull.toml``, the host file and ``hosts/default.toml``
-    come in one ``read_many`` (one request over the network) instead of one each.
-    Nothing here is trusted yet: verification reads these bytes like any others.
+    The top-level signed metadata and ``bootpull.toml`` come in one ``read_many`` (one
+    request over the network) instead of one each. Nothing here is trusted yet:
+    verification reads these bytes like any others.
     """
 
     def __init__(self, inner: TreeReader, mac: Mac) -> None:
+        del mac  # format 2 finds the host file through the metadata; format 1 reads it later
         self._inner = inner
-        wanted = [e.path for e in inner.list(METADATA_DIR)]
-        wanted += [layout.SETTINGS_FILE, layout.host_file(mac), layout.DEFAULT_HOST_FILE]
+        wanted = [e.path for e in inner.list(METADATA_DIR)] + [layout.SETTINGS_FILE]
         self._known = set(wanted)
         self._data = inner.read_many(wanted)
 
@@ -275,8 +281,56 @@ class _Prefetched:
     def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
         return self._inner.read_many(paths)
 
+    def read_blobs(self, oids: dict[str, str]) -> dict[str, bytes]:
+        if not isinstance(self._inner, BlobReader):
+            raise TypeError(f"{type(self._inner).__name__} cannot read blobs by id")
+        return self._inner.read_blobs(oids)
 
-def _with_groups(head: TreeReader, verifier: Verifier, assignment: Assignment,
+
+class _SignedFiles:
+    """Reads files and checks each against what is signed, as the metadata's format says.
+
+    Format 1: by path in the commit; a file that is in the commit but not signed is
+    refused. Format 2 (:attr:`Verifier.delegated`): by the blob id each target names
+    (``read_blobs``), reading no tree; what is not signed is not read at all.
+    """
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+
+    @property
+    def by_id(self) -> bool:
+        return self.verifier.delegated
+
+    def head(self, tree: TreeReader, paths: builtins.list[str]) -> dict[str, bytes | None]:
+        """Each of ``paths`` at the deploy head, verified; None where it is not there
+        (format 1: not in the commit and not signed; format 2: not signed)."""
+        verifier = self.verifier
+        if not self.by_id:
+            data = tree.read_many(paths)
+            return {p: verifier.check(head_target(p), data.get(p), None, path=p) for p in paths}
+        signed = {p: f for p in paths if (f := verifier.signed(head_target(p))) is not None}
+        blobs = self.blobs(tree, signed)
+        return {p: verifier.check(head_target(p), blobs.get(p), None, path=p)
+                if p in signed else None for p in paths}
+
+    def blobs(self, tree: TreeReader, signed: dict[str, SignedFile]) -> dict[str, bytes]:
+        """The bytes of each signed file (keyed by its path in the tree), unchecked:
+        format 2 by blob id, format 1 (or a reader without ``read_blobs``) by path."""
+        if not self.by_id or not isinstance(tree, BlobReader):
+            return tree.read_many(sorted(signed))
+        ids: dict[str, str] = {}
+        for path, file in signed.items():
+            if file.oid is None:
+                raise VerifyError(
+                    f"signed target {file.path} names no blob id",
+                    why="metadata format 2 signs each delegated file with custom.git_oid",
+                    hint="publish with 'bootpull repo publish' of this bootpull version")
+            ids[path] = file.oid
+        return tree.read_blobs(ids)
+
+
+def _with_groups(head: TreeReader, files: _SignedFiles, assignment: Assignment,
                  host: bytes | None) -> Assignment:
     """The assignment with the groups it names merged in, each group file verified.
 
@@ -285,22 +339,23 @@ def _with_groups(head: TreeReader, verifier: Verifier, assignment: Assignment,
     a host variable that differs from a group's only in case is a LayoutError.
     """
     paths = {name: layout.group_file(name) for name in assignment.groups}
-    data = head.read_many(sorted(paths.values()))
+    data = files.head(head, sorted(paths.values()))
     groups = {}
     for name, path in paths.items():
-        blob = verifier.check(head_target(path), data.get(path), None, path=path)
-        if blob is not None:  # absent and unsigned: merge_groups says it does not exist
+        if (blob := data[path]) is not None:  # absent: merge_groups says it does not exist
             groups[name] = layout.load_group(blob, name, path)
     return layout.with_groups(assignment, groups, host)
 
 
-def _verified_role(tree: TreeReader, verifier: Verifier, role: str, prefix: str,
+def _verified_role(tree: TreeReader, files: _SignedFiles, role: str, prefix: str,
                    settings: RepoSettings) -> tuple[list[BundleFile], bytes]:
     """Read and verify ``roles/<role>/role.toml`` and ``roles/<role>/files/**``.
 
-    The signed targets under ``prefix`` decide what the role is: each must be in the
-    tree with the same mode, length and hash, and the tree may hold nothing more.
+    The signed targets under ``prefix`` decide what the role is. Format 1: each must be
+    in the tree with the same mode, length and hash, and the tree may hold nothing more.
+    Format 2: each is read by its blob id, with its signed mode.
     """
+    verifier = files.verifier
     root = f"{layout.ROLES_DIR}/{role}/"
     wanted = {"role.toml"}
     signed: dict[str, SignedFile] = {
@@ -313,23 +368,23 @@ def _verified_role(tree: TreeReader, verifier: Verifier, role: str, prefix: str,
             hint=f"create {root}role.toml, commit, and run 'bootpull repo publish'")
     _within_limits(f"role {role!r}", signed, settings,
                    "raise [limits] in bootpull.toml, or make the role smaller")
-    entries = {e.path[len(root):]: e for e in tree.list(root.rstrip("/"))
-               if e.path[len(root):] in wanted or e.path[len(root):].startswith("files/")}
-    _same_set(entries, signed, root, tree.commit)
-    data = tree.read_many([root + rel for rel in sorted(signed)])
-    files: list[BundleFile] = []
+    modes = {rel: f.mode for rel, f in signed.items()}
+    if not files.by_id:
+        entries = {e.path[len(root):]: e for e in tree.list(root.rstrip("/"))
+                   if e.path[len(root):] in wanted or e.path[len(root):].startswith("files/")}
+        _same_set(entries, signed, root, tree.commit)
+        modes = {rel: e.mode for rel, e in entries.items()}
+    data = files.blobs(tree, {root + rel: f for rel, f in signed.items()})
+    out: list[BundleFile] = []
     role_toml = b""
     for rel in sorted(signed):
-        entry = entries[rel]
-        blob = verifier.check(prefix + rel, data.get(root + rel), entry.mode, path=root + rel)
+        blob = verifier.check(prefix + rel, data.get(root + rel), modes[rel], path=root + rel)
         assert blob is not None  # check() returns the bytes of every signed file
         if rel == "role.toml":
             role_toml = blob
         else:
-            files.append(BundleFile(rel[len("files/"):], entry.mode, blob))
-    return files, role_toml
-
-
+            out.append(BundleFile(rel[len("files/"):], modes[rel], blob))
+    return out, role_toml
 def _within_limits(what: str, signed: dict[str, SignedFile], settings: RepoSettings,
                    hint: str) -> int:
     """The signed files' total size, unless they are over ``[limits]`` (VerifyError)."""
@@ -360,17 +415,19 @@ def _same_set(entries: dict[str, TreeEntry], signed: dict[str, SignedFile], root
             expected=signed[missing[0]].sha256, got="absent")
 
 
-def _verified_secrets(head: TreeReader, verifier: Verifier, role: str, mac: Mac,
+def _verified_secrets(head: TreeReader, files: _SignedFiles, role: str, mac: Mac,
                       settings: RepoSettings, console: Console) -> list[BundleFile]:
     """The age files of ``roles/<role>/secrets/`` and ``secrets/<this mac>/``, verified.
 
     Always from the deploy head (also for a pinned version: a rewrap reaches every
     node without a new release), and only this node's host directory is read. As for
-    the role's files, the set of ``*.age`` files in each directory must be exactly the
-    signed set, each with its signed mode, length and hash. Nothing is decrypted here.
+    the role's files, format 1 requires the set of ``*.age`` files in each directory
+    to be exactly the signed set, each with its signed mode, length and hash; format 2
+    reads the signed ones by blob id. Nothing is decrypted here.
     """
     from bootpull.role_secrets import host_secrets_dir, role_secrets_dir, secret_name
 
+    verifier = files.verifier
     directories = (role_secrets_dir(role), host_secrets_dir(mac.canonical))
     signed: dict[str, SignedFile] = {}
     entries: dict[str, TreeEntry] = {}
@@ -378,20 +435,23 @@ def _verified_secrets(head: TreeReader, verifier: Verifier, role: str, mac: Mac,
         prefix = head_target(directory + "/")
         signed.update({p[len(HEAD_PREFIX):]: f for p, f in verifier.signed_under(prefix).items()
                        if secret_name(p[len(HEAD_PREFIX):], directory) is not None})
-        entries.update({e.path: e for e in head.list(directory)
-                        if secret_name(e.path, directory) is not None})
+        if not files.by_id:
+            entries.update({e.path: e for e in head.list(directory)
+                            if secret_name(e.path, directory) is not None})
     if not signed and not entries:
         return []
     with console.step(f"verify secrets of {role}") as step:
-        _same_set(entries, signed, "", head.commit)
+        modes = {path: f.mode for path, f in signed.items()}
+        if not files.by_id:
+            _same_set(entries, signed, "", head.commit)
+            modes = {path: e.mode for path, e in entries.items()}
         total = _within_limits(f"the secrets of role {role!r}", signed, settings,
                                "raise [limits] in bootpull.toml, or remove secrets")
-        data = head.read_many(sorted(signed))
+        data = files.blobs(head, signed)
         out: list[BundleFile] = []
         for path in sorted(signed):
-            entry = entries[path]
-            blob = verifier.check(head_target(path), data.get(path), entry.mode, path=path)
+            blob = verifier.check(head_target(path), data.get(path), modes[path], path=path)
             assert blob is not None  # check() returns the bytes of every signed file
-            out.append(BundleFile(path, entry.mode, blob))
+            out.append(BundleFile(path, modes[path], blob))
         step.note(f"{len(out)} encrypted, {total} bytes")
     return out

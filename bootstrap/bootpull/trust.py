@@ -21,25 +21,35 @@ Target paths (what publish signs, what the node asks for):
   deploy head;
 - ``release/<role>/<version>/<path below roles/<role>/>`` for each release tag.
 
-Every target carries length, sha256 and ``custom.git_mode``.
+Every target carries length, sha256 and ``custom.git_mode``. In metadata format 2
+(:mod:`bootpull.delegation`) the top-level targets delegate the host files, the node
+secrets and each role to named roles whose metadata is in ``.bootpull/delegated/``,
+and each delegated target also carries ``custom.git_oid``, the blob to fetch. ngclient
+walks those delegations (:meth:`Verifier.signed`); :meth:`Verifier.signed_under` loads
+only the delegated roles that can own files under a directory, and keeps only the
+targets :class:`bootpull.delegation.Owners` says they own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bootpull.bundle import TreeReader
+from bootpull.delegation import DELEGATED_DIR, Owners
 from bootpull.errors import BootpullError, ExpiredMetadata, VerifyError
 from bootpull.state import write_atomic
 
 if TYPE_CHECKING:
+    from tuf.api.metadata import Delegations, TargetFile
     from tuf.ngclient.updater import Updater
 
 METADATA_DIR = ".bootpull/metadata"
@@ -47,6 +57,7 @@ HEAD_PREFIX = "head/"
 RELEASE_PREFIX = "release/"
 FETCH_BASE_URL = "bootpull-tree:///"
 ROLES = ("root", "timestamp", "snapshot", "targets")
+TOP_ROLES = frozenset(ROLES)
 _PUBLISH_HINT = "publish the repository with 'bootpull repo publish' and fetch again"
 
 
@@ -68,6 +79,7 @@ class SignedFile:
     length: int
     sha256: str
     mode: int  # git mode
+    oid: str | None = None  # format 2: the git blob id to fetch it by
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,8 @@ def reference_time(now: datetime | None, build_time: datetime | None,
 
 
 def _tree_fetcher(tree: TreeReader) -> Any:
-    """A ngclient fetcher that reads ``.bootpull/metadata/<name>`` from ``tree``."""
+    """A ngclient fetcher that reads ``.bootpull/metadata/<name>`` from ``tree``: the
+    top-level roles (and ``N.root.json``); a delegated role's from ``.bootpull/delegated/``."""
     from tuf.api.exceptions import DownloadHTTPError
     from tuf.ngclient.fetcher import FetcherInterface
 
@@ -188,9 +201,12 @@ def _tree_fetcher(tree: TreeReader) -> Any:
             if "/" in name or name.startswith("."):
                 raise DownloadHTTPError(f"{name!r} is not a metadata file name", 404)
             self.fetched.append(name)
-            data = tree.read(f"{METADATA_DIR}/{name}")
+            role = name.removesuffix(".json")
+            top = role in TOP_ROLES or role.removesuffix(".root").isdigit()
+            where = f"{METADATA_DIR if top else DELEGATED_DIR}/{name}"
+            data = tree.read(where)
             if data is None:
-                raise DownloadHTTPError(f"{METADATA_DIR}/{name} is not in the commit", 404)
+                raise DownloadHTTPError(f"{where} is not in the commit", 404)
             return iter([data])
 
     return TreeFetcher()
@@ -207,7 +223,10 @@ class Verifier:
         self.versions: MetadataVersions | None = None
         self._trust_root = trust_root
         self._updater: Updater | None = None
+        self._commit = ""
         self._targets: dict[str, SignedFile] = {}
+        self._delegations: Delegations | None = None
+        self._owners: Owners | None = None
 
     @property
     def cache_dir(self) -> Path:
@@ -239,8 +258,42 @@ class Verifier:
         # if a release renames it or stops judging expiry by it.
         trusted = updater._trusted_set
         trusted.reference_time = self.reference_time
-        try:
+        with self._tuf_errors(tree.commit):
             updater.refresh()
+        versions = MetadataVersions(
+            root=trusted.root.version, timestamp=trusted.timestamp.version,
+            snapshot=trusted.snapshot.version, targets=trusted.targets.version)
+        self._check_floor(versions)
+        self._updater = updater
+        self._commit = tree.commit
+        self.versions = versions
+        self._targets = {path: _signed_file(path, info)
+                         for path, info in trusted.targets.targets.items()}
+        self._delegations = trusted.targets.delegations
+        self._owners = None
+        if self._delegations is not None:
+            if self._delegations.roles is None:
+                raise VerifyError(
+                    "the signed targets use hashed-bin delegations, which bootpull does "
+                    "not publish", why="targets.json has succinct_roles",
+                    hint="publish with 'bootpull repo publish' of this bootpull version")
+            self._owners = Owners((name, role.paths or [])
+                                  for name, role in self._delegations.roles.items())
+        return versions
+
+    @property
+    def delegated(self) -> bool:
+        """True for metadata format 2: the top-level targets delegate (bootpull.delegation)."""
+        self._require()
+        return self._delegations is not None
+
+    @contextlib.contextmanager
+    def _tuf_errors(self, commit: str) -> Iterator[None]:
+        """ngclient's exceptions as bootpull's, each with what to do."""
+        from tuf.api import exceptions as tuf_errors
+
+        try:
+            yield
         except tuf_errors.ExpiredMetadataError as exc:
             renew = ("renew it with 'bootpull repo renew-root' (root key)" if "root" in str(exc)
                      else "re-sign it with 'bootpull repo publish' (or let the home base "
@@ -253,11 +306,11 @@ class Verifier:
             if isinstance(exc.__cause__, BootpullError):  # the transport failed mid-read
                 raise exc.__cause__ from None
             raise VerifyError(
-                f"the commit {tree.commit[:12]} carries no complete signed metadata",
+                f"the commit {commit[:12]} carries no complete signed metadata",
                 why=str(exc), hint=_PUBLISH_HINT) from None
         except tuf_errors.RepositoryError as exc:
             raise VerifyError(
-                f"the signed metadata in commit {tree.commit[:12]} does not verify",
+                f"the signed metadata in commit {commit[:12]} does not verify",
                 why=f"{type(exc).__name__}: {exc}",
                 hint="the repository was signed with keys this image does not trust, or "
                 "was tampered with: publish with the repository's own keys, or rebuild "
@@ -265,23 +318,6 @@ class Verifier:
         except OSError as exc:
             raise VerifyError("the metadata cache could not be written", why=str(exc),
                               hint=f"check the state directory {self.state_dir}") from None
-        versions = MetadataVersions(
-            root=trusted.root.version, timestamp=trusted.timestamp.version,
-            snapshot=trusted.snapshot.version, targets=trusted.targets.version)
-        self._check_floor(versions)
-        self._updater = updater
-        self.versions = versions
-        self._targets = {}
-        for path, info in trusted.targets.targets.items():
-            custom = info.custom if isinstance(info.custom, dict) else {}
-            mode = custom.get("git_mode")
-            sha = info.hashes.get("sha256")
-            if not isinstance(mode, int) or not isinstance(sha, str):
-                raise VerifyError(
-                    f"signed target {path} has no git mode or sha256",
-                    hint="publish with 'bootpull repo publish' of this bootpull version")
-            self._targets[path] = SignedFile(path, info.length, sha, mode)
-        return versions
 
     def _check_floor(self, versions: MetadataVersions) -> None:
         for role in ROLES:
@@ -298,13 +334,35 @@ class Verifier:
                     expected=f">= {floor}", got=str(have))
 
     def signed(self, target: str) -> SignedFile | None:
+        """What is signed for ``target``: in the top-level targets, or (format 2) where
+        ngclient's walk of the delegations finds it."""
         self._require()
-        return self._targets.get(target)
+        if (found := self._targets.get(target)) is not None or self._delegations is None:
+            return found
+        assert self._updater is not None
+        with self._tuf_errors(self._commit):
+            info = self._updater.get_targetinfo(target)
+        return None if info is None else _signed_file(target, info)
 
     def signed_under(self, prefix: str) -> dict[str, SignedFile]:
-        """Every signed target whose path starts with ``prefix``."""
+        """Every signed target whose path starts with ``prefix`` (a directory, ending in
+        ``/``, or ``""``): format 2 loads only the delegated roles whose paths can hold
+        such a file, and keeps only the targets each one owns."""
         self._require()
-        return {p: f for p, f in self._targets.items() if p.startswith(prefix)}
+        out = {p: f for p, f in self._targets.items() if p.startswith(prefix)}
+        if self._delegations is None or self._delegations.roles is None:
+            return out
+        assert self._updater is not None and self._owners is not None
+        for name, role in self._delegations.roles.items():
+            if not any(_could_hold(prefix, pattern) for pattern in role.paths or []):
+                continue
+            with self._tuf_errors(self._commit):
+                delegated = self._updater._load_targets(name, "targets")
+            for path, info in delegated.targets.items():
+                if (path.startswith(prefix) and path not in self._targets
+                        and self._owners.owner(path) == name):
+                    out[path] = _signed_file(path, info)
+        return out
 
     def check(self, target: str, data: bytes | None, mode: int | None,
               *, path: str = "") -> bytes | None:
@@ -370,3 +428,30 @@ class Verifier:
         if self.versions is None:
             raise RuntimeError("Verifier.refresh() must succeed first")
         return self.versions
+
+
+def _signed_file(path: str, info: TargetFile) -> SignedFile:
+    """A target's length, sha256, git mode and (format 2) blob id; refused without them."""
+    custom = info.custom if isinstance(info.custom, dict) else {}
+    mode = custom.get("git_mode")
+    oid = custom.get("git_oid")
+    sha = info.hashes.get("sha256")
+    if (not isinstance(mode, int) or not isinstance(sha, str)
+            or not (oid is None or _is_oid(oid))):
+        raise VerifyError(
+            f"signed target {path} has no git mode or sha256, or a bad blob id",
+            hint="publish with 'bootpull repo publish' of this bootpull version")
+    return SignedFile(path, info.length, sha, mode, oid)
+
+
+def _is_oid(value: object) -> bool:
+    return (isinstance(value, str) and len(value) == 40
+            and all(c in "0123456789abcdef" for c in value))
+
+
+def _could_hold(prefix: str, pattern: str) -> bool:
+    """Whether ``pattern`` can match some path below the directory ``prefix``."""
+    parts = [p for p in prefix.split("/") if p]
+    globs = pattern.split("/")
+    return len(globs) > len(parts) and all(
+        fnmatchcase(part, glob) for part, glob in zip(parts, globs, strict=False))

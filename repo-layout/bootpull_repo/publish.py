@@ -13,6 +13,15 @@ It then writes ``targets.json``, ``snapshot.json`` and ``timestamp.json`` (each 
 version up) to ``.bootpull/metadata/`` and commits them. That commit changes only the
 metadata, so the signed head content is exactly the content of the new head.
 
+In metadata format 2 (``format = 2`` in ``bootpull.toml``; :mod:`bootpull.delegation`,
+:mod:`bootpull_repo.delegated`), ``targets.json`` signs ``bootpull.toml``, the group
+files and ``hosts/default.toml`` and delegates the rest to host bins and one role per
+role, each in ``.bootpull/delegated/<name>.json``, and each delegated target also
+carries ``custom.git_oid``. Only the roles whose files changed are signed again, and
+only new blobs are read and hashed. A format-1 repository whose ``bootpull.toml`` says
+``format = 2`` is migrated by its next publish (``--format 2`` does both); snapshot
+entries are never dropped, so going back to format 1 keeps every version nodes saw.
+
 A publish with nothing to do writes and commits nothing (:func:`already_published`):
 the committed metadata already signs exactly these targets, verifies under the current
 root, carries the highest versions, and each file has at least half of its lifetime left
@@ -28,6 +37,7 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,10 +45,12 @@ from typing import TYPE_CHECKING, Any
 
 from bootpull import layout
 from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK
+from bootpull.delegation import DELEGATED_DIR
 from bootpull.errors import BootpullError
 from bootpull.role_secrets import SECRETS_DIR
 from bootpull.trust import head_target, release_target
 
+from bootpull_repo import delegated
 from bootpull_repo.context import METADATA_DIR, RepoContext
 from bootpull_repo.gitcli import Git, LsEntry
 from bootpull_repo.keys import KeysError, KeyStore
@@ -47,7 +59,6 @@ if TYPE_CHECKING:
     from tuf.api.metadata import Metadata, Root, TargetFile
 
 SIGNED_MODES = (MODE_FILE, MODE_EXEC, MODE_SYMLINK)
-RENEW_SHARE = 0.5  # re-sign a file once less than this share of its lifetime is left
 
 
 class PublishError(BootpullError):
@@ -65,6 +76,20 @@ class Expiry:
 
 
 @dataclass(frozen=True)
+class Signed:
+    """What publish signs about one file."""
+
+    length: int
+    sha256: str
+    mode: int  # git mode
+    oid: str  # git blob id
+
+    def custom(self, *, oid: bool = False) -> dict[str, Any]:
+        """The target's ``custom``: the git mode, and (format 2's delegated files) the blob."""
+        return {"git_mode": self.mode, "git_oid": self.oid} if oid else {"git_mode": self.mode}
+
+
+@dataclass(frozen=True)
 class Published:
     commit: str
     targets_version: int
@@ -73,6 +98,8 @@ class Published:
     head_files: int
     releases: tuple[str, ...]
     committed: bool = True  # False: nothing to publish, ``commit`` is HEAD as it was
+    format: int = 1  # the metadata format written (2: delegated)
+    resigned: tuple[str, ...] = ()  # format 2: the delegated roles signed anew
 
 
 # -- metadata files --------------------------------------------------------------
@@ -168,8 +195,10 @@ def _check_entry(entry: LsEntry, where: str) -> None:
             hint="remove it (git rm), or replace a submodule with its files")
 
 
-def collect_targets(git: Git, head: str) -> tuple[dict[str, tuple[int, str, int]], list[str]]:
-    """Every file to sign: target path → (length, sha256, git mode); and the releases."""
+def collect_targets(git: Git, head: str, known: Mapping[str, tuple[int, str]] | None = None
+                    ) -> tuple[dict[str, Signed], list[str]]:
+    """Every file to sign, by target path; and the releases. Blobs in ``known`` (blob id
+    → length, sha256: what is already signed) are not read again."""
     wanted: dict[str, LsEntry] = {}
     for entry in git.ls_tree(head):
         if _head_signed(entry):
@@ -197,30 +226,39 @@ def collect_targets(git: Git, head: str) -> tuple[dict[str, tuple[int, str, int]
             _check_entry(entry, tag)
             wanted[release_target(role, version, entry.path[len(base):])] = entry
         releases.append(tag)
+    known = known or {}
     digests: dict[str, tuple[int, str]] = {}
-    for oid, data in git.blobs(sorted({e.oid for e in wanted.values()})):
+    unread = sorted({e.oid for e in wanted.values()} - set(known))
+    for oid, data in git.blobs(unread):
         digests[oid] = (len(data), hashlib.sha256(data).hexdigest())
-    targets = {path: (*digests[entry.oid], entry.mode) for path, entry in wanted.items()}
+    targets = {}
+    for path, entry in wanted.items():
+        length, sha256 = digests.get(entry.oid) or known[entry.oid]
+        targets[path] = Signed(length, sha256, entry.mode, entry.oid)
     return targets, releases
 
 
-def target_file(path: str, length: int, sha256: str, mode: int) -> TargetFile:
+def target_file(path: str, length: int, sha256: str, mode: int | dict[str, Any]) -> TargetFile:
+    """One target: ``mode`` is the git mode, or the whole ``custom`` object."""
     from tuf.api.metadata import TargetFile
 
-    return TargetFile(length, {"sha256": sha256}, path,
-                      unrecognized_fields={"custom": {"git_mode": mode}})
+    custom = mode if isinstance(mode, dict) else {"git_mode": mode}
+    return TargetFile(length, {"sha256": sha256}, path, unrecognized_fields={"custom": custom})
 
 
 # -- publish ---------------------------------------------------------------------
 
 
-def highest_versions(git: Git, directory: Path) -> dict[str, int]:
-    """The highest version of each metadata file in the work tree and on every branch.
+def highest_versions(git: Git, directory: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """The highest version of each top-level metadata file in the work tree and on every
+    branch; and the highest version any of those snapshots lists for each file
+    (``"<role>.json"``, delegated roles too).
 
     Versions only ever go up across the whole repository, so switching the deploy
     branch (or merging two clones' publishes) never looks like a rollback to nodes.
     """
     highest = {"targets": 0, "snapshot": 0, "timestamp": 0}
+    listed: dict[str, int] = {}
     sources: list[bytes] = []
     for name in highest:
         path = directory / f"{name}.json"
@@ -241,17 +279,26 @@ def highest_versions(git: Git, directory: Path) -> dict[str, int]:
             continue
         if kind in highest and isinstance(version, int):
             highest[kind] = max(highest[kind], version)
-    return highest
+        if kind == "snapshot":
+            for name, number in delegated.snapshot_listing(data).items():
+                listed[name] = max(listed.get(name, 0), number)
+    return highest, listed
 
 
-def already_published(ctx: RepoContext, root: Root, collected: dict[str, tuple[int, str, int]],
+def metadata_dirty(git: Git) -> bool:
+    """The work tree's signed metadata differs from what is committed."""
+    return bool(git.run("status", "--porcelain", "--", METADATA_DIR, DELEGATED_DIR).strip())
+
+
+def already_published(ctx: RepoContext, root: Root, collected: dict[str, Signed],
                       highest: dict[str, int], expiry: Expiry, now: datetime
                       ) -> tuple[int, int, int] | None:
-    """The (targets, snapshot, timestamp) versions when the committed metadata already
-    signs exactly ``collected`` and needs no re-signing; None when publish has work."""
+    """Format 1: the (targets, snapshot, timestamp) versions when the committed metadata
+    already signs exactly ``collected`` and needs no re-signing; None when publish has
+    work."""
     git = ctx.git
-    if git.run("status", "--porcelain", "--", METADATA_DIR).strip():
-        return None  # the work tree's metadata is not what is committed
+    if metadata_dirty(git) or delegated.delegated_dir(ctx.root).exists():
+        return None  # the work tree's metadata is not what is committed, or was format 2
     files = {name: read_metadata(ctx.metadata_dir, f"{name}.json")
              for name in ("targets", "snapshot", "timestamp")}
     lifetimes = {"targets": expiry.targets, "snapshot": expiry.snapshot,
@@ -261,9 +308,7 @@ def already_published(ctx: RepoContext, root: Root, collected: dict[str, tuple[i
             return None
         if not root.get_verification_result(name, md.signed_bytes, md.signatures):
             return None  # a key was rotated since it was signed
-        lifetime = timedelta(days=lifetimes[name])
-        left = md.signed.expires - now
-        if left < lifetime * RENEW_SHARE or left > lifetime:
+        if not delegated.fresh(md, lifetimes[name], now):
             return None  # close to expiry, or longer than asked for
     targets, snapshot, timestamp = (files["targets"], files["snapshot"], files["timestamp"])
     assert targets is not None and snapshot is not None and timestamp is not None
@@ -273,8 +318,8 @@ def already_published(ctx: RepoContext, root: Root, collected: dict[str, tuple[i
         return None
     signed = {path: (tf.length, tf.hashes, tf.unrecognized_fields)
               for path, tf in targets.signed.targets.items()}
-    wanted = {path: (length, {"sha256": sha256}, {"custom": {"git_mode": mode}})
-              for path, (length, sha256, mode) in collected.items()}
+    wanted = {path: (f.length, {"sha256": f.sha256}, {"custom": f.custom()})
+              for path, f in collected.items()}
     if signed != wanted:
         return None
     return targets.signed.version, snapshot.signed.version, timestamp.signed.version
@@ -312,6 +357,14 @@ def validate(ctx: RepoContext, head: str) -> None:
             hint="fix them, commit, and publish again")
 
 
+def head_format(git: Git, head: str) -> int:
+    """The metadata format the committed ``bootpull.toml`` asks for (1 when unreadable:
+    lint refuses that repository before anything is signed)."""
+    data = git.run("show", f"{head}:{layout.SETTINGS_FILE}", check=False)
+    settings, _problems = layout.parse_settings(data) if data else (None, [])
+    return settings.format if settings is not None else layout.FORMAT
+
+
 def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | None = None,
             freshness_only: bool = False, check: bool = True) -> Published:
     """Sign HEAD and every release, and commit; with nothing to do, commit nothing
@@ -329,33 +382,63 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
     root = load_root(directory).signed
     keys = ctx.keys()
     old_targets = read_metadata(directory, "targets.json")
+    old_snapshot = read_metadata(directory, "snapshot.json")
+    fmt = head_format(git, head)
 
-    highest = highest_versions(git, directory)
+    highest, listed = highest_versions(git, directory)
     releases: list[str] = []
     head_files = 0
+    plan: delegated.Plan | None = None
     if freshness_only:
         if old_targets is None:
             raise PublishError("there is nothing published to refresh",
                                hint="run 'bootpull repo publish' first")
         targets_md = old_targets
+        fmt = 2 if old_targets.signed.delegations is not None else 1
+        current = {"targets.json": old_targets.signed.version}
+        if old_snapshot is not None:  # the delegated roles stay as they are
+            current = {**{n: m.version for n, m in old_snapshot.signed.meta.items()
+                          if n != "targets.json"}, **current}
     else:
         if check:
             validate(ctx, head)
         signer = checked_signer(keys, "targets", root)
-        collected, releases = collect_targets(git, head)
+        existing = delegated.read_delegated(ctx.root) if fmt == 2 else {}
+        collected, releases = collect_targets(git, head, delegated.known_digests(existing))
         head_files = sum(1 for p in collected if p.startswith("head/"))
-        same = already_published(ctx, root, collected, highest, expiry, now)
-        if same is not None:
-            return Published(head, *same, head_files, tuple(releases), committed=False)
-        targets = Targets(version=highest["targets"] + 1, expires=expires_in(expiry.targets, now),
-                          targets={p: target_file(p, *v) for p, v in sorted(collected.items())})
-        targets_md = Metadata(targets)
-        targets_md.sign(signer)
+        if fmt == 1:
+            same = already_published(ctx, root, collected, highest, expiry, now)
+            if same is not None:
+                return Published(head, *same, head_files, tuple(releases), committed=False)
+            targets = Targets(version=highest["targets"] + 1,
+                              expires=expires_in(expiry.targets, now),
+                              targets={p: target_file(p, f.length, f.sha256, f.custom())
+                                       for p, f in sorted(collected.items())})
+            targets_md = Metadata(targets)
+            targets_md.sign(signer)
+            current = {"targets.json": targets_md.signed.version}
+        else:
+            top = old_targets if old_targets is not None and not metadata_dirty(git) else None
+            plan = delegated.plan(ctx.root, top, signer, collected, listed, expiry.targets,
+                                  now, top_version=highest["targets"] + 1)
+            targets_md = plan.top
+            current = {"targets.json": targets_md.signed.version, **plan.versions}
+            if not plan.changed and _nothing_to_do(ctx, root, old_snapshot, current, highest,
+                                                   expiry, now):
+                timestamp = read_metadata(directory, "timestamp.json")
+                assert old_snapshot is not None and timestamp is not None
+                return Published(head, targets_md.signed.version, old_snapshot.signed.version,
+                                 timestamp.signed.version, head_files, tuple(releases),
+                                 committed=False, format=2)
 
+    meta = {name: MetaFile(version=version) for name, version in listed.items()}
+    if old_snapshot is not None:  # snapshot entries are never dropped (nodes refuse that)
+        meta.update(old_snapshot.signed.meta)
+    meta.update({name: MetaFile(version=version) for name, version in current.items()})
     snapshot_version = highest["snapshot"] + 1
     snapshot_md = Metadata(Snapshot(
         version=snapshot_version, expires=expires_in(expiry.snapshot, now),
-        meta={"targets.json": MetaFile(version=targets_md.signed.version)}))
+        meta=dict(sorted(meta.items()))))
     snapshot_md.sign(checked_signer(keys, "snapshot", root))
     timestamp_version = highest["timestamp"] + 1
     timestamp_md = Metadata(Timestamp(
@@ -364,9 +447,16 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
     timestamp_md.sign(checked_signer(keys, "timestamp", root))
 
     directory.mkdir(parents=True, exist_ok=True)
+    if plan is not None:
+        delegated.write_plan(ctx.root, plan, metadata_bytes)
+    elif not freshness_only and delegated.delegated_dir(ctx.root).exists():
+        for stale in delegated.delegated_dir(ctx.root).glob("*.json"):
+            stale.unlink()  # back to format 1: the snapshot still lists their versions
+        delegated.delegated_dir(ctx.root).rmdir()
     (directory / "targets.json").write_bytes(metadata_bytes(targets_md))
     (directory / "snapshot.json").write_bytes(metadata_bytes(snapshot_md))
     (directory / "timestamp.json").write_bytes(metadata_bytes(timestamp_md))
+    resigned = tuple(sorted(plan.write)) if plan is not None else ()
     if freshness_only:
         message = (f"publish: refresh freshness (snapshot v{snapshot_version}, "
                    f"timestamp v{timestamp_version})")
@@ -374,9 +464,40 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
         message = (f"publish: targets v{targets_md.signed.version} — head {head[:12]} "
                    f"({head_files} files), {len(releases)} release"
                    f"{'' if len(releases) == 1 else 's'}")
-    commit = git.commit(message, [METADATA_DIR])
+        if plan is not None:
+            message += (f"; format 2, {len(resigned)} of {len(plan.versions)} delegated "
+                        f"role{'' if len(plan.versions) == 1 else 's'} signed anew")
+            if resigned:
+                shown = ", ".join(resigned[:8]) + (", …" if len(resigned) > 8 else "")
+                message += f" ({shown})"
+    paths = [METADATA_DIR]
+    if any(delegated.delegated_dir(ctx.root).glob("*.json")) or git.text(
+            "ls-files", "--", DELEGATED_DIR):
+        paths.append(DELEGATED_DIR)
+    commit = git.commit(message, paths)
     return Published(commit, targets_md.signed.version, snapshot_version, timestamp_version,
-                     head_files, tuple(releases))
+                     head_files, tuple(releases), format=fmt, resigned=resigned)
+
+
+def _nothing_to_do(ctx: RepoContext, root: Root, snapshot: Metadata[Any] | None,
+                   current: dict[str, int], highest: dict[str, int], expiry: Expiry,
+                   now: datetime) -> bool:
+    """Format 2: the committed snapshot and timestamp already list exactly ``current``,
+    verify under the current root, carry the highest versions and are fresh."""
+    if snapshot is None or metadata_dirty(ctx.git):
+        return False
+    timestamp = read_metadata(ctx.metadata_dir, "timestamp.json")
+    if timestamp is None:
+        return False
+    for name, md, days in (("snapshot", snapshot, expiry.snapshot),
+                           ("timestamp", timestamp, expiry.timestamp)):
+        if md.signed.version < highest[name] or not delegated.fresh(md, days, now):
+            return False
+        if not root.get_verification_result(name, md.signed_bytes, md.signatures):
+            return False
+    listed = {name: info.version for name, info in snapshot.signed.meta.items()}
+    return (all(listed.get(name) == version for name, version in current.items())
+            and timestamp.signed.snapshot_meta.version == snapshot.signed.version)
 
 
 # -- CLI -------------------------------------------------------------------------

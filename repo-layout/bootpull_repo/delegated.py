@@ -1,0 +1,223 @@
+"""Metadata format 2 for ``bootpull repo publish``: place, sign and keep delegated roles.
+
+:mod:`bootpull.delegation` says which role owns which path; this module builds the
+top-level ``targets.json`` (its own few files and the delegations) and one metadata
+file per delegated role in ``.bootpull/delegated/``. A role whose files are exactly
+what it already signs, whose signature verifies under the current targets key, and
+which has at least half of its lifetime left is kept as it is: a one-host change
+re-signs one bin, the snapshot and the timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from bootpull import delegation
+from bootpull.delegation import DELEGATED_DIR, Owners
+
+if TYPE_CHECKING:
+    from tuf.api.metadata import DelegatedRole, Metadata, Targets
+
+    from bootpull_repo.publish import Signed
+
+RENEW_SHARE = 0.5  # re-sign a file once less than this share of its lifetime is left
+
+
+@dataclass
+class Plan:
+    """What a format-2 publish writes: new metadata, files to remove, every version."""
+
+    top: Metadata[Targets]
+    top_changed: bool
+    write: dict[str, Metadata[Targets]] = field(default_factory=dict)  # role name → new
+    remove: list[str] = field(default_factory=list)  # role names whose file goes
+    versions: dict[str, int] = field(default_factory=dict)  # "<role>.json" → version
+
+    @property
+    def changed(self) -> bool:
+        return self.top_changed or bool(self.write) or bool(self.remove)
+
+
+def delegated_dir(root: Path) -> Path:
+    return root / DELEGATED_DIR
+
+
+def read_delegated(root: Path) -> dict[str, Metadata[Targets]]:
+    """The committed delegated roles, by name; an unreadable file is left out (re-signed)."""
+    from tuf.api.metadata import Metadata, Targets
+
+    out: dict[str, Metadata[Targets]] = {}
+    directory = delegated_dir(root)
+    if not directory.is_dir():
+        return out
+    for path in sorted(directory.glob("*.json")):
+        try:
+            md: Metadata[Any] = Metadata.from_bytes(path.read_bytes())
+        except Exception:  # noqa: BLE001, S112 - unreadable: left out, so signed anew
+            continue
+        if isinstance(md.signed, Targets):
+            out[path.name[:-len(".json")]] = cast("Metadata[Targets]", md)
+    return out
+
+
+def known_digests(existing: Mapping[str, Metadata[Targets]]) -> dict[str, tuple[int, str]]:
+    """blob id → (length, sha256) of every file the committed roles sign: the blobs a
+    publish does not need to read and hash again."""
+    out: dict[str, tuple[int, str]] = {}
+    for md in existing.values():
+        for info in md.signed.targets.values():
+            custom = info.unrecognized_fields.get("custom")
+            oid = custom.get("git_oid") if isinstance(custom, dict) else None
+            sha = info.hashes.get("sha256")
+            if isinstance(oid, str) and isinstance(sha, str):
+                out[oid] = (info.length, sha)
+    return out
+
+
+def current_bins(md: Metadata[Targets] | None) -> int:
+    """How many host bins the committed top-level targets delegate to (0: none)."""
+    if md is None or md.signed.delegations is None or md.signed.delegations.roles is None:
+        return 0
+    return sum(1 for name in md.signed.delegations.roles
+               if name.startswith(delegation.HOST_BIN_PREFIX))
+
+
+def delegations_for(collected: Mapping[str, Signed], bins: int) -> dict[str, list[str]]:
+    """Every delegated role (bins first, then roles by name) and its path patterns."""
+    roles: dict[str, list[str]] = dict(delegation.bins(bins))
+    depths: dict[str, list[int]] = {}
+    for path in collected:
+        parts = path.split("/")
+        if path.startswith("head/roles/") and len(parts) > 3:
+            depths.setdefault(parts[2], [0, 0])[0] = max(depths.get(parts[2], [0, 0])[0],
+                                                       len(parts) - 3)
+        elif path.startswith("release/") and len(parts) > 3:
+            depths.setdefault(parts[1], [0, 0])[1] = max(depths.get(parts[1], [0, 0])[1],
+                                                       len(parts) - 3)
+    for role in sorted(depths):
+        head, release = depths[role]
+        roles[delegation.ROLE_PREFIX + role] = delegation.role_patterns(role, head, release)
+    return roles
+
+
+def fresh(md: Metadata[Any], days: int, now: datetime) -> bool:
+    lifetime = timedelta(days=days)
+    left: timedelta = md.signed.expires - now
+    return lifetime * RENEW_SHARE <= left <= lifetime
+
+
+def _same_targets(md: Metadata[Targets], files: Mapping[str, Signed]) -> bool:
+    signed = {p: (tf.length, tf.hashes, tf.unrecognized_fields)
+              for p, tf in md.signed.targets.items()}
+    return signed == {p: (s.length, {"sha256": s.sha256}, {"custom": s.custom(oid=True)})
+                      for p, s in files.items()}
+
+
+def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
+         collected: Mapping[str, Signed], listed: Mapping[str, int], days: int,
+         now: datetime, *, top_version: int, force: bool = False) -> Plan:
+    """Place every collected file, and sign what changed.
+
+    ``listed`` is the highest version of each metadata file that any snapshot lists
+    (on any branch): new versions go above it. ``force`` re-signs everything.
+    """
+    from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Targets
+
+    from bootpull_repo.publish import expires_in, target_file
+
+    existing = read_delegated(root)
+    host_files = sum(1 for p in collected if p.startswith("head/hosts/"))
+    patterns = delegations_for(collected, delegation.bin_count(host_files,
+                                                               current_bins(old_top)))
+    owners = Owners(patterns)
+    placed: dict[str, dict[str, Signed]] = {name: {} for name in patterns}
+    top_files: dict[str, Signed] = {}
+    for path, signed in collected.items():
+        owner = owners.owner(path)
+        if owner is None:
+            top_files[path] = signed
+        else:
+            placed[owner][path] = signed
+
+    keyid = signer.public_key.keyid
+    result_versions: dict[str, int] = {}
+    write: dict[str, Metadata[Targets]] = {}
+    for name, files in placed.items():
+        old = existing.get(name)
+        if (not force and old is not None and _same_targets(old, files)
+                and fresh(old, days, now) and _verifies(old, signer)):
+            result_versions[f"{name}.json"] = old.signed.version
+            continue
+        version = max(listed.get(f"{name}.json", 0),
+                      old.signed.version if old is not None else 0) + 1
+        md = Metadata(Targets(version=version, expires=expires_in(days, now), targets={
+            p: target_file(p, s.length, s.sha256, s.custom(oid=True))
+            for p, s in sorted(files.items())}))
+        md.sign(signer)
+        write[name] = md
+        result_versions[f"{name}.json"] = version
+
+    roles: dict[str, DelegatedRole] = {
+        name: DelegatedRole(name, [keyid], 1, True, paths=paths)
+        for name, paths in patterns.items()}
+    delegations = Delegations(keys={keyid: signer.public_key}, roles=roles)
+    top_same = (not force and old_top is not None and _same_targets(old_top, top_files)
+                and _same_delegations(old_top, delegations) and fresh(old_top, days, now)
+                and _verifies(old_top, signer))
+    if top_same:
+        assert old_top is not None
+        top = old_top
+    else:
+        top = Metadata(Targets(
+            version=top_version, expires=expires_in(days, now),
+            targets={p: target_file(p, s.length, s.sha256, s.custom(oid=True))
+                     for p, s in sorted(top_files.items())},
+            delegations=delegations))
+        top.sign(signer)
+    remove = sorted(set(existing) - set(patterns))
+    return Plan(top, not top_same, write, remove, result_versions)
+
+
+def _same_delegations(md: Metadata[Targets], delegations: Any) -> bool:
+    old = md.signed.delegations
+    return old is not None and old.to_dict() == delegations.to_dict()
+
+
+def _verifies(md: Metadata[Any], signer: Any) -> bool:
+    """The metadata carries a valid signature by ``signer``'s key (a rotated key: no)."""
+    from securesystemslib.exceptions import UnverifiedSignatureError
+    from tuf.api.serialization.json import CanonicalJSONSerializer
+
+    key = signer.public_key
+    signature = md.signatures.get(key.keyid)
+    if signature is None:
+        return False
+    try:
+        key.verify_signature(signature, CanonicalJSONSerializer().serialize(md.signed))
+    except UnverifiedSignatureError:
+        return False
+    return True
+
+
+def write_plan(root: Path, done: Plan, metadata_bytes: Any) -> None:
+    """Write the changed delegated roles and remove those no longer delegated to."""
+    directory = delegated_dir(root)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, md in done.write.items():
+        (directory / f"{name}.json").write_bytes(metadata_bytes(md))
+    for name in done.remove:
+        (directory / f"{name}.json").unlink(missing_ok=True)
+
+
+def snapshot_listing(data: bytes) -> dict[str, int]:
+    """"<role>.json" → version, as one snapshot.json lists them (empty if unreadable)."""
+    try:
+        meta = json.loads(data)["signed"]["meta"]
+        return {name: int(info["version"]) for name, info in meta.items()}
+    except (ValueError, KeyError, TypeError):
+        return {}
