@@ -107,12 +107,13 @@ def test_bytes_scale_with_the_role_not_the_repository(server, remote_factory) ->
     assert remote.bytes_received == server.bytes_sent  # our count is the server's count
     assert role_bytes <= remote.bytes_received < role_bytes * 1.05 + 8192
     assert remote.bytes_received < repo_bytes / 4
-    # ls-refs, the commit with the trees two levels down (an empty cache), the role's
-    # trees below that, then all its blobs
+    # ls-refs, the commit with its root tree only (an empty cache; tree:1, so no
+    # directory's listing rides along), the roles/ tree, the role's trees below that,
+    # then all its blobs
     posts = [s for s in server.log if s.method == "POST"]
-    assert len(posts) == 4
-    assert [s.bytes_sent > ROLE_FILE for s in posts] == [False] * 3 + [True]
-    assert sum(s.bytes_sent for s in posts[:3]) < 4096  # no other role's files
+    assert len(posts) == 5
+    assert [s.bytes_sent > ROLE_FILE for s in posts] == [False] * 4 + [True]
+    assert sum(s.bytes_sent for s in posts[:4]) < 4096  # no other role's files
 
 
 def test_second_snapshot_with_no_change_moves_only_the_ref_listing(

@@ -75,14 +75,23 @@ def test_not_utf8_is_reported() -> None:
 
 
 def test_newer_format_says_to_upgrade() -> None:
-    for parse in (lambda d: layout.parse_settings(d), lambda d: layout.parse_role(d, "web"),
-                  lambda d: layout.parse_host(d, HOST)):
-        value, problems = parse(b'format = 2\nrole = "web"\nfuture_key = 1\n')
+    # bootpull.toml reads format 1 and 2 (the signed metadata's format); the role and
+    # host files are format 1 only
+    for parse, newer, reads in (
+            (lambda d: layout.parse_settings(d), 3, "reads format 1 to 2 only"),
+            (lambda d: layout.parse_role(d, "web"), 2, "reads format 1 only"),
+            (lambda d: layout.parse_host(d, HOST), 2, "reads format 1 only")):
+        value, problems = parse(f'format = {newer}\nrole = "web"\nfuture_key = 1\n'.encode())
         assert value is None
         assert len(problems) == 1, problems  # nothing else is judged in a format we can't read
         assert problems[0].line == 1
-        assert "format 2" in problems[0].what and "reads format 1 only" in problems[0].what
+        assert f"format {newer}" in problems[0].what and reads in problems[0].what
         assert "upgrade bootpull" in problems[0].fix
+
+
+def test_settings_format_2_is_read() -> None:
+    settings, problems = layout.parse_settings(b'format = 2\nname = "lab"\n')
+    assert problems == [] and settings is not None and settings.format == 2
 
 
 # -- role.toml --------------------------------------------------------------------
