@@ -411,6 +411,11 @@ class Handler(BaseHTTPRequestHandler):
     def send_response(self, code: int, message: str | None = None) -> None:
         self._responded = True
         self._code = code
+        if getattr(self, "_uncounted", False):
+            # counted before the answer leaves: a client that reads /metrics right
+            # after its refusal sees it counted
+            self._uncounted = False
+            self.homebase.count_refusal(code, self._reason)
         super().send_response(code, message)
 
     def _internal_error(self, exc: Exception) -> None:
@@ -603,10 +608,13 @@ class Handler(BaseHTTPRequestHandler):
                 self._git(url.path[len("/repo.git"):], url.query)
             elif url.path == "/api/v1/events":
                 self._reason = ""
+                self._uncounted = True
                 try:
                     self._events()
                 finally:
-                    self.homebase.count_refusal(getattr(self, "_code", 0), self._reason)
+                    if self._uncounted:  # no answer was sent (the client went away)
+                        self._uncounted = False
+                        self.homebase.count_refusal(0, self._reason)
             else:
                 self._error(405 if url.path in ("/", "/api/v1/nodes") else 404,
                             f"nothing takes a POST at {url.path}; events go to /api/v1/events")
