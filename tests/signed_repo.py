@@ -9,6 +9,7 @@ nothing is checked out).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -92,6 +93,17 @@ class SignedRepo:
         return LocalRemote(self.root)
 
 
+def targets_of(root: Path) -> dict[str, dict[str, object]]:
+    """Every signed target: targets.json's, and (format 2) each delegated role's."""
+    out: dict[str, dict[str, object]] = {}
+    for path in [root / ".bootpull/metadata/targets.json",
+                 *sorted((root / ".bootpull/delegated").glob("*.json"))]:
+        targets = json.loads(path.read_text())["signed"]["targets"]
+        assert not set(targets) & set(out), "a target is signed by two roles"
+        out.update(targets)
+    return out
+
+
 def node_pull(repo: SignedRepo | Remote, mac: Mac, state: Path, **kwargs: object
               ) -> PullResult:
     """What a node does in the verify stage: pull(), with the repository's anchors."""
@@ -135,17 +147,56 @@ def git_identity() -> Iterator[None]:
         yield
 
 
+def migrate(repo: SignedRepo, fmt: int = 2) -> str:
+    """Move the repository to metadata format ``fmt`` the admin's way (commit, publish)."""
+    return repo.publish("--format", str(fmt))
+
+
 @pytest.fixture(scope="session")
 def signed_repo_template(tmp_path_factory: pytest.TempPathFactory,
                          git_identity: None) -> SignedRepo:
     return build_signed_repo(tmp_path_factory.mktemp("signed"))
 
 
-@pytest.fixture
-def signed_repo(signed_repo_template: SignedRepo, tmp_path: Path,
-                git_identity: None) -> SignedRepo:
-    """A private copy of the session's signed repository (and its keys)."""
-    copy = SignedRepo(tmp_path / "repo", tmp_path / "keys")
+@pytest.fixture(scope="session")
+def signed_repo_template_format2(signed_repo_template: SignedRepo,
+                                 tmp_path_factory: pytest.TempPathFactory) -> SignedRepo:
+    """The session's repository, migrated to metadata format 2."""
+    base = tmp_path_factory.mktemp("signed2")
+    copy = SignedRepo(base / "repo", base / "keys")
     shutil.copytree(signed_repo_template.root, copy.root, symlinks=True)
     shutil.copytree(signed_repo_template.keys, copy.keys)
+    migrate(copy)
+    return copy
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "formats(*numbers): run the test once per signed metadata format "
+        "(signed_repo is built in each); the closest marker wins")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("formats")
+    if marker is not None and "metadata_format" in metafunc.fixturenames:
+        metafunc.parametrize("metadata_format", list(marker.args), indirect=True,
+                             ids=[f"format{n}" for n in marker.args])
+
+
+@pytest.fixture
+def metadata_format(request: pytest.FixtureRequest) -> int:
+    """The signed metadata format of ``signed_repo``: 1 unless ``formats`` says more."""
+    return int(getattr(request, "param", 1))
+
+
+@pytest.fixture
+def signed_repo(request: pytest.FixtureRequest, metadata_format: int, tmp_path: Path,
+                git_identity: None) -> SignedRepo:
+    """A private copy of the session's signed repository (and its keys), in
+    ``metadata_format``."""
+    template: SignedRepo = request.getfixturevalue(
+        "signed_repo_template" if metadata_format == 1 else "signed_repo_template_format2")
+    copy = SignedRepo(tmp_path / "repo", tmp_path / "keys")
+    shutil.copytree(template.root, copy.root, symlinks=True)
+    shutil.copytree(template.keys, copy.keys)
     return copy

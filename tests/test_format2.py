@@ -10,14 +10,7 @@ import json
 from pathlib import Path
 
 from bootpull.delegation import DELEGATED_DIR
-from signed_repo import MAC_DB, MAC_WEB, SignedRepo, node_pull
-
-
-def migrate(repo: SignedRepo) -> None:
-    toml = repo.root / "bootpull.toml"
-    toml.write_text(toml.read_text().replace("format = 1", "format = 2"))
-    repo.commit("format 2")
-    repo.publish()
+from signed_repo import MAC_DB, MAC_WEB, SignedRepo, migrate, node_pull
 
 
 def test_migrated_repository_delegates_and_the_node_installs(signed_repo: SignedRepo,

@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from signed_repo import MAC_DB, MAC_WEB, SignedRepo, node_pull
 from test_layout import DictTree  # the layout tests' fake tree
 
+pytestmark = pytest.mark.formats(1, 2)  # signed metadata format 1 and 2
+
 HOST = f"hosts/{MAC_WEB.canonical}.toml"
 SITE = "groups/site-a.toml"
 SENSORS = "groups/sensors.toml"
@@ -377,7 +379,9 @@ def test_a_node_gets_its_groups_vars_and_version_and_its_own_win(
 
 def test_a_group_changed_after_publish_is_refused(
         signed_repo: SignedRepo, git_http_server: Callable[..., GitHttpServer],
-        tmp_path: Path) -> None:
+        tmp_path: Path, metadata_format: int) -> None:
+    """Format 1 refuses the unpublished group file; format 2 reads the signed one by its
+    blob id, so the node keeps the published vars and never sees the new bytes."""
     signed_repo.write(SITE, b'format = 1\n[vars]\nSITE = "a"\n')
     _name_groups(signed_repo, MAC_WEB, '["site-a"]')
     signed_repo.commit("web-1 at site A")
@@ -387,6 +391,10 @@ def test_a_group_changed_after_publish_is_refused(
         == {"PORT": "8080", "SITE": "a"}
     signed_repo.write(SITE, b'format = 1\n[vars]\nSITE = "evil"\n')
     signed_repo.commit("not re-signed")
+    if metadata_format == 2:
+        assert _http_pull(signed_repo, server, MAC_WEB,
+                          tmp_path / "b").bundle.assignment.vars["SITE"] == "a"
+        return
     with pytest.raises(VerifyError) as info:
         _http_pull(signed_repo, server, MAC_WEB, tmp_path / "b")
     assert info.value.what == f"{SITE} does not match its signed hash"
@@ -402,7 +410,9 @@ def _publish_unchecked(repo: SignedRepo) -> None:
 
 
 def test_a_missing_or_unsigned_group_stops_the_node(signed_repo: SignedRepo,
-                                                    tmp_path: Path) -> None:
+                                                    tmp_path: Path,
+                                                    metadata_format: int) -> None:
+    """Format 2's node sees only signed files: to it an unpublished group is missing."""
     _name_groups(signed_repo, MAC_WEB, '["sensors"]')
     signed_repo.commit("names a group that is not there")
     _publish_unchecked(signed_repo)
@@ -413,6 +423,11 @@ def test_a_missing_or_unsigned_group_stops_the_node(signed_repo: SignedRepo,
     assert "create groups/sensors.toml" in missing.value.hint
     signed_repo.write(SENSORS, b'format = 1\n[vars]\nX = "1"\n')
     signed_repo.commit("the group, committed but not published")
+    if metadata_format == 2:
+        with pytest.raises(LayoutError) as still:
+            node_pull(signed_repo, MAC_WEB, tmp_path / "b")
+        assert still.value.what == missing.value.what
+        return
     with pytest.raises(VerifyError) as unsigned:
         node_pull(signed_repo, MAC_WEB, tmp_path / "b")
     assert unsigned.value.what == f"{SENSORS} is in the commit but not in the signed metadata"

@@ -12,7 +12,9 @@ from bootpull.cli import main
 from bootpull.mac import Mac
 from bootpull_repo.context import RepoContext
 from bootpull_repo.gitcli import Git
-from signed_repo import MAC_WEB, SignedRepo, node_pull
+from signed_repo import MAC_WEB, SignedRepo, node_pull, targets_of
+
+pytestmark = pytest.mark.formats(1, 2)  # signed metadata format 1 and 2
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,9 +28,10 @@ def repo_cli(root: Path, keys: Path, *args: str) -> int:
     return main(["repo", "-C", str(root), "--keys", str(keys), *args])
 
 
-def targets_of(root: Path) -> dict[str, dict[str, object]]:
-    doc = json.loads((root / ".bootpull/metadata/targets.json").read_text())
-    return doc["signed"]["targets"]  # type: ignore[no-any-return]
+def listed_versions(repo: SignedRepo) -> dict[str, int]:
+    """"<role>.json" → version, as the committed snapshot.json lists them."""
+    doc = json.loads((repo.root / ".bootpull/metadata/snapshot.json").read_text())
+    return {name: int(info["version"]) for name, info in doc["signed"]["meta"].items()}
 
 
 def test_repository_made_with_plain_git_then_published(tmp_path: Path, git_identity: None
@@ -149,7 +152,8 @@ def test_assign_refuses_unknown_role_bad_mac_and_unreleased_version(
     assert signed_repo.git("rev-parse", "HEAD") == head
 
 
-def test_release_tags_and_publish_signs_every_release(signed_repo: SignedRepo) -> None:
+def test_release_tags_and_publish_signs_every_release(signed_repo: SignedRepo,
+                                                      metadata_format: int) -> None:
     signed_repo.bootpull("release", "web", "1.0")
     signed_repo.write("roles/web/files/serve.sh", b"#!/bin/sh\necho 2\n", mode=0o755)
     signed_repo.commit("web 2")
@@ -162,8 +166,10 @@ def test_release_tags_and_publish_signs_every_release(signed_repo: SignedRepo) -
         assert f"{prefix}role.toml" in targets
     assert targets["release/web/1.0/files/serve.sh"]["hashes"] != \
         targets["release/web/2.0/files/serve.sh"]["hashes"]
-    assert targets["head/roles/web/files/serve.sh"]["custom"] == {"git_mode": 0o100755}
-    assert targets["head/roles/web/files/www/home.html"]["custom"] == {"git_mode": 0o120000}
+    for path, mode in (("serve.sh", 0o100755), ("www/home.html", 0o120000)):
+        custom = targets[f"head/roles/web/files/{path}"]["custom"]
+        assert isinstance(custom, dict) and custom["git_mode"] == mode
+        assert set(custom) == ({"git_mode"} if metadata_format == 1 else {"git_mode", "git_oid"})
     assert "head/hosts/52-54-00-12-34-56.toml" in targets and "head/bootpull.toml" in targets
     assert not [p for p in targets if p.startswith("head/.bootpull")]
 
@@ -277,17 +283,22 @@ def test_a_second_publish_with_no_change_commits_nothing(
     node_pull(signed_repo, MAC_WEB, tmp_path / "s")  # still what nodes accept
 
 
-def test_a_one_file_change_is_published(signed_repo: SignedRepo, tmp_path: Path) -> None:
-    targets = signed_version(signed_repo, "targets")
+def test_a_one_file_change_is_published(signed_repo: SignedRepo, tmp_path: Path,
+                                        metadata_format: int) -> None:
+    before = listed_versions(signed_repo)
     signed_repo.write("roles/web/files/www/index.html", b"<h1>changed</h1>\n")
     change = signed_repo.commit("web: a new page")
     count = int(signed_repo.git("rev-list", "--count", "HEAD"))
     signed_repo.publish()
     assert int(signed_repo.git("rev-list", "--count", "HEAD")) == count + 1
     assert signed_repo.git("rev-parse", "HEAD~1") == change
+    after = listed_versions(signed_repo)
+    # format 1 signs targets.json again; format 2 only the web role's delegation
+    signer = "targets.json" if metadata_format == 1 else "role-web.json"
+    assert {n for n in after if after[n] != before.get(n)} == {signer}
+    assert after[signer] == before[signer] + 1
     assert signed_repo.git("log", "-1", "--format=%s").startswith(
-        f"publish: targets v{targets + 1}")
-    assert signed_version(signed_repo, "targets") == targets + 1
+        f"publish: targets v{after['targets.json']}")
     files = {f.path: f.data for f in node_pull(signed_repo, MAC_WEB, tmp_path / "s")
              .bundle.files}
     assert files["www/index.html"] == b"<h1>changed</h1>\n"
@@ -332,16 +343,23 @@ def test_publish_re_signs_for_a_different_lifetime(signed_repo: SignedRepo) -> N
 
 
 def test_publish_re_signs_below_a_higher_version_on_another_branch(
-        signed_repo: SignedRepo) -> None:
+        signed_repo: SignedRepo, metadata_format: int) -> None:
     signed_repo.git("checkout", "-q", "-b", "other")
     signed_repo.write("roles/db/files/schema.sql", b"create table o (x int);\n")
     signed_repo.commit("other: db change")
     signed_repo.publish()
     other = signed_version(signed_repo, "targets")
+    on_other = listed_versions(signed_repo)
     signed_repo.git("checkout", "-q", "main")
     head = signed_repo.git("rev-parse", "HEAD")
+    assert listed_versions(signed_repo) != on_other
     assert signed_repo.publish() != head  # versions only go up across branches
-    assert signed_version(signed_repo, "targets") == other + 1
+    on_main = listed_versions(signed_repo)
+    assert all(on_main[name] >= version for name, version in on_other.items()), on_main
+    # what 'other' signed anew (format 1: targets.json; format 2: role-db.json) goes above
+    signer = "targets.json" if metadata_format == 1 else "role-db.json"
+    assert on_main[signer] == on_other[signer] + 1
+    assert signed_version(signed_repo, "targets") >= other
 
 
 def test_freshness_always_re_signs(signed_repo: SignedRepo) -> None:

@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from signed_repo import MAC_DB, SignedRepo, node_pull
 
+pytestmark = pytest.mark.formats(1, 2)  # signed metadata format 1 and 2
+
 # file names git and every filesystem here accept: no "/", no NUL, not "." or ".."
 name = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="/\x00",
                                       exclude_categories=("Cs", "Cc")),

@@ -12,6 +12,8 @@ from bootpull.trust import floor_path, load_floor
 from bootpull_repo.gitcli import Git
 from signed_repo import MAC_DB, MAC_NEW, MAC_WEB, SignedRepo, node_pull
 
+pytestmark = pytest.mark.formats(1, 2)  # signed metadata format 1 and 2
+
 
 def test_pull_gets_its_role_with_modes_and_vars(signed_repo: SignedRepo, tmp_path: Path) -> None:
     result = node_pull(signed_repo, MAC_WEB, tmp_path / "state")
@@ -54,6 +56,13 @@ def test_pull_fetches_only_its_own_role(signed_repo: SignedRepo, tmp_path: Path)
                 return real_many(paths)
 
             tree.read_many = read_many  # type: ignore[method-assign]
+            real_blobs = tree.read_blobs
+
+            def read_blobs(oids: dict[str, str]) -> dict[str, bytes]:  # format 2: by id
+                reads.extend(oids)
+                return real_blobs(oids)
+
+            tree.read_blobs = read_blobs  # type: ignore[method-assign]
             return tree
 
     result = node_pull(CountingRemote(), MAC_DB, tmp_path / "state",  # type: ignore[arg-type]

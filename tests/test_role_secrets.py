@@ -25,6 +25,8 @@ from fakes import CapturingWriter
 from sample_bundles import make_bundle
 from signed_repo import MAC_DB, MAC_WEB, SignedRepo, node_pull
 
+pytestmark = pytest.mark.formats(1, 2)  # signed metadata format 1 and 2
+
 PLAIN = b"hunter2-but-longer-9c1d"
 TOKEN = "roles/web/secrets/token.age"
 
@@ -179,13 +181,24 @@ def test_a_node_that_is_not_a_recipient_gets_an_actionable_error_and_nothing_is_
 
 def test_a_tampered_secret_fails_its_signed_hash_before_decryption(
         signed_repo: SignedRepo, web: tuple[NodeIdentity, StateDir],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, metadata_format: int) -> None:
+    """Format 1 refuses the swapped or added secret; format 2 reads the signed blob ids,
+    so its node gets the published ciphertext and never the unpublished one."""
     key, state = web
     set_secret(signed_repo, "web", "token")
     signed_repo.publish()
+    published = (signed_repo.root / TOKEN).read_bytes()
     # a valid age file for the same node, committed without publishing
     signed_repo.write(TOKEN, encrypt(b"attacker's value", key))
     signed_repo.commit("swap the secret")
+    if metadata_format == 2:
+        bundle = node_pull(signed_repo, MAC_WEB, state.root).bundle
+        assert [(f.path, f.data) for f in bundle.secrets] == [(TOKEN, published)]
+        signed_repo.write("roles/web/secrets/extra.age", encrypt(b"x", key))
+        signed_repo.commit("an unpublished secret")
+        bundle = node_pull(signed_repo, MAC_WEB, state.root).bundle
+        assert [f.path for f in bundle.secrets] == [TOKEN]
+        return
     decrypted: list[bytes] = []
     import pyrage
 
@@ -225,6 +238,10 @@ class Recording:
             def read_many(self, paths: list[str]) -> dict[str, bytes]:
                 outer.read.extend(paths)
                 return tree.read_many(paths)
+
+            def read_blobs(self, oids: dict[str, str]) -> dict[str, bytes]:  # format 2
+                outer.read.extend(oids)
+                return tree.read_blobs(oids)  # type: ignore[attr-defined, no-any-return]
 
         return Tree()
 

@@ -5,7 +5,6 @@ object store, and the age CLI decrypting with a node's own ``identity.age``."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,7 +25,9 @@ from bootpull_repo.secrets import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from signed_repo import MAC_DB, MAC_NEW, MAC_WEB, SignedRepo
+from signed_repo import MAC_DB, MAC_NEW, MAC_WEB, SignedRepo, targets_of
+
+pytestmark = pytest.mark.formats(1, 2)  # signed metadata format 1 and 2
 
 PLAIN = b"s3cr3t-token-do-not-leak-4f1c9a"
 TOKEN = "roles/web/secrets/token.age"
@@ -307,8 +308,7 @@ def test_publish_signs_role_and_host_secrets(signed_repo: SignedRepo,
     repo.bootpull("secret", "set", "web", "token", str(secret_file(repo)))
     repo.bootpull("secret", "set", MAC_WEB.colons, "mine", str(secret_file(repo)))
     repo.publish()
-    targets = json.loads((repo.root / ".bootpull/metadata/targets.json").read_text())
-    signed = set(targets["signed"]["targets"])
+    signed = set(targets_of(repo.root))
     for path in (TOKEN, f"{TOKEN}.recipients", f"secrets/{MAC_WEB.canonical}/mine.age",
                  f"secrets/{MAC_WEB.canonical}/mine.age.recipients"):
         assert f"head/{path}" in signed, path

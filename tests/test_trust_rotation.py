@@ -12,6 +12,8 @@ from bootpull_repo.keys import KeyStore
 from bootpull_repo.publish import metadata_bytes
 from signed_repo import MAC_WEB, SignedRepo, node_pull
 
+pytestmark = pytest.mark.formats(1, 2)  # signed metadata format 1 and 2
+
 
 @pytest.mark.parametrize("role", ["targets", "timestamp", "root"])
 def test_node_with_old_anchors_follows_a_rotation(signed_repo: SignedRepo, tmp_path: Path,

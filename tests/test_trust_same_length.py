@@ -14,6 +14,8 @@ import pytest
 from signed_repo import MAC_WEB, SignedRepo, node_pull
 from test_trust_security import RewritingRemote, refused
 
+pytestmark = pytest.mark.formats(1, 2)  # signed metadata format 1 and 2
+
 
 def same_length_tamper(data: bytes) -> bytes:
     """``data`` with its first letter or digit changed: same length, other bytes."""

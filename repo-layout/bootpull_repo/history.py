@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bootpull import layout
+from bootpull.delegation import DELEGATED_DIR
 from bootpull.errors import BootpullError, UsageError
 from bootpull.mac import Mac
 
@@ -267,7 +268,8 @@ def _describe(a: Gets, b: Gets) -> list[str]:
 
 
 def _publish_commits(git: Git, branch: str) -> set[str]:
-    out = git.text("log", "--first-parent", "--format=%H", branch, "--", METADATA_TARGETS)
+    out = git.text("log", "--first-parent", "--format=%H", branch, "--", METADATA_TARGETS,
+                   DELEGATED_DIR)  # format 2: a publish may re-sign only a delegated role
     return set(out.split())
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -519,9 +520,54 @@ def configure(subparsers: Any) -> None:
                         help=f"snapshot.json expires after N days (default {Expiry.snapshot})")
     parser.add_argument("--timestamp-days", type=int, default=Expiry.timestamp, metavar="N",
                         help=f"timestamp.json expires after N days (default {Expiry.timestamp})")
+    parser.add_argument("--format", type=int, choices=(1, 2), metavar="N",
+                        help="first set the signed metadata's format in bootpull.toml and "
+                        "commit that (2: delegated roles, for large fleets; 1: one "
+                        "targets.json), then publish; nodes need bootpull with format 2")
     parser.add_argument("--json", action="store_true",
                         help="print the result as one JSON object")
     parser.set_defaults(func=command)
+
+
+_FORMAT_LINE = re.compile(rb"^([ \t]*format[ \t]*=[ \t]*)([0-9]+)", re.MULTILINE)
+_TABLE_LINE = re.compile(rb"^[ \t]*\[", re.MULTILINE)
+
+
+def with_format(data: bytes, fmt: int) -> bytes:
+    """``bootpull.toml`` with its top-level ``format`` set to ``fmt`` (the rest as it was)."""
+    table = _TABLE_LINE.search(data)
+    end = table.start() if table else len(data)
+    found = _FORMAT_LINE.search(data, 0, end)
+    if found is None:
+        return b"format = %d\n" % fmt + data
+    return data[:found.start(2)] + str(fmt).encode() + data[found.end(2):]
+
+
+def set_format(ctx: RepoContext, fmt: int) -> str | None:
+    """Commit ``format = fmt`` in ``bootpull.toml``; the new commit, or None when it
+    already says so. Refused while ``bootpull.toml`` has uncommitted changes."""
+    git = ctx.git
+    path = ctx.root / layout.SETTINGS_FILE
+    if git.run("status", "--porcelain", "--", layout.SETTINGS_FILE).strip():
+        raise PublishError(
+            f"{layout.SETTINGS_FILE} has uncommitted changes; --format {fmt} commits it",
+            hint=f"commit or undo your change to {layout.SETTINGS_FILE} first")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PublishError(f"cannot read {path}", why=exc.strerror or str(exc),
+                           hint="run 'bootpull repo init .' in the repository") from None
+    changed = with_format(data, fmt)
+    settings, problems = layout.parse_settings(changed)
+    if settings is None or settings.format != fmt:
+        raise PublishError(
+            f"cannot set format = {fmt} in {layout.SETTINGS_FILE}",
+            why="; ".join(p.what for p in problems) or "the file does not read back so",
+            hint=f"fix {layout.SETTINGS_FILE} ('bootpull repo lint'), then try again")
+    if changed == data:
+        return None
+    path.write_bytes(changed)
+    return git.commit(f"bootpull.toml: signed metadata format {fmt}", [layout.SETTINGS_FILE])
 
 
 def command(args: argparse.Namespace) -> int:
@@ -531,6 +577,14 @@ def command(args: argparse.Namespace) -> int:
             raise PublishError(f"--{name.replace('_', '-')} must be at least 1")
     expiry = Expiry(targets=args.targets_days, snapshot=args.snapshot_days,
                     timestamp=args.timestamp_days)
+    if args.format is not None:
+        if args.freshness:
+            raise PublishError("--format and --freshness do not go together",
+                               hint="--freshness keeps what is signed; publish with "
+                               "--format first")
+        if (commit := set_format(ctx, args.format)) is not None:
+            print(f"committed {commit[:12]}: {layout.SETTINGS_FILE} says format = "
+                  f"{args.format}", file=sys.stderr)
     done = publish(ctx, expiry=expiry, freshness_only=args.freshness)
     branch = ctx.git.run("symbolic-ref", "-q", "--short", "HEAD", check=False).decode().strip()
     deploy = ctx.settings.branch if ctx.settings else "main"
