@@ -37,7 +37,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -104,6 +104,9 @@ class Floor:
     targets: int = 0
     last_good: str = ""  # RFC 3339: the reference time of the last fully verified pull
     branch: str = ""  # the deploy branch that pull came from (where the next one starts)
+    #: format 2: the version of each delegated role this node has read (its role's,
+    #: its host bin's), so a wiped cache cannot be fed an older one either
+    delegated: dict[str, int] = field(default_factory=dict)
 
     @property
     def last_good_time(self) -> datetime | None:
@@ -132,9 +135,13 @@ def load_floor(state_dir: Path) -> Floor:
                           hint=f"check the state directory {state_dir}") from None
     try:
         doc = json.loads(raw)
+        delegated = doc.get("delegated", {})
+        if not isinstance(delegated, dict) or not all(
+                isinstance(k, str) and type(v) is int for k, v in delegated.items()):
+            raise TypeError("'delegated' is not a map of role names to versions")
         return Floor(**{k: doc[k] for k in ("root", "timestamp", "snapshot", "targets")},
                      last_good=str(doc.get("last_good", "")),
-                     branch=str(doc.get("branch", "")))
+                     branch=str(doc.get("branch", "")), delegated=dict(delegated))
     except (ValueError, KeyError, TypeError) as exc:
         raise VerifyError(
             "the node's version floor is unreadable", why=f"{path}: {exc}",
@@ -227,6 +234,7 @@ class Verifier:
         self._targets: dict[str, SignedFile] = {}
         self._delegations: Delegations | None = None
         self._owners: Owners | None = None
+        self._read_delegated: dict[str, int] = {}  # delegated role → version read
 
     @property
     def cache_dir(self) -> Path:
@@ -271,6 +279,7 @@ class Verifier:
                          for path, info in trusted.targets.targets.items()}
         self._delegations = trusted.targets.delegations
         self._owners = None
+        self._read_delegated = {}
         if self._delegations is not None:
             if self._delegations.roles is None:
                 raise VerifyError(
@@ -339,10 +348,32 @@ class Verifier:
         self._require()
         if (found := self._targets.get(target)) is not None or self._delegations is None:
             return found
-        assert self._updater is not None
+        assert self._updater is not None and self._owners is not None
         with self._tuf_errors(self._commit):
             info = self._updater.get_targetinfo(target)
+        if (owner := self._owners.owner(target)) is not None:
+            self._check_delegated_floor(owner)
         return None if info is None else _signed_file(target, info)
+
+    def _check_delegated_floor(self, name: str) -> None:
+        """The delegated role ``name``, if ngclient loaded it, is not older than the one
+        this node last accepted (ngclient's own check needs its cached snapshot)."""
+        assert self._updater is not None
+        try:
+            version = self._updater._trusted_set[name].version
+        except KeyError:
+            return
+        floor = self.floor.delegated.get(name, 0)
+        if version < floor:
+            raise VerifyError(
+                f"rollback refused: the repository offers {name} v{version}, but this "
+                f"node already accepted v{floor}",
+                why="an older published version of a delegated role is being served",
+                hint="serve the current repository (check the mirror or home base); "
+                "if the repository was re-created on purpose, clear "
+                f"{floor_path(self.state_dir)} on the node",
+                expected=f">= {floor}", got=str(version))
+        self._read_delegated[name] = version
 
     def signed_under(self, prefix: str) -> dict[str, SignedFile]:
         """Every signed target whose path starts with ``prefix`` (a directory, ending in
@@ -358,6 +389,7 @@ class Verifier:
                 continue
             with self._tuf_errors(self._commit):
                 delegated = self._updater._load_targets(name, "targets")
+            self._check_delegated_floor(name)
             for path, info in delegated.targets.items():
                 if (path.startswith(prefix) and path not in self._targets
                         and self._owners.owner(path) == name):
@@ -414,6 +446,9 @@ class Verifier:
             targets=max(self.floor.targets, versions.targets),
             last_good=self.reference_time.isoformat(timespec="seconds"),
             branch=branch or self.floor.branch,
+            delegated={**self.floor.delegated, **{
+                name: max(version, self.floor.delegated.get(name, 0))
+                for name, version in self._read_delegated.items()}},
         )
         try:
             save_floor(self.state_dir, floor)
