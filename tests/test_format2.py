@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from bootpull.bundle import MODE_FILE
 from bootpull.delegation import DELEGATED_DIR
-from bootpull.errors import BootpullError, ExpiredMetadata, VerifyError
+from bootpull.errors import ExpiredMetadata, NotAssignedError, VerifyError
 from bootpull.trust import load_floor
 from signed_repo import MAC_DB, MAC_WEB, SignedRepo, migrate, node_pull
 from tuf.api.metadata import TargetFile, Targets
@@ -336,9 +336,7 @@ def test_format2_a_host_file_signed_by_the_wrong_bin_is_not_taken(signed_repo: S
     assert node_pull(repo, MAC_DB, tmp_path / "a").bundle.role.name == "db", \
         "the right bin's file wins"
     _resign(repo, {"hosts-50-5f": drop})
-    try:
-        result = node_pull(repo, MAC_DB, tmp_path / "b")
-    except BootpullError as exc:
-        assert exc.exit_code != 0
-    else:
-        assert result.bundle.role.name != "web", "the wrong bin's file was taken"
+    with pytest.raises(NotAssignedError) as info:  # the right bin says: no such host
+        node_pull(repo, MAC_DB, tmp_path / "b")
+    assert str(info.value).startswith(f"hosts/{MAC_DB.canonical}.toml: node "
+                                      f"{MAC_DB.canonical} is not assigned")
