@@ -1,6 +1,7 @@
 """The repository at fleet scale: publish, lint, show, history and a node's bytes.
 
     .venv/bin/python bench/repo_scale.py [--sizes 500,1000,5000,10000] [--roles 50]
+                                         [--format 2]
 
 For each size, one repository is made (``bootpull repo init``; ROLES roles of one
 64 KiB file each; HOSTS host files spread over them; one commit) and measured. Every
@@ -17,7 +18,10 @@ figure has a reference: git's own operation on the same repository, in the same 
   host file (``clone --filter=blob:none --depth 1 --sparse`` + ``sparse-checkout``);
 - a reboot with nothing changed, against ``git fetch`` in that clone;
 - a reboot after another host's file changed and was published, against ``git fetch``
-  after the same commits.
+  after the same commits: a host in another of format 2's host bins (its last MAC octet
+  128 away), then a host in the node's own bin (the same last octet).
+
+``--format`` is the signed metadata format (bootpull.toml's ``format``; 2 by default).
 
 Bytes are what the server wrote to the socket, status lines and headers included.
 Prints Markdown for docs/benchmarks.md. Every loop is bounded by ``--sizes``.
@@ -106,11 +110,14 @@ def mac_of(n: int) -> Mac:
     return Mac.parse(f"02:00:00:{n >> 16:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}")
 
 
-def build(base: Path, hosts: int, roles: int) -> tuple[Path, Path]:
+def build(base: Path, hosts: int, roles: int, fmt: int) -> tuple[Path, Path]:
     from bootpull_repo.init import init
+    from bootpull_repo.publish import with_format
 
     root, keys = base / "repo", base / "keys"
     init(root, keys_override=str(keys), name="scale")
+    settings = root / "bootpull.toml"
+    settings.write_bytes(with_format(settings.read_bytes(), fmt))
     for r in range(roles):
         role = root / "roles" / f"r{r:03d}"
         (role / "files").mkdir(parents=True)
@@ -141,9 +148,9 @@ def read_and_parse(root: Path) -> None:
                 tomllib.loads(data.decode())
 
 
-def measure(hosts: int, roles: int, base: Path) -> Size:
+def measure(hosts: int, roles: int, base: Path, fmt: int) -> Size:
     size = Size(hosts)
-    root, keys = build(base, hosts, roles)
+    root, keys = build(base, hosts, roles, fmt)
     publish = ["repo", "-C", str(root), "--keys", str(keys), "publish"]
     ref_sign = timed(lambda: read_every_blob(root))
     size.rows.append(Row("publish, first", timed(lambda: quiet(publish)), ref_sign, "s",
@@ -161,7 +168,8 @@ def measure(hosts: int, roles: int, base: Path) -> Size:
     size.rows.append(Row("`repo lint`", timed(lambda: quiet(["repo", "-C", str(root), "lint"])),
                          timed(lambda: read_and_parse(root)), "s",
                          "read every file, parse every TOML"))
-    node = mac_of(7)
+    node_number = 7
+    node = mac_of(node_number)
     role_dir = f"roles/r{7 % roles:03d}"
     listing = git(root, "ls-tree", "-r", "HEAD", "--", role_dir + "/").decode().splitlines()
     oids = "".join(line.split()[2] + "\n" for line in listing).encode()
@@ -211,13 +219,23 @@ def measure(hosts: int, roles: int, base: Path) -> Size:
         size.rows.append(Row("reboot, nothing changed", noop,
                              git_bytes("fetch", "-q", "origin", cwd=clone), "B",
                              "`git fetch` in that clone"))
-        edit(root / "hosts" / f"{mac_of(8).canonical}.toml", 2)
+        # another bin at every size: bins split the last octet, and this one is 128 away
+        edit(root / "hosts" / f"{mac_of(node_number + 128).canonical}.toml", 2)
         quiet(publish)
         git(root, "push", "-q", "--force", str(bare), "main")
         other = node_boot()
         size.rows.append(Row("reboot after another host's change", other,
                              git_bytes("fetch", "-q", "origin", cwd=clone), "B",
                              "`git fetch` after the same commits"))
+        neighbour = root / "hosts" / f"{mac_of(node_number + 256).canonical}.toml"
+        if neighbour.exists():  # the same last octet: the node's own host bin
+            edit(neighbour, 3)
+            quiet(publish)
+            git(root, "push", "-q", "--force", str(bare), "main")
+            same_bin = node_boot()
+            size.rows.append(Row("reboot after a change to a host in its bin", same_bin,
+                                 git_bytes("fetch", "-q", "origin", cwd=clone), "B",
+                                 "`git fetch` after the same commits"))
     return size
 
 
@@ -226,6 +244,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="500,1000,5000,10000",
                         help="host counts, comma-separated")
     parser.add_argument("--roles", type=int, default=50)
+    parser.add_argument("--format", type=int, choices=(1, 2), default=2,
+                        help="signed metadata format (default 2)")
     args = parser.parse_args()
     os.environ.update(ENV)
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -234,7 +254,7 @@ def main() -> int:
         base = Path(tempfile.mkdtemp(prefix=f"bench-scale-{hosts}-"))
         try:
             started = time.perf_counter()
-            results.append(measure(hosts, args.roles, base))
+            results.append(measure(hosts, args.roles, base, args.format))
             print(f"{hosts} hosts measured in {time.perf_counter() - started:.0f} s",
                   file=sys.stderr)
         finally:
@@ -242,7 +262,8 @@ def main() -> int:
     git_version = subprocess.run(["git", "--version"], capture_output=True,
                                  text=True).stdout.split()[-1]
     print(f"Command: `.venv/bin/python bench/repo_scale.py --sizes {args.sizes} "
-          f"--roles {args.roles}` — {time.strftime('%Y-%m-%d', time.gmtime())}, git "
+          f"--roles {args.roles} --format {args.format}` — "
+          f"{time.strftime('%Y-%m-%d', time.gmtime())}, git "
           f"{git_version}, Python {platform.python_version()}, {os.cpu_count()} cores; "
           f"{args.roles} roles of {ROLE_BYTES:,} B of random bytes (a node's budget for its "
           f"first fetch: {ROLE_BYTES + 32 * 1024:,} B, the role + 32 KB).\n")

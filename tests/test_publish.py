@@ -366,3 +366,44 @@ def test_freshness_always_re_signs(signed_repo: SignedRepo) -> None:
     head = signed_repo.git("rev-parse", "HEAD")
     assert signed_repo.publish("--freshness") != head
     assert "refresh freshness" in signed_repo.git("log", "-1", "--format=%s")
+
+
+def test_after_a_clean_publish_only_changed_host_files_are_read_again(
+        signed_repo: SignedRepo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publish remembers the last tree that passed lint; a change to host files alone
+    lints those files (and everything else but the other host files) again."""
+    from bootpull import layout
+    from bootpull_repo.publish import PublishError, publish
+
+    repo = signed_repo
+    repo.write("hosts/02-00-00-00-00-01.toml", b'role = "web"\n')
+    repo.commit("one more host")
+    repo.publish()  # a full lint: it passes and is remembered
+    parsed: list[str] = []
+    real = layout.parse_host
+
+    def counting(data: bytes, path: str) -> object:
+        parsed.append(path)
+        return real(data, path)
+
+    monkeypatch.setattr(layout, "parse_host", counting)
+    repo.write("hosts/02-00-00-00-00-02.toml", b'role = "web"\n')
+    repo.commit("another host")
+    repo.publish()
+    assert set(parsed) == {"hosts/02-00-00-00-00-02.toml"}, parsed
+    # a changed host file with a problem is still refused
+    repo.write("hosts/02-00-00-00-00-02.toml", b'role = "nope"\n')
+    repo.commit("a role that is not there")
+    with pytest.raises(PublishError) as info:
+        publish(repo_context(repo))
+    assert "hosts/02-00-00-00-00-02.toml:1: role 'nope' does not exist" in str(info.value.why)
+    # removing a role breaks host files that did not change: everything is linted again
+    repo.git("checkout", "-q", "HEAD~1", "--", "hosts")
+    repo.git("rm", "-rq", "roles/db")
+    repo.commit("no more db")
+    parsed.clear()
+    with pytest.raises(PublishError) as info:
+        publish(repo_context(repo))
+    assert f"hosts/{Mac.parse('52:54:00:12:34:57').canonical}.toml:2: role 'db' does not " \
+        "exist" in str(info.value.why)
+    assert len(set(parsed)) >= 4, "a change outside hosts/ lints every host file"

@@ -60,6 +60,30 @@ def bins(count: int) -> list[tuple[str, list[str]]]:
     return out
 
 
+def host_bin(path: str, count: int) -> str | None:
+    """The bin of ``count`` (:func:`bins`) that owns ``path`` when it is a canonical host
+    file or node secret target (``head/hosts/<mac>.toml``, ``head/secrets/<mac>/<f>``):
+    what :class:`Owners` says of it, computed from the last octet instead of matching
+    every bin's patterns. None for any other path (ask :class:`Owners`)."""
+    if path.startswith("head/hosts/"):
+        rest = path[len("head/hosts/"):]
+        if "/" in rest or not rest.endswith(".toml"):
+            return None
+        stem = rest[:-len(".toml")]
+    elif path.startswith("head/secrets/"):
+        stem, slash, name = path[len("head/secrets/"):].partition("/")
+        if not slash or not name or "/" in name:
+            return None
+    else:
+        return None
+    octet = stem[-3:]
+    if len(stem) < 3 or octet[0] != "-" or any(c not in _HEX for c in octet[1:]):
+        return None
+    span = 256 // count
+    lo = int(octet[1:], 16) // span * span
+    return f"{HOST_BIN_PREFIX}{lo:02x}-{lo + span - 1:02x}"
+
+
 def _octet_pattern(lo: int, hi: int) -> str:
     """A pattern for the two hex digits ``lo``..``hi``: ``5[4567]``, ``3?``, ``a0``."""
     if lo >> 4 != hi >> 4:  # whole high nibbles: only for bins of 16 or more octets

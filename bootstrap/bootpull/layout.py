@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -883,11 +883,13 @@ def select(mac: Mac, host_bytes: bytes | None, default_bytes: bytes | None) -> A
 # -- the whole tree (lint, publish) ----------------------------------------------
 
 
-def validate_tree(tree: TreeReader, *, tags: set[str] | None = None) -> Report:
+def validate_tree(tree: TreeReader, *, tags: set[str] | None = None,
+                  hosts: Collection[str] | None = None) -> Report:
     """Check every format-1 file of one commit (or work tree); report every problem.
 
     ``tags``, when given, is the set of tag names (``role/web/1.0``) that pinned
-    versions must name.
+    versions must name. ``hosts``, when given, limits the check of ``hosts/`` to those
+    paths (publish: the host files changed since a tree that passed).
     """
     report = Report()
     settings_bytes = tree.read(SETTINGS_FILE)
@@ -915,6 +917,8 @@ def validate_tree(tree: TreeReader, *, tags: set[str] | None = None) -> Report:
         if entry.path == group_file(name) and name not in groups:
             groups[name] = Group(name=name, source=entry.path)
     for entry in tree.list(HOSTS_DIR):
+        if hosts is not None and entry.path not in hosts:
+            continue
         if entry.path.count("/") != 1:
             report.problems.append(Problem(entry.path, 0, "is in a subdirectory of hosts/",
                                            "keep host files directly in hosts/"))

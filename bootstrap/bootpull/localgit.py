@@ -49,6 +49,7 @@ class StoreTree:
         self._commit = commit_id
         self._tree_id: bytes = commit.tree
         self._trees: dict[bytes, Any] = {}
+        self._lists: dict[str, builtins.list[TreeEntry]] = {}  # a commit never changes
 
     @property
     def commit(self) -> str:
@@ -92,6 +93,12 @@ class StoreTree:
         return data
 
     def list(self, prefix: str) -> builtins.list[TreeEntry]:
+        cached = self._lists.get(prefix)
+        if cached is None:
+            cached = self._lists[prefix] = self._list(prefix)
+        return builtins.list(cached)
+
+    def _list(self, prefix: str) -> builtins.list[TreeEntry]:
         from dulwich.objects import Tree
 
         found = self._lookup(prefix)

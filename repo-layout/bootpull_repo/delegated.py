@@ -10,6 +10,8 @@ re-signs one bin, the snapshot and the timestamp.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -120,28 +122,34 @@ def _same_targets(md: Metadata[Targets], files: Mapping[str, Signed]) -> bool:
 
 def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
          collected: Mapping[str, Signed], listed: Mapping[str, int], days: int,
-         now: datetime, *, top_version: int, force: bool = False) -> Plan:
+         now: datetime, *, top_version: int, force: bool = False,
+         existing: Mapping[str, Metadata[Targets]] | None = None,
+         verified: Mapping[str, str] | None = None) -> Plan:
     """Place every collected file, and sign what changed.
 
     ``listed`` is the highest version of each metadata file that any snapshot lists
     (on any branch), and ``top_version`` the next version above any branch's
     ``targets.json``: what is kept must be at least that high (a node that switched
     from a branch with higher versions would see a rollback), and new versions go
-    above it. ``force`` re-signs everything.
+    above it. ``force`` re-signs everything. ``existing`` is what
+    :func:`read_delegated` returns (read here when not given); ``verified``, what
+    :func:`load_verified` returns for ``signer``'s key: the roles whose committed bytes
+    are known to carry its valid signature, whose signature is not checked again.
     """
     from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Targets
 
     from bootpull_repo.publish import expires_in, target_file
 
-    existing = read_delegated(root)
+    if existing is None:  # the caller may have read them already
+        existing = read_delegated(root)
     host_files = sum(1 for p in collected if p.startswith("head/hosts/"))
-    patterns = delegations_for(collected, delegation.bin_count(host_files,
-                                                               current_bins(old_top)))
+    count = delegation.bin_count(host_files, current_bins(old_top))
+    patterns = delegations_for(collected, count)
     owners = Owners(patterns)
     placed: dict[str, dict[str, Signed]] = {name: {} for name in patterns}
     top_files: dict[str, Signed] = {}
     for path, signed in collected.items():
-        owner = owners.owner(path)
+        owner = delegation.host_bin(path, count) or owners.owner(path)
         if owner is None:
             top_files[path] = signed
         else:
@@ -154,7 +162,9 @@ def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
         old = existing.get(name)
         if (not force and old is not None and _same_targets(old, files)
                 and old.signed.version >= listed.get(f"{name}.json", 0)
-                and fresh(old, days, now) and _verifies(old, signer)):
+                and fresh(old, days, now)
+                and ((verified is not None and verified.get(name) == file_digest(root, name))
+                     or _verifies(old, signer))):
             result_versions[f"{name}.json"] = old.signed.version
             continue
         version = max(listed.get(f"{name}.json", 0),
@@ -207,6 +217,35 @@ def _verifies(md: Metadata[Any], signer: Any) -> bool:
     except UnverifiedSignatureError:
         return False
     return True
+
+
+def file_digest(root: Path, name: str) -> str:
+    """sha256 of ``<name>.json`` as it is in the work tree ("" when unreadable)."""
+    try:
+        return hashlib.sha256((delegated_dir(root) / f"{name}.json").read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def load_verified(cache: Path, keyid: str) -> dict[str, str]:
+    """Role → sha256 of the file that publish last wrote or verified with ``keyid``'s
+    key (``cache``: a JSON file in the git directory; empty for another key)."""
+    try:
+        doc = json.loads(cache.read_text())
+        files = doc["files"] if doc["keyid"] == keyid else {}
+        return {str(k): str(v) for k, v in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def save_verified(cache: Path, root: Path, keyid: str) -> None:
+    """Remember every delegated role's bytes as signed by ``keyid`` (after a publish
+    wrote or verified them all); only a cache, so a failure to write is ignored."""
+    files = {path.name[:-len(".json")]: hashlib.sha256(path.read_bytes()).hexdigest()
+             for path in sorted(delegated_dir(root).glob("*.json"))}
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(exist_ok=True)
+        cache.write_text(json.dumps({"keyid": keyid, "files": files}))
 
 
 def write_plan(root: Path, done: Plan, metadata_bytes: Any) -> None:

@@ -30,8 +30,9 @@ Each problem prints as ``file:line: what is wrong — how to fix it``.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,15 @@ class LintFailed(BootpullError):
 
 
 def lint_tree(tree: TreeReader, *, tags: set[str] | None = None,
-              release: ReleaseReader | None = None) -> Report:
-    """Every problem in one commit (or the work tree), sorted by file and line."""
-    report = layout.validate_tree(tree, tags=tags)
+              release: ReleaseReader | None = None,
+              hosts: Collection[str] | None = None) -> Report:
+    """Every problem in one commit (or the work tree), sorted by file and line.
+
+    ``hosts`` limits what is read of ``hosts/`` to those host files: only for a tree
+    that differs in them alone from one that passed (publish). Every other check, and
+    the names of every host file (duplicates), still covers the whole tree.
+    """
+    report = layout.validate_tree(tree, tags=tags, hosts=hosts)
     limits = _limits(tree)
     duplicates = _duplicate_hosts(tree)
     # A duplicate's "rename it to the canonical name" advice would clobber the other
@@ -66,13 +73,13 @@ def lint_tree(tree: TreeReader, *, tags: set[str] | None = None,
     report.problems = [p for p in report.problems
                        if not (p.line == 0 and p.file in duplicates)]
     report.extend(duplicates.values())
-    report.extend(_refs_of_broken_hosts(tree, tags))
+    report.extend(_refs_of_broken_hosts(tree, tags, hosts))
     report.extend(read_pins(tree)[1])  # groups/: validate_tree checks them
     report.extend(check_secrets(tree))
     for role in _role_names(tree):
         report.extend(check_role(tree, role, limits))
     if release is not None and tags is not None:
-        report.extend(_check_releases(tree, tags, release, limits))
+        report.extend(_check_releases(tree, tags, release, limits, hosts))
     report.problems = _unique_sorted(report.problems)
     return report
 
@@ -110,17 +117,23 @@ def _role_names(tree: TreeReader) -> list[str]:
 # -- hosts ---------------------------------------------------------------------------
 
 
+_CANONICAL_HOST = re.compile(r"hosts/[0-9a-f]{2}(?:-[0-9a-f]{2}){5}\.toml")
+
+
 def _duplicate_hosts(tree: TreeReader) -> dict[str, Problem]:
     """Host files that name the same MAC in different notations, keyed by file."""
     by_mac: dict[Mac, list[str]] = {}
-    for entry in tree.list(layout.HOSTS_DIR):
-        if entry.path.count("/") != 1 or entry.path == layout.DEFAULT_HOST_FILE:
-            continue
-        stem, dot, ext = entry.path.rsplit("/", 1)[-1].rpartition(".")
+    names = [e.path for e in tree.list(layout.HOSTS_DIR)
+             if e.path.count("/") == 1 and e.path != layout.DEFAULT_HOST_FILE
+             and not e.path.startswith(layout.HOSTS_DIR + "/.")]
+    if all(_CANONICAL_HOST.fullmatch(path) for path in names):
+        return {}  # two canonical names of one MAC are the same name
+    for path in names:
+        stem, dot, ext = path.rsplit("/", 1)[-1].rpartition(".")
         if not dot or ext != "toml":
             continue
         try:
-            by_mac.setdefault(Mac.parse(stem), []).append(entry.path)
+            by_mac.setdefault(Mac.parse(stem), []).append(path)
         except MacError:
             continue
     out: dict[str, Problem] = {}
@@ -139,7 +152,8 @@ def _duplicate_hosts(tree: TreeReader) -> dict[str, Problem]:
     return out
 
 
-def _refs_of_broken_hosts(tree: TreeReader, tags: set[str] | None) -> list[Problem]:
+def _refs_of_broken_hosts(tree: TreeReader, tags: set[str] | None,
+                          hosts: Collection[str] | None = None) -> list[Problem]:
     """A missing role or release tag, for host files the validator stopped at early.
 
     :func:`bootpull.layout.validate_tree` checks what a host file names only when the
@@ -150,6 +164,8 @@ def _refs_of_broken_hosts(tree: TreeReader, tags: set[str] | None) -> list[Probl
     roles = set(_role_names(tree))
     out = []
     for entry in tree.list(layout.HOSTS_DIR):
+        if hosts is not None and entry.path not in hosts:
+            continue
         data = tree.read(entry.path)
         if data is None or layout.host_path_problem(entry.path) is not None:
             continue
@@ -299,13 +315,15 @@ def _check_commands(role: str, argvs: Argvs, text: str, path: str, modes: dict[s
 
 
 def _check_releases(tree: TreeReader, tags: set[str], release: ReleaseReader,
-                    limits: Limits) -> list[Problem]:
+                    limits: Limits, hosts: Collection[str] | None = None) -> list[Problem]:
     """Each pinned release (by a host file or a group it names) must hold a role the
     node can install; the problem is on the file that pins it."""
     problems: list[Problem] = []
     checked: set[str] = set()
     groups = layout.read_groups(tree)[0]
     for entry in tree.list(layout.HOSTS_DIR):
+        if hosts is not None and entry.path not in hosts:
+            continue
         data = tree.read(entry.path)
         if data is None or layout.host_path_problem(entry.path) is not None:
             continue

@@ -34,6 +34,7 @@ same targets): the job the home base can do with just those two keys.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import re
@@ -346,16 +347,79 @@ def validate(ctx: RepoContext, head: str) -> None:
         except BootpullError:
             return None
 
+    tags = _tag_state(ctx.git)
+    hosts = _changed_hosts(ctx.git, head, tags)
     try:
-        report = lint_tree(remote.snapshot(head), tags=remote.tags(), release=release)
+        report = lint_tree(remote.snapshot(head), tags=remote.tags(), release=release,
+                           hosts=hosts)
     finally:
         remote.close()
+    if report.ok:
+        _remember_validated(ctx.git, head, tags)
     if not report.ok:
         count = len(report.problems)
         raise PublishError(
             f"the repository has {count} problem{'s' if count > 1 else ''}; nothing was signed",
             why="\n" + str(report),
             hint="fix them, commit, and publish again")
+
+
+#: in the git directory: the last commit whose tree passed publish's lint, and the
+#: release tags then (``{"commit": ..., "tags": {tag: commit}}``); a local cache only
+VALIDATED_FILE = "bootpull/validated.json"
+
+
+def _tag_state(git: Git) -> dict[str, str]:
+    out = git.run("for-each-ref", "--format=%(refname:strip=2) %(objectname)",
+                  "refs/tags/role/", check=False).decode()
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+#: in the git directory: the sha256 of each delegated role file that publish last wrote
+#: or verified, with the key's id (``{"keyid": ..., "files": {role: sha256}}``)
+VERIFIED_FILE = "bootpull/verified.json"
+
+
+def _git_dir(git: Git) -> Path:
+    return Path(git.text("rev-parse", "--absolute-git-dir"))
+
+
+def _validated_path(git: Git) -> Path:
+    return _git_dir(git) / VALIDATED_FILE
+
+
+def _changed_hosts(git: Git, head: str, tags: dict[str, str]) -> set[str] | None:
+    """The host files to lint when ``head`` differs from the last commit that passed
+    only in host files added or changed (the rest of that tree passed, and a host
+    file's problems depend on no other host file), the signed metadata aside (publish
+    writes it; lint does not judge it); None: lint everything."""
+    try:
+        doc = json.loads(_validated_path(git).read_text())
+        base = doc["commit"]
+        if not isinstance(base, str) or doc["tags"] != tags:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    diff = git.run("diff", "--name-status", "--no-renames", "-z", base, head, "--", ".",
+                   f":(exclude){METADATA_DIR}", f":(exclude){DELEGATED_DIR}", check=False)
+    if not diff and git.rev(base) != base:
+        return None  # the remembered commit is gone
+    fields = diff.decode("utf-8", "surrogateescape").split("\0")
+    changed: set[str] = set()
+    for status, path in zip(fields[0::2], fields[1::2], strict=False):
+        if (status not in ("A", "M") or path.count("/") != 1
+                or not path.startswith(layout.HOSTS_DIR + "/")
+                or path == layout.DEFAULT_HOST_FILE):
+            return None  # a removal, or anything but a host file: lint it all
+        changed.add(path)
+    return changed
+
+
+def _remember_validated(git: Git, head: str, tags: dict[str, str]) -> None:
+    path = _validated_path(git)
+    with contextlib.suppress(OSError):  # only a cache: the next publish lints it all
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"commit": head, "tags": tags}))
 
 
 def head_format(git: Git, head: str) -> int:
@@ -420,8 +484,11 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
             current = {"targets.json": targets_md.signed.version}
         else:
             top = old_targets if old_targets is not None and not metadata_dirty(git) else None
+            verified = delegated.load_verified(_git_dir(git) / VERIFIED_FILE,
+                                               signer.public_key.keyid)
             plan = delegated.plan(ctx.root, top, signer, collected, listed, expiry.targets,
-                                  now, top_version=highest["targets"] + 1)
+                                  now, top_version=highest["targets"] + 1, existing=existing,
+                                  verified=verified)
             targets_md = plan.top
             current = {"targets.json": targets_md.signed.version, **plan.versions}
             if not plan.changed and _nothing_to_do(ctx, root, old_snapshot, current, highest,
@@ -476,6 +543,9 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
             "ls-files", "--", DELEGATED_DIR):
         paths.append(DELEGATED_DIR)
     commit = git.commit(message, paths)
+    if plan is not None:
+        delegated.save_verified(_git_dir(git) / VERIFIED_FILE, ctx.root,
+                                signer.public_key.keyid)
     return Published(commit, targets_md.signed.version, snapshot_version, timestamp_version,
                      head_files, tuple(releases), format=fmt, resigned=resigned)
 
