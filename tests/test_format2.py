@@ -9,7 +9,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
+import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -340,3 +344,56 @@ def test_format2_a_host_file_signed_by_the_wrong_bin_is_not_taken(signed_repo: S
         node_pull(repo, MAC_DB, tmp_path / "b")
     assert str(info.value).startswith(f"hosts/{MAC_DB.canonical}.toml: node "
                                       f"{MAC_DB.canonical} is not assigned")
+
+
+#: the last commit whose node reads only metadata format 1 (the parent of format 2)
+FORMAT1_NODE = "1d9ec19"
+_OLD_PULL = """
+import sys
+from pathlib import Path
+from bootpull.backoff import Counters
+from bootpull.console import Console
+from bootpull.errors import BootpullError
+from bootpull.localgit import LocalRemote
+from bootpull.mac import Mac
+from bootpull.pull import pull
+repo, mac, trust, state = sys.argv[1:]
+try:
+    pull(LocalRemote(Path(repo)), Mac.parse(mac), trust_root=Path(trust).read_bytes(),
+         state_dir=Path(state), console=Console(sys.stdout), counters=Counters())
+except BootpullError as exc:
+    print(f"EXIT {exc.exit_code}: {exc}")
+else:
+    print("INSTALLED")
+"""
+
+
+def test_a_node_image_that_knows_only_format_1_says_to_upgrade(signed_repo: SignedRepo,
+                                                               tmp_path: Path) -> None:
+    """The node code of the commit before format 2, run against a format-2 repository."""
+    project = Path(__file__).resolve().parent.parent
+    if subprocess.run(["git", "-C", str(project), "cat-file", "-e",
+                       f"{FORMAT1_NODE}^{{commit}}"], capture_output=True).returncode:
+        pytest.skip(f"this checkout lacks commit {FORMAT1_NODE} (a shallow clone)")
+    archive = subprocess.run(["git", "-C", str(project), "archive", FORMAT1_NODE,
+                              "bootstrap"], capture_output=True, check=True).stdout
+    old = tmp_path / "old"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(old, filter="data")
+    trust = tmp_path / "trust.json"
+    trust.write_bytes(signed_repo.trust)
+
+    def old_node(state: str) -> str:
+        env = {**os.environ, "PYTHONPATH": str(old / "bootstrap")}
+        return subprocess.run([sys.executable, "-c", _OLD_PULL, str(signed_repo.root),
+                               MAC_WEB.colons, str(trust), str(tmp_path / state)],
+                              env=env, capture_output=True, text=True, timeout=120,
+                              check=True).stdout
+
+    assert old_node("before").rstrip().endswith("INSTALLED"), "format 1: it installs"
+    migrate(signed_repo)
+    out = old_node("after")
+    assert "EXIT 12: bootpull.toml:" in out, out
+    assert (": this file is format 2, but this bootpull reads "
+            "format 1 only — upgrade bootpull (the admin tools and the node image) to a "
+            "release that reads format 2") in out, out
