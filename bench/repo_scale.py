@@ -219,23 +219,20 @@ def measure(hosts: int, roles: int, base: Path, fmt: int) -> Size:
         size.rows.append(Row("reboot, nothing changed", noop,
                              git_bytes("fetch", "-q", "origin", cwd=clone), "B",
                              "`git fetch` in that clone"))
-        # another bin at every size: bins split the last octet, and this one is 128 away
-        edit(root / "hosts" / f"{mac_of(node_number + 128).canonical}.toml", 2)
-        quiet(publish)
-        git(root, "push", "-q", "--force", str(bare), "main")
-        other = node_boot()
-        size.rows.append(Row("reboot after another host's change", other,
-                             git_bytes("fetch", "-q", "origin", cwd=clone), "B",
-                             "`git fetch` after the same commits"))
-        neighbour = root / "hosts" / f"{mac_of(node_number + 256).canonical}.toml"
-        if neighbour.exists():  # the same last octet: the node's own host bin
-            edit(neighbour, 3)
+        def after_change(what: str, host: Path, n: int) -> None:
+            edit(host, n)
             quiet(publish)
             git(root, "push", "-q", "--force", str(bare), "main")
-            same_bin = node_boot()
-            size.rows.append(Row("reboot after a change to a host in its bin", same_bin,
-                                 git_bytes("fetch", "-q", "origin", cwd=clone), "B",
-                                 "`git fetch` after the same commits"))
+            ours = node_boot()
+            size.rows.append(Row(what, ours, git_bytes("fetch", "-q", "origin", cwd=clone),
+                                 "B", "`git fetch` after the same commits"))
+
+        # another bin at every size: bins split the last octet, and this one is 128 away
+        after_change("reboot after another host's change",
+                     root / "hosts" / f"{mac_of(node_number + 128).canonical}.toml", 2)
+        neighbour = root / "hosts" / f"{mac_of(node_number + 256).canonical}.toml"
+        if neighbour.exists():  # the same last octet: the node's own host bin
+            after_change("reboot after a change to a host in its bin", neighbour, 3)
     return size
 
 

@@ -333,14 +333,7 @@ class Verifier:
             have = getattr(versions, role)
             floor = getattr(self.floor, role)
             if have < floor:
-                raise VerifyError(
-                    f"rollback refused: the repository offers {role} v{have}, but this node "
-                    f"already accepted v{floor}",
-                    why="an older published version is being served",
-                    hint="serve the current repository (check the mirror or home base); "
-                    "if the repository was re-created on purpose, clear "
-                    f"{floor_path(self.state_dir)} on the node",
-                    expected=f">= {floor}", got=str(have))
+                raise self._rollback(role, have, floor, "")
 
     def signed(self, target: str) -> SignedFile | None:
         """What is signed for ``target``: in the top-level targets, or (format 2) where
@@ -365,15 +358,18 @@ class Verifier:
             return
         floor = self.floor.delegated.get(name, 0)
         if version < floor:
-            raise VerifyError(
-                f"rollback refused: the repository offers {name} v{version}, but this "
-                f"node already accepted v{floor}",
-                why="an older published version of a delegated role is being served",
-                hint="serve the current repository (check the mirror or home base); "
-                "if the repository was re-created on purpose, clear "
-                f"{floor_path(self.state_dir)} on the node",
-                expected=f">= {floor}", got=str(version))
+            raise self._rollback(name, version, floor, " of a delegated role")
         self._read_delegated[name] = version
+
+    def _rollback(self, role: str, have: int, floor: int, what: str) -> VerifyError:
+        return VerifyError(
+            f"rollback refused: the repository offers {role} v{have}, but this node "
+            f"already accepted v{floor}",
+            why=f"an older published version{what} is being served",
+            hint="serve the current repository (check the mirror or home base); "
+            "if the repository was re-created on purpose, clear "
+            f"{floor_path(self.state_dir)} on the node",
+            expected=f">= {floor}", got=str(have))
 
     def signed_under(self, prefix: str) -> dict[str, SignedFile]:
         """Every signed target whose path starts with ``prefix`` (a directory, ending in
