@@ -356,7 +356,7 @@ def validate(ctx: RepoContext, head: str) -> None:
         remote.close()
     if report.ok:
         _remember_validated(ctx.git, head, tags)
-    if not report.ok:
+    else:
         count = len(report.problems)
         raise PublishError(
             f"the repository has {count} problem{'s' if count > 1 else ''}; nothing was signed",
@@ -364,8 +364,9 @@ def validate(ctx: RepoContext, head: str) -> None:
             hint="fix them, commit, and publish again")
 
 
-#: in the git directory: the last commit whose tree passed publish's lint, and the
-#: release tags then (``{"commit": ..., "tags": {tag: commit}}``); a local cache only
+#: in the git directory: the last commit whose tree passed publish's lint, the release
+#: tags then, and a digest of the lint code (``{"commit": ..., "tags": {tag: commit},
+#: "lint": ...}``); a local cache only
 VALIDATED_FILE = "bootpull/validated.json"
 
 
@@ -396,7 +397,8 @@ def _changed_hosts(git: Git, head: str, tags: dict[str, str]) -> set[str] | None
     try:
         doc = json.loads(_validated_path(git).read_text())
         base = doc["commit"]
-        if not isinstance(base, str) or doc["tags"] != tags:
+        if (not isinstance(base, str) or doc["tags"] != tags
+                or doc["lint"] != _lint_code()):
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -419,7 +421,17 @@ def _remember_validated(git: Git, head: str, tags: dict[str, str]) -> None:
     path = _validated_path(git)
     with contextlib.suppress(OSError):  # only a cache: the next publish lints it all
         path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({"commit": head, "tags": tags}))
+        path.write_text(json.dumps({"commit": head, "tags": tags, "lint": _lint_code()}))
+
+
+def _lint_code() -> str:
+    """A digest of the code that judges a tree: another bootpull lints everything anew."""
+    from bootpull_repo import identities, lint, secrets
+
+    digest = hashlib.sha256()
+    for module in (layout, lint, secrets, identities):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()
 
 
 def head_format(git: Git, head: str) -> int:
