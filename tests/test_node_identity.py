@@ -321,6 +321,7 @@ def test_the_node_run_cli_has_no_traceback_with_an_unreadable_state(
     assert sys.executable  # the node ran under this interpreter
 
 
+@pytest.mark.formats(1, 2)  # enrollment (identities/) is the same in both formats
 def test_two_nodes_go_pending_then_one_is_enrolled_and_a_reimage_goes_back(
         signed_repo: SignedRepo, git_http_server: object, tmp_path: Path) -> None:
     """Two real ``bootpull node run`` processes against a real home base serving the same
