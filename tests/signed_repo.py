@@ -120,7 +120,7 @@ def build_signed_repo(base: Path) -> SignedRepo:
     from bootpull_repo.init import init
 
     repo = SignedRepo(base / "repo", base / "keys")
-    init(repo.root, keys_override=str(repo.keys), name="testrepo")
+    init(repo.root, keys_override=str(repo.keys), name="testrepo", fmt=1)  # formats: 2 migrates
     repo.write("roles/web/role.toml", WEB_ROLE)
     repo.write("roles/web/files/serve.sh", b"#!/bin/sh\necho serving\n", mode=0o755)
     repo.write("roles/web/files/check.sh", b"#!/bin/sh\nexit 0\n", mode=0o755)

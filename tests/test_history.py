@@ -156,7 +156,7 @@ def test_each_change_says_what_it_gives_and_when_it_went_live(day: Day) -> None:
     lobby = by_subject["web-1: say where it is"]
     assert lobby["changed"] == [f"{DEMO_HOST} changed"]
     assert lobby["message"] == "web-1: say where it is\n\nIt is the screen in the lobby."
-    first_publish = git_log(day.repo, "main", "--", ".bootpull/metadata/targets.json")
+    first_publish = git_log(day.repo, "main", "--", ".bootpull/metadata/snapshot.json")
     publishes = [row["commit"] for row in first_publish]
     assert lobby["published_in"] in publishes and lobby["published_in"] != day.last_publish
     assert by_subject["all nodes log at info"]["changed"] == ["bootpull.toml changed"]

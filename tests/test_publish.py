@@ -107,6 +107,40 @@ def test_init_creates_layout_keys_and_trust_file(tmp_path: Path, git_identity: N
     assert main(["repo", "--keys", str(keys), "init", str(tmp_path / "other")]) == 1
 
 
+def test_init_signs_format_2_unless_told_or_the_file_says_otherwise(
+        tmp_path: Path, git_identity: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """A new bootpull.toml gets format 2 (docs/repo-format.md); `--format 1` keeps the
+    format every node image reads; an existing file keeps its own unless --format says."""
+    def made(name: str, *flags: str, settings: str | None = None) -> tuple[Path, str]:
+        root = tmp_path / name
+        if settings is not None:
+            root.mkdir()
+            (root / "bootpull.toml").write_text(settings)
+        assert main(["repo", "--keys", str(tmp_path / f"{name}-keys"), "init", str(root),
+                     *flags]) == 0
+        assert git(root, "status", "--porcelain") == ""
+        return root, capsys.readouterr().out
+
+    fresh, out = made("fresh")
+    assert "signed metadata format 2" in out
+    assert 'format = 2' in (fresh / "bootpull.toml").read_text()
+    assert list((fresh / ".bootpull/delegated").glob("hosts-*.json"))
+    assert "format = 2" in git(fresh, "show", "HEAD:bootpull.toml")
+    old, out = made("old", "--format", "1")
+    assert "signed metadata format 1" in out and not (old / ".bootpull/delegated").exists()
+    kept, out = made("kept", settings='format = 1\nname = "kept"\n')
+    assert "signed metadata format 1" in out and not (kept / ".bootpull/delegated").exists()
+    moved, out = made("moved", "--format", "2", settings='format = 1\nname = "moved"\n')
+    assert "signed metadata format 2" in out
+    assert git(moved, "show", "HEAD:bootpull.toml") == 'format = 2\nname = "moved"'
+    assert (moved / ".bootpull/delegated").is_dir()
+    with pytest.raises(SystemExit) as usage:
+        main(["repo", "--keys", str(tmp_path / "k3"), "init", str(tmp_path / "bad"),
+              "--format", "3"])
+    assert usage.value.code == 2 and "invalid choice: 3" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_key_directory_resolution(tmp_path: Path, git_identity: None,
                                   monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,11 +24,14 @@ from bootpull.errors import UsageError
 from bootpull_repo.context import METADATA_DIR, RepoContext, read_settings
 from bootpull_repo.gitcli import Git
 from bootpull_repo.keys import ROLES, TRUST_FILE, KeysError, KeyStore, resolve_key_dir
-from bootpull_repo.publish import Expiry, metadata_bytes, new_root, publish, write_root
+from bootpull_repo.publish import Expiry, metadata_bytes, new_root, publish, with_format, write_root
 
+DEFAULT_FORMAT = 2  # a new repository's signed metadata format (docs/repo-format.md)
 SETTINGS_TEMPLATE = """\
-# The deploy repository's settings (format 1, see docs/repo-format.md).
-format = 1
+# The deploy repository's settings (see docs/repo-format.md). format is the signed
+# metadata's format: 2 (delegated roles, what a large fleet needs) reads with bootpull
+# node images that know format 2; 1 with every image.
+format = {format}
 # Names the admin's key directory (~/.config/bootpull/keys/<name>/).
 name = "{name}"
 # Nodes follow this branch.
@@ -45,10 +48,13 @@ class Initialised:
     key_dir: Path
     trust_file: Path
     commit: str
+    format: int
 
 
 def init(directory: Path, *, keys_override: str | None = None, name: str | None = None,
-         now: datetime | None = None) -> Initialised:
+         now: datetime | None = None, fmt: int | None = None) -> Initialised:
+    """``fmt`` is the signed metadata format: a new ``bootpull.toml`` gets it (default
+    :data:`DEFAULT_FORMAT`); an existing one keeps its own unless ``fmt`` is given."""
     now = now or datetime.now(UTC)
     directory.mkdir(parents=True, exist_ok=True)
     git = Git(directory)
@@ -79,8 +85,13 @@ def init(directory: Path, *, keys_override: str | None = None, name: str | None 
             why="init never overwrites a key",
             hint="choose another key directory with --keys, or move the old keys away")
     created: list[str] = []
+    settings_path = directory / layout.SETTINGS_FILE
     if settings is None:
-        (directory / layout.SETTINGS_FILE).write_text(SETTINGS_TEMPLATE.format(name=repo_name))
+        settings_path.write_text(SETTINGS_TEMPLATE.format(
+            name=repo_name, format=fmt or DEFAULT_FORMAT))
+        created.append(layout.SETTINGS_FILE)
+    elif fmt is not None and settings.format != fmt:
+        settings_path.write_bytes(with_format(settings_path.read_bytes(), fmt))
         created.append(layout.SETTINGS_FILE)
     for sub in (layout.HOSTS_DIR, layout.ROLES_DIR):
         folder = directory / sub
@@ -102,7 +113,8 @@ def init(directory: Path, *, keys_override: str | None = None, name: str | None 
     ctx = RepoContext(directory.resolve(), Git(directory.resolve()), read_settings(directory),
                       str(key_dir))
     done = publish(ctx, now=now)
-    return Initialised(directory.resolve(), key_dir, trust_file, done.commit)
+    return Initialised(directory.resolve(), key_dir, trust_file, done.commit,
+                       ctx.settings.format if ctx.settings else 1)
 
 
 def configure(subparsers: Any) -> None:
@@ -114,13 +126,18 @@ def configure(subparsers: Any) -> None:
     parser.add_argument("directory", metavar="DIR")
     parser.add_argument("--name", default=None,
                         help="the repository's name (default: the directory's name)")
+    parser.add_argument("--format", type=int, choices=(1, 2), default=None, dest="fmt",
+                        help="the signed metadata format: 2 (the default for a new "
+                        "bootpull.toml) needs node images that read format 2; 1 reads "
+                        "with every image (an existing bootpull.toml keeps its own)")
     parser.set_defaults(func=command)
 
 
 def command(args: argparse.Namespace) -> int:
     done = init(Path(args.directory), keys_override=getattr(args, "keys", None),
-                name=args.name)
-    print(f"initialised {done.root} (commit {done.commit[:12]})")
+                name=args.name, fmt=args.fmt)
+    print(f"initialised {done.root} (commit {done.commit[:12]}), signed metadata "
+          f"format {done.format}")
     print(f"  private keys:   {done.key_dir}/{{root,targets,snapshot,timestamp}}.pem")
     print("                  (move root.pem offline; it is needed only to rotate keys)")
     print(f"  trust anchors:  {done.trust_file}")
