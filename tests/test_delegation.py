@@ -3,6 +3,8 @@ and which role own a target path, the node's rule and publish's shortcut alike."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from bootpull.delegation import (
     MAX_BINS,
@@ -62,3 +64,45 @@ def test_bin_counts_grow_with_the_fleet_and_never_shrink() -> None:
     assert bin_count(10, current=64) == 64, "fewer hosts never merge bins"
     with pytest.raises(ValueError, match="power of two"):
         bins(3)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=4),
+    max_leaves=12)
+
+
+@given(st.one_of(
+    st.binary(max_size=200),
+    _JSON.map(lambda v: json.dumps({"signed": v}).encode()),
+    st.fixed_dictionaries({"_type": st.sampled_from(["targets", "root"]),
+                           "version": _JSON, "expires": st.text(max_size=24),
+                           "targets": _JSON}).map(lambda v: json.dumps({"signed": v}).encode())))
+def test_a_committed_role_file_is_read_or_left_out_never_raises(data: bytes) -> None:
+    """publish reads committed role files as JSON: anything else is left out (signed
+    anew), and what it keeps has the shape publish relies on."""
+    from bootpull_repo.delegated import Committed
+
+    found = Committed.parse(data)
+    if found is not None:
+        signed = json.loads(data)["signed"]
+        assert signed["_type"] == "targets" and found.version == signed["version"]
+        assert isinstance(found.targets, dict) and found.expires.tzinfo is not None
+
+
+def test_a_committed_role_file_as_python_tuf_writes_it_is_read() -> None:
+    from datetime import UTC, datetime
+
+    from bootpull_repo.delegated import Committed
+    from bootpull_repo.publish import metadata_bytes, target_file
+    from tuf.api.metadata import Metadata, Targets
+
+    md = Metadata(Targets(version=7, expires=datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC),
+                          targets={"head/hosts/a-01.toml": target_file(
+                              "head/hosts/a-01.toml", 3, "ab" * 32, 0o100644)}))
+    found = Committed.parse(metadata_bytes(md))
+    assert found is not None and found.version == 7
+    assert found.expires == datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
+    assert found.targets["head/hosts/a-01.toml"] == {
+        "length": 3, "hashes": {"sha256": "ab" * 32}, "custom": {"git_mode": 0o100644}}

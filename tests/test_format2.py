@@ -1,6 +1,7 @@
-"""Metadata format 2 (delegated roles), opt-in with ``format = 2`` in bootpull.toml.
+"""Metadata format 2 (delegated roles): ``format = 2`` in bootpull.toml, which
+``repo init`` writes for a new repository.
 
-A real repository is migrated from format 1 by committing ``format = 2`` and publishing;
+Here a real repository is migrated from format 1 by committing ``format = 2`` and publishing;
 the node then verifies through ngclient's delegations and reads its files by blob id.
 """
 
@@ -68,6 +69,32 @@ def test_format2_publish_after_one_host_change_re_signs_one_bin(signed_repo: Sig
     after = {p.name: p.read_bytes() for p in (signed_repo.root / DELEGATED_DIR).iterdir()}
     changed = sorted(n for n in after if after[n] != before.get(n))
     assert len(changed) == 1 and changed[0].startswith("hosts-"), changed
+
+
+def test_format2_publish_believes_no_hash_from_a_committed_role_it_cannot_verify(
+        signed_repo: SignedRepo, tmp_path: Path) -> None:
+    """A bin edited by hand (a host file's hash changed, its signature left) is signed
+    anew from the blobs, not from what it says; a file that is not metadata at all is
+    removed when no role is delegated to it."""
+    import hashlib
+
+    migrate(signed_repo)
+    host = f"head/hosts/{MAC_WEB.canonical}.toml"
+    delegated = signed_repo.root / DELEGATED_DIR
+    (bin_file,) = [p for p in delegated.glob("hosts-*.json")
+                   if host in json.loads(p.read_bytes())["signed"]["targets"]]
+    doc = json.loads(bin_file.read_bytes())
+    doc["signed"]["targets"][host]["hashes"]["sha256"] = "0" * 64
+    bin_file.write_text(json.dumps(doc))
+    (delegated / "role-gone.json").write_bytes(b"{not json")
+    signed_repo.commit("a bin edited by hand, and a stray file")
+    signed_repo.publish()
+    true = hashlib.sha256((signed_repo.root / host[len("head/"):]).read_bytes()).hexdigest()
+    signed = json.loads(bin_file.read_bytes())["signed"]
+    assert signed["targets"][host]["hashes"]["sha256"] == true
+    assert signed["version"] > doc["signed"]["version"]
+    assert not (delegated / "role-gone.json").exists()
+    assert node_pull(signed_repo, MAC_WEB, tmp_path / "s").bundle.role.name == "web"
 
 
 # -- what a node installs: only what is signed ----------------------------------------

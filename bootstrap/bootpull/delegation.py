@@ -25,6 +25,8 @@ each file and by the node to accept only the targets a role really owns.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 
@@ -60,28 +62,27 @@ def bins(count: int) -> list[tuple[str, list[str]]]:
     return out
 
 
+_HOST_TARGET = re.compile(
+    r"head/(?:hosts/[^/]*-([0-9a-f]{2})\.toml|secrets/[^/]*-([0-9a-f]{2})/[^/]+)")
+
+
 def host_bin(path: str, count: int) -> str | None:
     """The bin of ``count`` (:func:`bins`) that owns ``path`` when it is a canonical host
     file or node secret target (``head/hosts/<mac>.toml``, ``head/secrets/<mac>/<f>``):
     what :class:`Owners` says of it, computed from the last octet instead of matching
     every bin's patterns. None for any other path (ask :class:`Owners`)."""
-    if path.startswith("head/hosts/"):
-        rest = path[len("head/hosts/"):]
-        if "/" in rest or not rest.endswith(".toml"):
-            return None
-        stem = rest[:-len(".toml")]
-    elif path.startswith("head/secrets/"):
-        stem, slash, name = path[len("head/secrets/"):].partition("/")
-        if not slash or not name or "/" in name:
-            return None
-    else:
+    found = _HOST_TARGET.fullmatch(path)
+    if found is None:
         return None
-    octet = stem[-3:]
-    if len(stem) < 3 or octet[0] != "-" or any(c not in _HEX for c in octet[1:]):
-        return None
+    return _bin_names(count)[int(found.group(1) or found.group(2), 16)]
+
+
+@functools.lru_cache(maxsize=16)
+def _bin_names(count: int) -> tuple[str, ...]:
+    """The name of the bin of ``count`` that owns each of the 256 last octets."""
     span = 256 // count
-    lo = int(octet[1:], 16) // span * span
-    return f"{HOST_BIN_PREFIX}{lo:02x}-{lo + span - 1:02x}"
+    return tuple(f"{HOST_BIN_PREFIX}{lo:02x}-{lo + span - 1:02x}"
+                 for lo in (octet // span * span for octet in range(256)))
 
 
 def _octet_pattern(lo: int, hi: int) -> str:

@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -49,35 +49,74 @@ def delegated_dir(root: Path) -> Path:
     return root / DELEGATED_DIR
 
 
-def read_delegated(root: Path) -> dict[str, Metadata[Targets]]:
-    """The committed delegated roles, by name; an unreadable file is left out (re-signed)."""
-    from tuf.api.metadata import Metadata, Targets
+@dataclass(frozen=True)
+class Committed:
+    """One committed delegated role file, read as plain JSON: what publish compares
+    with the files it would place there. python-tuf parses the file only when its
+    signature has to be checked (:meth:`metadata`)."""
 
-    out: dict[str, Metadata[Targets]] = {}
+    data: bytes
+    version: int
+    expires: datetime
+    targets: Mapping[str, Any]  # target path → its entry, as in the file
+
+    def metadata(self) -> Metadata[Targets]:
+        from tuf.api.metadata import Metadata
+
+        return cast("Metadata[Targets]", Metadata.from_bytes(self.data))
+
+    @classmethod
+    def parse(cls, data: bytes) -> Committed | None:
+        """None for a file that is not a delegated targets role's metadata."""
+        try:
+            signed = json.loads(data)["signed"]
+            version, targets = signed["version"], signed["targets"]
+            expires = datetime.strptime(signed["expires"], "%Y-%m-%dT%H:%M:%SZ")
+        except (ValueError, KeyError, TypeError):
+            return None
+        if (signed.get("_type") != "targets" or type(version) is not int
+                or not isinstance(targets, dict)):
+            return None
+        return cls(data, version, expires.replace(tzinfo=UTC), targets)
+
+
+def read_delegated(root: Path, signer: Any,
+                   verified: Mapping[str, str] | None = None) -> dict[str, Committed]:
+    """The committed delegated roles that carry a valid signature by ``signer``'s key,
+    by name. ``verified`` (what :func:`load_verified` returns for that key) names the
+    files already known to: their signature is not checked again. Any other file (one
+    that does not parse, signed by another key, or edited by hand) is left out, so it
+    is signed anew and none of its hashes is believed."""
+    out: dict[str, Committed] = {}
     directory = delegated_dir(root)
     if not directory.is_dir():
         return out
+    verified = verified or {}
     for path in sorted(directory.glob("*.json")):
+        name = path.name[:-len(".json")]
         try:
-            md: Metadata[Any] = Metadata.from_bytes(path.read_bytes())
-        except Exception:  # noqa: BLE001, S112 - unreadable: left out, so signed anew
+            found = Committed.parse(path.read_bytes())
+        except OSError:
             continue
-        if isinstance(md.signed, Targets):
-            out[path.name[:-len(".json")]] = cast("Metadata[Targets]", md)
+        if found is not None and (verified.get(name) == hashlib.sha256(found.data).hexdigest()
+                                  or _committed_verifies(found, signer)):
+            out[name] = found
     return out
 
 
-def known_digests(existing: Mapping[str, Metadata[Targets]]) -> dict[str, tuple[int, str]]:
+def known_digests(existing: Mapping[str, Committed]) -> dict[str, tuple[int, str]]:
     """blob id → (length, sha256) of every file the committed roles sign: the blobs a
     publish does not need to read and hash again."""
     out: dict[str, tuple[int, str]] = {}
-    for md in existing.values():
-        for info in md.signed.targets.values():
-            custom = info.unrecognized_fields.get("custom")
-            oid = custom.get("git_oid") if isinstance(custom, dict) else None
-            sha = info.hashes.get("sha256")
-            if isinstance(oid, str) and isinstance(sha, str):
-                out[oid] = (info.length, sha)
+    for committed in existing.values():
+        for info in committed.targets.values():
+            try:
+                oid, sha, length = (info["custom"]["git_oid"], info["hashes"]["sha256"],
+                                    info["length"])
+            except (KeyError, TypeError):
+                continue
+            if isinstance(oid, str) and isinstance(sha, str) and type(length) is int:
+                out[oid] = (length, sha)
     return out
 
 
@@ -107,9 +146,10 @@ def delegations_for(collected: Mapping[str, Signed], bins: int) -> dict[str, lis
     return roles
 
 
-def fresh(md: Metadata[Any], days: int, now: datetime) -> bool:
+def fresh(md: Metadata[Any] | Committed, days: int, now: datetime) -> bool:
     lifetime = timedelta(days=days)
-    left: timedelta = md.signed.expires - now
+    expires = md.expires if isinstance(md, Committed) else md.signed.expires
+    left: timedelta = expires - now
     return lifetime * RENEW_SHARE <= left <= lifetime
 
 
@@ -120,11 +160,23 @@ def _same_targets(md: Metadata[Targets], files: Mapping[str, Signed]) -> bool:
                       for p, s in files.items()}
 
 
+def _same_entries(committed: Committed, files: Mapping[str, Signed]) -> bool:
+    """The committed role signs exactly ``files`` (its entries as the file has them)."""
+    targets = committed.targets
+    if len(targets) != len(files):
+        return False
+    for path, s in files.items():
+        entry = targets.get(path)
+        if entry != {"length": s.length, "hashes": {"sha256": s.sha256},
+                     "custom": s.custom(oid=True)}:
+            return False
+    return True
+
+
 def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
          collected: Mapping[str, Signed], listed: Mapping[str, int], days: int,
          now: datetime, *, top_version: int, force: bool = False,
-         existing: Mapping[str, Metadata[Targets]] | None = None,
-         verified: Mapping[str, str] | None = None) -> Plan:
+         existing: Mapping[str, Committed] | None = None) -> Plan:
     """Place every collected file, and sign what changed.
 
     ``listed`` is the highest version of each metadata file that any snapshot lists
@@ -132,16 +184,15 @@ def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
     ``targets.json``: what is kept must be at least that high (a node that switched
     from a branch with higher versions would see a rollback), and new versions go
     above it. ``force`` re-signs everything. ``existing`` is what
-    :func:`read_delegated` returns (read here when not given); ``verified``, what
-    :func:`load_verified` returns for ``signer``'s key: the roles whose committed bytes
-    are known to carry its valid signature, whose signature is not checked again.
+    :func:`read_delegated` returns for ``signer`` (read here when not given): the
+    committed roles known to carry its valid signature.
     """
     from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Targets
 
     from bootpull_repo.publish import expires_in, target_file
 
     if existing is None:  # the caller may have read them already
-        existing = read_delegated(root)
+        existing = read_delegated(root, signer)
     host_files = sum(1 for p in collected if p.startswith("head/hosts/"))
     count = delegation.bin_count(host_files, current_bins(old_top))
     patterns = delegations_for(collected, count)
@@ -160,15 +211,13 @@ def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
     write: dict[str, Metadata[Targets]] = {}
     for name, files in placed.items():
         old = existing.get(name)
-        if (not force and old is not None and _same_targets(old, files)
-                and old.signed.version >= listed.get(f"{name}.json", 0)
-                and fresh(old, days, now)
-                and ((verified is not None and verified.get(name) == file_digest(root, name))
-                     or _verifies(old, signer))):
-            result_versions[f"{name}.json"] = old.signed.version
+        if (not force and old is not None and _same_entries(old, files)
+                and old.version >= listed.get(f"{name}.json", 0)
+                and fresh(old, days, now)):
+            result_versions[f"{name}.json"] = old.version
             continue
         version = max(listed.get(f"{name}.json", 0),
-                      old.signed.version if old is not None else 0) + 1
+                      old.version if old is not None else 0) + 1
         md = Metadata(Targets(version=version, expires=expires_in(days, now), targets={
             p: target_file(p, s.length, s.sha256, s.custom(oid=True))
             for p, s in sorted(files.items())}))
@@ -194,13 +243,24 @@ def plan(root: Path, old_top: Metadata[Targets] | None, signer: Any,
                      for p, s in sorted(top_files.items())},
             delegations=delegations))
         top.sign(signer)
-    remove = sorted(set(existing) - set(patterns))
+    directory = delegated_dir(root)  # every file, those left out of existing too
+    on_disk = {path.name[:-len(".json")] for path in directory.glob("*.json")}
+    remove = sorted(on_disk - set(patterns))
     return Plan(top, not top_same, write, remove, result_versions)
 
 
 def _same_delegations(md: Metadata[Targets], delegations: Any) -> bool:
     old = md.signed.delegations
     return old is not None and old.to_dict() == delegations.to_dict()
+
+
+def _committed_verifies(committed: Committed, signer: Any) -> bool:
+    """:func:`_verifies` for a committed file (one python-tuf cannot read: no)."""
+    try:
+        md = committed.metadata()
+    except Exception:  # noqa: BLE001 - any file python-tuf refuses is signed anew
+        return False
+    return _verifies(md, signer)
 
 
 def _verifies(md: Metadata[Any], signer: Any) -> bool:
@@ -217,14 +277,6 @@ def _verifies(md: Metadata[Any], signer: Any) -> bool:
     except UnverifiedSignatureError:
         return False
     return True
-
-
-def file_digest(root: Path, name: str) -> str:
-    """sha256 of ``<name>.json`` as it is in the work tree ("" when unreadable)."""
-    try:
-        return hashlib.sha256((delegated_dir(root) / f"{name}.json").read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 def load_verified(cache: Path, keyid: str) -> dict[str, str]:

@@ -480,7 +480,8 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
         if check:
             validate(ctx, head)
         signer = checked_signer(keys, "targets", root)
-        existing = delegated.read_delegated(ctx.root) if fmt == 2 else {}
+        existing = delegated.read_delegated(ctx.root, signer, delegated.load_verified(
+            _git_dir(git) / VERIFIED_FILE, signer.public_key.keyid)) if fmt == 2 else {}
         collected, releases = collect_targets(git, head, delegated.known_digests(existing))
         head_files = sum(1 for p in collected if p.startswith("head/"))
         if fmt == 1:
@@ -496,11 +497,8 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
             current = {"targets.json": targets_md.signed.version}
         else:
             top = old_targets if old_targets is not None and not metadata_dirty(git) else None
-            verified = delegated.load_verified(_git_dir(git) / VERIFIED_FILE,
-                                               signer.public_key.keyid)
             plan = delegated.plan(ctx.root, top, signer, collected, listed, expiry.targets,
-                                  now, top_version=highest["targets"] + 1, existing=existing,
-                                  verified=verified)
+                                  now, top_version=highest["targets"] + 1, existing=existing)
             targets_md = plan.top
             current = {"targets.json": targets_md.signed.version, **plan.versions}
             if not plan.changed and _nothing_to_do(ctx, root, old_snapshot, current, highest,
