@@ -103,6 +103,7 @@ def test_a_committed_role_file_as_python_tuf_writes_it_is_read() -> None:
                               "head/hosts/a-01.toml", 3, "ab" * 32, 0o100644)}))
     found = Committed.parse(metadata_bytes(md))
     assert found is not None and found.version == 7
+    assert Committed.parse(b"[" * 200_000) is None, "too deep for json: left out"
     assert found.expires == datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
     assert found.targets["head/hosts/a-01.toml"] == {
         "length": 3, "hashes": {"sha256": "ab" * 32}, "custom": {"git_mode": 0o100644}}

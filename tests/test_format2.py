@@ -87,13 +87,46 @@ def test_format2_publish_believes_no_hash_from_a_committed_role_it_cannot_verify
     doc["signed"]["targets"][host]["hashes"]["sha256"] = "0" * 64
     bin_file.write_text(json.dumps(doc))
     (delegated / "role-gone.json").write_bytes(b"{not json")
+    db = json.loads((delegated / "role-db.json").read_bytes())
+    db["signed"]["x-float"] = 1.5  # no canonical JSON for it: python-tuf cannot check it
+    (delegated / "role-db.json").write_text(json.dumps(db))
     signed_repo.commit("a bin edited by hand, and a stray file")
-    signed_repo.publish()
+    code, _, err = _publish(signed_repo)
+    assert code == 0, err
     true = hashlib.sha256((signed_repo.root / host[len("head/"):]).read_bytes()).hexdigest()
     signed = json.loads(bin_file.read_bytes())["signed"]
     assert signed["targets"][host]["hashes"]["sha256"] == true
     assert signed["version"] > doc["signed"]["version"]
     assert not (delegated / "role-gone.json").exists()
+    assert "x-float" not in json.loads((delegated / "role-db.json").read_bytes())["signed"]
+    assert node_pull(signed_repo, MAC_WEB, tmp_path / "s").bundle.role.name == "web"
+    assert node_pull(signed_repo, MAC_DB, tmp_path / "db").bundle.role.name == "db"
+
+
+def test_format2_publish_rehash_heals_a_wrong_hash_signed_by_the_targets_key(
+        signed_repo: SignedRepo, tmp_path: Path) -> None:
+    """A bin that carries a wrong hash under a valid signature (a publish of a poisoned
+    cache, or the key's holder) is believed for its unchanged blobs; ``--rehash``
+    hashes every blob again and signs the bin anew."""
+    migrate(signed_repo)
+    host = f"head/hosts/{MAC_WEB.canonical}.toml"
+    delegated = signed_repo.root / DELEGATED_DIR
+    (bin_file,) = [p for p in delegated.glob("hosts-*.json")
+                   if host in json.loads(p.read_bytes())["signed"]["targets"]]
+    name = bin_file.name[:-len(".json")]
+
+    def poison(signed: Targets) -> None:
+        signed.targets[host].hashes["sha256"] = "0" * 64
+
+    _resign(signed_repo, {name: poison})
+    assert _publish(signed_repo)[0] == 0
+    with pytest.raises(VerifyError):
+        node_pull(signed_repo, MAC_WEB, tmp_path / "s")
+    assert _publish(signed_repo, "--rehash", "--freshness")[0] != 0
+    code, _, err = _publish(signed_repo, "--rehash")
+    assert code == 0, err
+    assert json.loads(bin_file.read_bytes())["signed"]["targets"][host]["hashes"][
+        "sha256"] != "0" * 64
     assert node_pull(signed_repo, MAC_WEB, tmp_path / "s").bundle.role.name == "web"
 
 

@@ -134,6 +134,19 @@ def test_init_signs_format_2_unless_told_or_the_file_says_otherwise(
     assert "signed metadata format 2" in out
     assert git(moved, "show", "HEAD:bootpull.toml") == 'format = 2\nname = "moved"'
     assert (moved / ".bootpull/delegated").is_dir()
+    # an uncommitted edit of an existing bootpull.toml is never committed by --format
+    dirty = tmp_path / "dirty"
+    dirty.mkdir()
+    git(dirty, "init", "-q", "-b", "main")
+    (dirty / "bootpull.toml").write_text('format = 1\nname = "dirty"\n')
+    git(dirty, "add", "-A")
+    git(dirty, "commit", "-q", "-m", "settings")
+    (dirty / "bootpull.toml").write_text('format = 1\nname = "dirty"\nbranch = "x"\n')
+    assert main(["repo", "--keys", str(tmp_path / "k4"), "init", str(dirty),
+                 "--format", "2"]) != 0
+    assert "uncommitted changes" in capsys.readouterr().err
+    assert (dirty / "bootpull.toml").read_text().startswith("format = 1")
+    assert not (dirty / ".bootpull").exists() and not (tmp_path / "k4").exists()
     with pytest.raises(SystemExit) as usage:
         main(["repo", "--keys", str(tmp_path / "k3"), "init", str(tmp_path / "bad"),
               "--format", "3"])

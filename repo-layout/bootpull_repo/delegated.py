@@ -72,7 +72,7 @@ class Committed:
             signed = json.loads(data)["signed"]
             version, targets = signed["version"], signed["targets"]
             expires = datetime.strptime(signed["expires"], "%Y-%m-%dT%H:%M:%SZ")
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
         if (signed.get("_type") != "targets" or type(version) is not int
                 or not isinstance(targets, dict)):
@@ -255,12 +255,12 @@ def _same_delegations(md: Metadata[Targets], delegations: Any) -> bool:
 
 
 def _committed_verifies(committed: Committed, signer: Any) -> bool:
-    """:func:`_verifies` for a committed file (one python-tuf cannot read: no)."""
+    """:func:`_verifies` for a committed file: one python-tuf cannot read, or cannot
+    put in canonical form (a float, say), does not verify."""
     try:
-        md = committed.metadata()
+        return _verifies(committed.metadata(), signer)
     except Exception:  # noqa: BLE001 - any file python-tuf refuses is signed anew
         return False
-    return _verifies(md, signer)
 
 
 def _verifies(md: Metadata[Any], signer: Any) -> bool:

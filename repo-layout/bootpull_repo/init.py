@@ -24,7 +24,15 @@ from bootpull.errors import UsageError
 from bootpull_repo.context import METADATA_DIR, RepoContext, read_settings
 from bootpull_repo.gitcli import Git
 from bootpull_repo.keys import ROLES, TRUST_FILE, KeysError, KeyStore, resolve_key_dir
-from bootpull_repo.publish import Expiry, metadata_bytes, new_root, publish, with_format, write_root
+from bootpull_repo.publish import (
+    Expiry,
+    formatted,
+    metadata_bytes,
+    new_root,
+    publish,
+    refuse_dirty_settings,
+    write_root,
+)
 
 DEFAULT_FORMAT = 2  # a new repository's signed metadata format (docs/repo-format.md)
 SETTINGS_TEMPLATE = """\
@@ -90,8 +98,10 @@ def init(directory: Path, *, keys_override: str | None = None, name: str | None 
         settings_path.write_text(SETTINGS_TEMPLATE.format(
             name=repo_name, format=fmt or DEFAULT_FORMAT))
         created.append(layout.SETTINGS_FILE)
-    elif fmt is not None and settings.format != fmt:
-        settings_path.write_bytes(with_format(settings_path.read_bytes(), fmt))
+    elif fmt is not None and settings.format != fmt:  # committed below, with root.json
+        if not fresh:
+            refuse_dirty_settings(git, fmt)
+        settings_path.write_bytes(formatted(settings_path.read_bytes(), fmt))
         created.append(layout.SETTINGS_FILE)
     for sub in (layout.HOSTS_DIR, layout.ROLES_DIR):
         folder = directory / sub

@@ -443,9 +443,11 @@ def head_format(git: Git, head: str) -> int:
 
 
 def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | None = None,
-            freshness_only: bool = False, check: bool = True) -> Published:
+            freshness_only: bool = False, check: bool = True, rehash: bool = False
+            ) -> Published:
     """Sign HEAD and every release, and commit; with nothing to do, commit nothing
-    (``committed=False``; ``--freshness`` always re-signs)."""
+    (``committed=False``; ``--freshness`` always re-signs). ``rehash`` reads and hashes
+    every file again instead of taking the hashes the committed roles list for them."""
     from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
 
     expiry = expiry or Expiry()
@@ -482,7 +484,8 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
         signer = checked_signer(keys, "targets", root)
         existing = delegated.read_delegated(ctx.root, signer, delegated.load_verified(
             _git_dir(git) / VERIFIED_FILE, signer.public_key.keyid)) if fmt == 2 else {}
-        collected, releases = collect_targets(git, head, delegated.known_digests(existing))
+        collected, releases = collect_targets(
+            git, head, {} if rehash else delegated.known_digests(existing))
         head_files = sum(1 for p in collected if p.startswith("head/"))
         if fmt == 1:
             same = already_published(ctx, root, collected, highest, expiry, now)
@@ -505,6 +508,8 @@ def publish(ctx: RepoContext, *, expiry: Expiry | None = None, now: datetime | N
                                                    expiry, now):
                 timestamp = read_metadata(directory, "timestamp.json")
                 assert old_snapshot is not None and timestamp is not None
+                delegated.save_verified(_git_dir(git) / VERIFIED_FILE, ctx.root,
+                                        signer.public_key.keyid)  # every file verified
                 return Published(head, targets_md.signed.version, old_snapshot.signed.version,
                                  timestamp.signed.version, head_files, tuple(releases),
                                  committed=False, format=2)
@@ -604,6 +609,10 @@ def configure(subparsers: Any) -> None:
                         help="first set the signed metadata's format in bootpull.toml and "
                         "commit that (2: delegated roles, for large fleets; 1: one "
                         "targets.json), then publish; nodes need bootpull with format 2")
+    parser.add_argument("--rehash", action="store_true",
+                        help="read and hash every file again, believing no hash the "
+                        "committed metadata lists (format 2 reuses them for unchanged "
+                        "blobs); a role whose hashes differ is signed anew")
     parser.add_argument("--json", action="store_true",
                         help="print the result as one JSON object")
     parser.set_defaults(func=command)
@@ -623,20 +632,16 @@ def with_format(data: bytes, fmt: int) -> bytes:
     return data[:found.start(2)] + str(fmt).encode() + data[found.end(2):]
 
 
-def set_format(ctx: RepoContext, fmt: int) -> str | None:
-    """Commit ``format = fmt`` in ``bootpull.toml``; the new commit, or None when it
-    already says so. Refused while ``bootpull.toml`` has uncommitted changes."""
-    git = ctx.git
-    path = ctx.root / layout.SETTINGS_FILE
+def refuse_dirty_settings(git: Git, fmt: int) -> None:
+    """``--format`` commits ``bootpull.toml``: never with someone's uncommitted edit."""
     if git.run("status", "--porcelain", "--", layout.SETTINGS_FILE).strip():
         raise PublishError(
             f"{layout.SETTINGS_FILE} has uncommitted changes; --format {fmt} commits it",
             hint=f"commit or undo your change to {layout.SETTINGS_FILE} first")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PublishError(f"cannot read {path}", why=exc.strerror or str(exc),
-                           hint="run 'bootpull repo init .' in the repository") from None
+
+
+def formatted(data: bytes, fmt: int) -> bytes:
+    """``bootpull.toml`` saying ``format = fmt``, checked by reading it back."""
     changed = with_format(data, fmt)
     settings, problems = layout.parse_settings(changed)
     if settings is None or settings.format != fmt:
@@ -644,6 +649,21 @@ def set_format(ctx: RepoContext, fmt: int) -> str | None:
             f"cannot set format = {fmt} in {layout.SETTINGS_FILE}",
             why="; ".join(p.what for p in problems) or "the file does not read back so",
             hint=f"fix {layout.SETTINGS_FILE} ('bootpull repo lint'), then try again")
+    return changed
+
+
+def set_format(ctx: RepoContext, fmt: int) -> str | None:
+    """Commit ``format = fmt`` in ``bootpull.toml``; the new commit, or None when it
+    already says so. Refused while ``bootpull.toml`` has uncommitted changes."""
+    git = ctx.git
+    path = ctx.root / layout.SETTINGS_FILE
+    refuse_dirty_settings(git, fmt)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PublishError(f"cannot read {path}", why=exc.strerror or str(exc),
+                           hint="run 'bootpull repo init .' in the repository") from None
+    changed = formatted(data, fmt)
     if changed == data:
         return None
     path.write_bytes(changed)
@@ -657,6 +677,10 @@ def command(args: argparse.Namespace) -> int:
             raise PublishError(f"--{name.replace('_', '-')} must be at least 1")
     expiry = Expiry(targets=args.targets_days, snapshot=args.snapshot_days,
                     timestamp=args.timestamp_days)
+    if args.rehash and args.freshness:
+        raise PublishError("--rehash and --freshness do not go together",
+                           hint="--freshness keeps what is signed; publish with --rehash "
+                           "first")
     if args.format is not None:
         if args.freshness:
             raise PublishError("--format and --freshness do not go together",
@@ -665,7 +689,7 @@ def command(args: argparse.Namespace) -> int:
         if (commit := set_format(ctx, args.format)) is not None:
             print(f"committed {commit[:12]}: {layout.SETTINGS_FILE} says format = "
                   f"{args.format}", file=sys.stderr)
-    done = publish(ctx, expiry=expiry, freshness_only=args.freshness)
+    done = publish(ctx, expiry=expiry, freshness_only=args.freshness, rehash=args.rehash)
     branch = ctx.git.run("symbolic-ref", "-q", "--short", "HEAD", check=False).decode().strip()
     deploy = ctx.settings.branch if ctx.settings else "main"
     if branch != deploy:
