@@ -85,7 +85,12 @@ def test_ids_and_ssh_from_debian_packages_run_on_a_node(lab_image_dir: Path, lab
                           "ids: a typo in the rules")
         vm.wait_for(r"can't parse filter expression: syntax error", BOOT_TIMEOUT)
         assert "rules.bpf is refused" in vm.console
-        _wait_until(_reported(lab_homebase, MAC, version=first), 60,
+        # what runs now: the first install or, in metadata format 2, the same signed files
+        # under the typo's commit, which the node can fetch before it is published
+        running = re.findall(RUNNING.format(role="ids"), vm.console)[-1]
+        refused = re.findall(r"\[failed\] install ids (\S+) ", vm.console)[-1]
+        assert refused != running and refused != first, vm.console
+        _wait_until(_reported(lab_homebase, MAC, version=running), 60,
                     "the node still reports the version it ran")
         said = vm.console.count("rules.bpf is refused")
         time.sleep(20)  # four polls: the bad version is not tried again
