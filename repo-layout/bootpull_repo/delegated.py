@@ -255,17 +255,19 @@ def _same_delegations(md: Metadata[Targets], delegations: Any) -> bool:
 
 
 def _committed_verifies(committed: Committed, signer: Any) -> bool:
-    """:func:`_verifies` for a committed file: one python-tuf cannot read, or cannot
-    put in canonical form (a float, say), does not verify."""
+    """:func:`_verifies` for a committed file: one python-tuf cannot read does not verify."""
     try:
-        return _verifies(committed.metadata(), signer)
+        md = committed.metadata()
     except Exception:  # noqa: BLE001 - any file python-tuf refuses is signed anew
         return False
+    return _verifies(md, signer)
 
 
 def _verifies(md: Metadata[Any], signer: Any) -> bool:
-    """The metadata carries a valid signature by ``signer``'s key (a rotated key: no)."""
+    """The metadata carries a valid signature by ``signer``'s key (a rotated key: no; nor
+    metadata edited into something with no canonical form, such as a float)."""
     from securesystemslib.exceptions import UnverifiedSignatureError
+    from tuf.api.serialization import SerializationError
     from tuf.api.serialization.json import CanonicalJSONSerializer
 
     key = signer.public_key
@@ -274,7 +276,7 @@ def _verifies(md: Metadata[Any], signer: Any) -> bool:
         return False
     try:
         key.verify_signature(signature, CanonicalJSONSerializer().serialize(md.signed))
-    except UnverifiedSignatureError:
+    except (UnverifiedSignatureError, SerializationError):
         return False
     return True
 

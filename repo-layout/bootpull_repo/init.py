@@ -123,8 +123,7 @@ def init(directory: Path, *, keys_override: str | None = None, name: str | None 
     ctx = RepoContext(directory.resolve(), Git(directory.resolve()), read_settings(directory),
                       str(key_dir))
     done = publish(ctx, now=now)
-    return Initialised(directory.resolve(), key_dir, trust_file, done.commit,
-                       ctx.settings.format if ctx.settings else 1)
+    return Initialised(directory.resolve(), key_dir, trust_file, done.commit, done.format)
 
 
 def configure(subparsers: Any) -> None:
