@@ -116,6 +116,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("install.file-and-dir", f"{NODE}/install.py",
            "for name in sorted(seen & dirs):", "for name in sorted(seen & dirs - seen):",
            (INSTALL_T,), "a file is written through a symlink, or a path is file and dir"),
+    Mutant("install.head-named-by-commit", f"{NODE}/install.py",
+           "    if follows_head(bundle):\n        return", "    if False:\n        return",
+           (f"{INSTALL_T}::test_a_head_commit_that_changes_nothing_here_is_the_same_install",),
+           "every commit reinstalls and restarts every node that follows the head"),
     # -- state: all or nothing, even across a crash -----------------------------------
     Mutant("state.current-unlink-then-link", f"{NODE}/state.py",
            "    tmp.symlink_to(target)\n    tmp.replace(link)\n",
@@ -252,7 +256,7 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_pipeline.py::test_a_role_that_fails_as_it_starts_says_why_in_its_event",),
            "a failing role's reason stays on the serial console"),
     Mutant("install.hook-failure-retried", f"{NODE}/install_stage.py",
-           "            say.mark_bad(ident, err.what)", "            pass",
+           "            say.mark_bad(ident, err.what, bundle.version)", "            pass",
            ("tests/test_pipeline.py::test_a_failing_install_hook_marks_its_version_bad_and_is_"
             "not_retried",), "a failing install hook runs again at every poll (flapping)"),
     # -- roles that ship real software ------------------------------------------------------

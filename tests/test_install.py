@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, BundleFile
+from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Bundle, BundleFile
 from bootpull.console import Console
 from bootpull.errors import InstallError
 from bootpull.install import bundle_id, check_drift, install, recover, revert_to_lkg
@@ -385,3 +386,76 @@ def test_install_ids_of_bundles_without_new_keys_never_change() -> None:
     # releases before those keys gave.
     assert bundle_id(make_bundle("1.0")) == "1.0-e8dc057d3346-183b55ba"
     assert bundle_id(make_bundle("2.0", role="sensor")) == "2.0-70142f66475a-f5d68fc7"
+
+
+def head_bundle(commit: str, **kwargs: object) -> Bundle:
+    """The sample bundle as a node following the deploy head gets it at ``commit``."""
+    base = make_bundle("1.0", **kwargs)  # type: ignore[arg-type]
+    files = tuple(f if f.path != "www/index.html" else replace(f, data=b"same\n")
+                  for f in base.files)
+    return replace(base, version=f"head-{commit[:12]}", commit=commit, files=files)
+
+
+def test_a_head_commit_that_changes_nothing_here_is_the_same_install(
+        tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    first = install(head_bundle("a" * 40), state, env={}, console=console())
+    assert first.changed and first.installed.id == bundle_id(head_bundle("a" * 40))
+    assert first.installed.id.startswith("head-") and "a" * 12 not in first.installed.id
+    out = CapturingWriter()
+    again = install(head_bundle("b" * 40), state, env={}, console=Console(out))
+    assert not again.changed and again.relabelled == f"head-{'a' * 12}"
+    assert again.installed.path == first.installed.path  # nothing written beside it
+    cur = state.current()
+    assert cur is not None and (cur.version, cur.commit) == (f"head-{'b' * 12}", "b" * 40)
+    assert cur.record.installed_at == first.installed.record.installed_at
+    assert state.lkg() is None and check_drift(cur) == []
+    # the same commit again: nothing to relabel
+    assert install(head_bundle("b" * 40), state, env={}, console=console()).relabelled is None
+    # a change of what this node gets is a new install, as before
+    changed = install(head_bundle("c" * 40, vars={"k": "v"}), state, env={},
+                      console=console())
+    assert changed.changed and changed.installed.id != first.installed.id
+    lkg = state.lkg()
+    assert lkg is not None and lkg.version == f"head-{'b' * 12}"
+
+
+def test_a_head_commit_back_to_the_lkg_content_switches_to_it_under_the_new_name(
+        tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    install(head_bundle("a" * 40), state, env={}, console=console())
+    install(head_bundle("b" * 40, vars={"k": "v"}), state, env={}, console=console())
+    back = install(head_bundle("c" * 40), state, env={}, console=console())
+    assert back.changed  # the role restarts: what it runs changed
+    cur, lkg = state.current(), state.lkg()
+    assert cur is not None and (cur.version, cur.commit) == (f"head-{'c' * 12}", "c" * 40)
+    assert lkg is not None and lkg.version == f"head-{'b' * 12}"
+    assert check_drift(cur) == []
+
+
+def test_pinned_versions_keep_their_commit_in_the_install_id() -> None:
+    pinned = make_bundle("1.0")
+    assert bundle_id(pinned) != bundle_id(replace(pinned, commit="f" * 40))
+    # "head-" as a pinned version is a release name like any other
+    named = replace(pinned, version="head-1",
+                    assignment=replace(pinned.assignment, version="head-1"))
+    assert bundle_id(named) != bundle_id(replace(named, commit="f" * 40))
+
+
+def test_a_disk_that_refuses_the_relabel_keeps_the_install_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bootpull.install as install_module
+
+    state = StateDir(tmp_path / "state")
+    install(head_bundle("a" * 40), state, env={}, console=console())
+
+    def full(path: Path, obj: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(install_module, "write_json", full)
+    out = CapturingWriter()
+    again = install(head_bundle("b" * 40), state, env={}, console=Console(out))
+    assert not again.changed and again.relabelled is None
+    assert "keeps the name head-aaaaaaaaaaaa instead of head-bbbbbbbbbbbb" in out.text
+    cur = state.current()
+    assert cur is not None and cur.version == f"head-{'a' * 12}"

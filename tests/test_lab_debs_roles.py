@@ -81,17 +81,22 @@ def test_ids_and_ssh_from_debian_packages_run_on_a_node(lab_image_dir: Path, lab
                     "ids reported OK (its health check sees the capture)")
 
         # -- a typo in the rules is refused at install; the node keeps what it runs --
-        _edit_and_publish(lab_repo, "roles/ids/files/rules.bpf", "udp port 53 or tcp prot 80\n",
-                          "ids: a typo in the rules")
+        published = _edit_and_publish(lab_repo, "roles/ids/files/rules.bpf",
+                                      "udp port 53 or tcp prot 80\n", "ids: a typo in the rules")
         vm.wait_for(r"can't parse filter expression: syntax error", BOOT_TIMEOUT)
         assert "rules.bpf is refused" in vm.console
-        # what runs now: the first install or, in metadata format 2, the same signed files
-        # under the typo's commit, which the node can fetch before it is published
-        running = re.findall(RUNNING.format(role="ids"), vm.console)[-1]
+        # what runs now is the first install, never restarted; in metadata format 2 the
+        # node can see the typo's commit before its publish, with the same signed files:
+        # the same install, renamed after that commit
+        assert re.findall(RUNNING.format(role="ids"), vm.console) == [first], vm.console
         refused = re.findall(r"\[failed\] install ids (\S+) ", vm.console)[-1]
-        assert refused != running and refused != first, vm.console
-        _wait_until(_reported(lab_homebase, MAC, version=running), 60,
-                    "the node still reports the version it ran")
+        typo = subprocess.run(["git", "-C", str(lab_repo.root), "rev-parse", f"{published}~1"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        names = {first, f"head-{typo[:12]}"}
+        assert refused not in names and refused == f"head-{published[:12]}", vm.console
+        _wait_until(lambda: (r := _reported(lab_homebase, MAC)()) is not None
+                    and r.get("version") in names and r, 60,
+                    "the node still reports the install it runs")
         said = vm.console.count("rules.bpf is refused")
         time.sleep(20)  # four polls: the bad version is not tried again
         assert vm.console.count("rules.bpf is refused") == said

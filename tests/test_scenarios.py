@@ -224,11 +224,18 @@ def test_failing_health_after_upgrade_reverts_to_lkg(lab_image_dir: Path, lab_re
                                                      tmp_path: Path) -> None:
     with node(lab_image_dir, tmp_path, [_nic(WEB_MAC, lab_homebase)]) as vm:
         good = vm.wait_for(RUNNING.format(role="web"), BOOT_TIMEOUT).group(1)
-        _edit_and_publish(lab_repo, "roles/web/files/health.sh",
-                          "#!/bin/sh\necho 'health: broken on purpose' >&2\nexit 1\n",
-                          "web: a health check that fails")
-        vm.wait_for(rf"reverted to the last-known-good web {good}", BOOT_TIMEOUT)
-        record = _wait_until(_reported(lab_homebase, WEB_MAC, version=good), 90,
+        published = _edit_and_publish(
+            lab_repo, "roles/web/files/health.sh",
+            "#!/bin/sh\necho 'health: broken on purpose' >&2\nexit 1\n",
+            "web: a health check that fails")
+        reverted = vm.wait_for(r"reverted to the last-known-good web (\S+)",
+                               BOOT_TIMEOUT).group(1)
+        # the install that ran before: in metadata format 2 it is renamed after the
+        # edit's commit when the node saw that commit before its publish (same files)
+        edit = subprocess.run(["git", "-C", str(lab_repo.root), "rev-parse", f"{published}~1"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        assert reverted in (good, f"head-{edit[:12]}"), vm.console
+        record = _wait_until(_reported(lab_homebase, WEB_MAC, version=reverted), 90,
                              "the node reporting the last-known-good")
         assert record["counters"]["fallbacks"] >= 1, record
 

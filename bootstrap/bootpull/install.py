@@ -28,6 +28,12 @@ removed: ``current`` and ``lkg`` are untouched.
 An unchanged version (same role, version, commit and file hashes) installs nothing —
 unless its files changed on disk (:func:`check_drift`): then a fresh copy of the same
 verified bundle is installed beside it and switched to the same way.
+
+A node that follows the deploy head names its install by content alone
+(:func:`bundle_id`): a new head commit that changes nothing this node installs is the
+same install, so nothing is written and the role is not restarted. Its record is
+relabelled with the new ``head-<commit>`` (:func:`relabel`), which is what the node then
+reports; the role keeps the environment it was started with.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import shutil
 import stat
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bootpull.bundle import MODE_SYMLINK, Bundle, BundleFile
@@ -75,6 +81,7 @@ from bootpull.state import (
 )
 
 MAX_LINK_HOPS = 40
+HEAD_PREFIX = "head-"  # the version of a bundle that follows the deploy head
 HOOK_TIMEOUT = 300.0
 
 
@@ -199,6 +206,7 @@ class InstallOutcome:
     changed: bool  # False when the same install was already current
     previous: Installed | None
     repaired: tuple[str, ...] = ()  # files of the same install that had changed on disk
+    relabelled: str | None = None  # the head version the same install was named before
 
 
 def _write_tree(payload: Path, files: Sequence[BundleFile]) -> None:
@@ -293,9 +301,15 @@ def _remove_tree(path: Path, role_dir: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def content_digest(bundle: Bundle) -> str:
+def follows_head(bundle: Bundle) -> bool:
+    """True for a bundle of the deploy head (no ``version`` assigned: ``head-<commit>``)."""
+    return bundle.assignment.version is None and bundle.version.startswith(HEAD_PREFIX)
+
+
+def content_digest(bundle: Bundle, *, named: bool = True) -> str:
     """SHA-256 over the role spec, the assignment and every file's path, mode and hash
-    (and the encrypted secrets', when there are any)."""
+    (and the encrypted secrets', when there are any); with ``named``, over the version
+    and the commit too."""
     import json
     from dataclasses import asdict
 
@@ -310,17 +324,41 @@ def content_digest(bundle: Bundle) -> str:
         if not assignment.get(key):
             assignment.pop(key, None)
     doc = {"role": role, "assignment": assignment,
-           "version": bundle.version, "commit": bundle.commit,
            "role_toml": hashlib.sha256(bundle.role_toml).hexdigest(),
            "files": [asdict(f) for f in file_records(bundle.files)]}
+    if named:
+        doc.update(version=bundle.version, commit=bundle.commit)
     if bundle.secrets:  # a changed secret is a new install; ids without secrets stay
         doc["secrets"] = [asdict(f) for f in file_records(bundle.secrets)]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def bundle_id(bundle: Bundle) -> str:
-    """The install id ``bundle`` gets (also the key of the bad-version list)."""
+    """The install id ``bundle`` gets (also the key of the bad-version list and the hold):
+    ``<version>-<commit[:12]>-<digest[:8]>``, or ``head-<digest[:20]>`` of the content
+    alone when it follows the deploy head, so that a commit which changes nothing the
+    node installs is the same install."""
+    if follows_head(bundle):
+        return f"{HEAD_PREFIX}{content_digest(bundle, named=False)[:20]}"
     return install_id(bundle.version, bundle.commit, content_digest(bundle))
+
+
+def relabel(state: StateDir, installed: Installed, bundle: Bundle,
+            console: Console) -> Installed:
+    """``installed`` (the same install as ``bundle``), its record naming ``bundle``'s
+    version and commit: rewritten in place when they differ. A disk that refuses keeps
+    the old names, said on the console; the install itself is good either way."""
+    record = installed.record
+    if (record.version, record.commit) == (bundle.version, bundle.commit):
+        return installed
+    new = replace(record, version=bundle.version, commit=bundle.commit)
+    try:
+        write_json(installed.path / META_DIR / RECORD_NAME, new.to_json())
+    except OSError as exc:
+        console.warn(f"{disk_trouble(exc)}: the install {installed.id} keeps the name "
+                     f"{record.version} instead of {bundle.version} ({exc})")
+        return installed
+    return Installed(installed.path, new)
 
 
 def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console: Console,
@@ -366,7 +404,10 @@ def _install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console
     if previous is not None and previous.id == ident:
         drifted = check_drift(previous)
         if not drifted:
-            return InstallOutcome(previous, changed=False, previous=previous)
+            now = relabel(state, previous, bundle, console)
+            return InstallOutcome(now, changed=False, previous=previous,
+                                  relabelled=previous.version if now is not previous
+                                  else None)
         console.warn(f"{len(drifted)} installed file(s) of {role} {bundle.version} changed "
                      f"on disk ({', '.join(drifted[:5])}): installing a fresh copy")
 
@@ -404,6 +445,7 @@ def _install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console
     if installed is None:
         raise InstallError(f"the install at {final} is incomplete after writing it",
                            hint="check the disk of the state directory")
+    installed = relabel(state, installed, bundle, console)  # the last-known-good again
     lkg = state.lkg()
     lkg_before = state.link_text(state.lkg_link)
     if previous is not None and previous.id != ident:

@@ -72,7 +72,7 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
         except HookFailed as err:
             placed.undo()
             # The same bundle would fail the same way at every poll: never again.
-            say.mark_bad(ident, err.what)
+            say.mark_bad(ident, err.what, bundle.version)
             say.report("install", "fail", err.what, {
                 "why": err.why, "hint": err.hint, "hook": err.hook, "output": err.output,
                 "bad_version": bundle.version, "exit_code": err.exit_code})
@@ -84,13 +84,22 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
             raise
         placed.done()
         secrets = f", {len(plain)} secrets into {secrets_dir}" if plain else ""
-        step.note(f"unchanged: nothing to do{secrets}" if not outcome.changed
-                  else f"{len(bundle.files)} files into {outcome.installed.path}{secrets}")
+        if outcome.relabelled:
+            step.note(f"changes nothing this node installs since {outcome.relabelled}: "
+                      f"the role keeps running{secrets}")
+        else:
+            step.note(f"unchanged: nothing to do{secrets}" if not outcome.changed
+                      else f"{len(bundle.files)} files into {outcome.installed.path}"
+                      f"{secrets}")
     say.set_context(outcome.installed)
     if outcome.repaired:
         say.report("drift", "warn", f"{len(outcome.repaired)} installed file(s) had changed "
                    "on disk: reinstalled from the verified bundle",
                    {"files_changed": list(outcome.repaired), "repaired": True})
+    elif outcome.relabelled:  # the home base learns the new head now, not at a heartbeat
+        say.report("install", "ok", f"{bundle.version} changes nothing this node installs: "
+                   f"{role} keeps running", {"previous": outcome.relabelled,
+                                            "unchanged": True})
     elif outcome.changed:
         details: dict[str, Any] = {
             "previous": outcome.previous.version if outcome.previous else None,

@@ -150,8 +150,12 @@ class Narrator:
         with self.disk.writing("the counters", "they are kept in memory meanwhile"):
             self.state.save_counters(self.counters)
 
-    def mark_bad(self, ident: str, why: str) -> None:
-        """Never retry ``ident`` (in this run also when ``bad.json`` cannot be written)."""
+    def mark_bad(self, ident: str, why: str, version: str = "") -> None:
+        """Never retry ``ident`` (in this run also when ``bad.json`` cannot be written).
+        ``version`` starts the reason when the id does not name it (a head install's id
+        names its content, not its commit)."""
+        if version and not ident.startswith(version):
+            why = f"{version}: {why}"
         with self.disk.writing("the list of bad versions", f"{ident} is not retried in "
                                "this run, but may be tried once more after a reboot"):
             self.state.mark_bad(ident, why)

@@ -87,7 +87,7 @@ class RoleRunner:
     def give_up_on(self, installed: Installed, err: BootpullError) -> bool:
         """Mark ``installed`` bad and revert to the LKG (writes reverted); False when
         there is none."""
-        self.say.mark_bad(installed.id, err.what)
+        self.say.mark_bad(installed.id, err.what, installed.version)
         self.say.banner_once(err)
         lkg = self.state.lkg()
         if lkg is None or lkg.id == installed.id or lkg.id in self.state.bad_ids():
