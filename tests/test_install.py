@@ -12,7 +12,7 @@ from bootpull.bundle import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Bundle, BundleFi
 from bootpull.console import Console
 from bootpull.errors import InstallError
 from bootpull.install import bundle_id, check_drift, install, recover, revert_to_lkg
-from bootpull.state import StateDir
+from bootpull.state import DiskTrouble, StateDir
 from fakes import CapturingWriter
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -459,3 +459,30 @@ def test_a_disk_that_refuses_the_relabel_keeps_the_install_and_says_so(
     assert "keeps the name head-aaaaaaaaaaaa instead of head-bbbbbbbbbbbb" in out.text
     cur = state.current()
     assert cur is not None and cur.version == f"head-{'a' * 12}"
+    # the node's own disk trouble says it once, however many polls fail the same way
+    out = CapturingWriter()
+    trouble = DiskTrouble(Console(out), state.root)
+    for _ in range(3):
+        install(head_bundle("b" * 40), state, env={}, console=Console(out), trouble=trouble)
+    assert out.text.count("could not write the install record of") == 1, out.text
+    monkeypatch.undo()
+    install(head_bundle("b" * 40), state, env={}, console=Console(out), trouble=trouble)
+    assert "writing the install record of" in out.text and "works again" in out.text
+    cur = state.current()
+    assert cur is not None and cur.version == f"head-{'b' * 12}"
+
+
+def test_the_lkg_content_back_again_with_files_changed_on_disk_is_a_fresh_copy(
+        tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    first = install(head_bundle("a" * 40), state, env={}, console=console()).installed
+    install(head_bundle("b" * 40, vars={"k": "v"}), state, env={}, console=console())
+    (first.path / "run.sh").write_bytes(b"#!/bin/sh\necho tampered\n")
+    out = CapturingWriter()
+    back = install(head_bundle("c" * 40), state, env={}, console=Console(out))
+    assert back.changed and back.installed.path != first.path
+    assert back.installed.id == first.id and back.installed.version == f"head-{'c' * 12}"
+    assert check_drift(back.installed) == []
+    assert (back.installed.path / "run.sh").read_bytes() != b"#!/bin/sh\necho tampered\n"
+    assert "changed on disk (run.sh): installing a fresh copy" in out.text
+    assert not first.path.exists()  # neither current nor lkg: pruned

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bootpull.backoff import Backoff
@@ -284,6 +285,16 @@ def test_a_held_node_ignores_a_new_version_until_unhold(
     assert 'roles = ["marker"]' in settings and "v2 breaks the sensors" in settings
     assert repo.git("log", "-2", "--format=%s").splitlines()[1] == (
         "hold marker: v2 breaks the sensors")
+    # the hold's own commit changes nothing the node installs: nothing to hold, it is
+    # the same install under the new head's name
+    code, text = node.run()
+    assert code == 0, text
+    held_head = repo.git("rev-parse", "HEAD")
+    assert node.status["version"] == f"head-{held_head[:12]}" != first
+    assert node.status["commit"] == held_head and node.status["lkg"] is None
+    assert "held by the repository" not in text
+    assert "changes nothing this node installs" in " ".join(text.split())
+    first = node.status["version"]
     repo.write("roles/marker/files/extra.txt", b"v2\n")
     repo.commit("a new version")
     repo.publish()
@@ -595,26 +606,37 @@ def test_a_commit_that_changes_nothing_here_does_not_restart_the_role(
         wait_for(runs.exists, "the role to start")
         first = runs.read_text().split()
         assert len(first) == 1 and first[0].startswith("head-")
+        # the server is down while the commit and its publish are made, so that the
+        # node sees only the published head (in format 2 it accepts the commit alone)
+        server.stop()
         text = (repo.root / f"hosts/{MAC_NEW.canonical}.toml").read_text()
         repo.write("hosts/52-54-00-de-ad-03.toml", text.replace("marker-1", "other").encode())
         repo.commit("assign another node")
         other = repo.publish()
+        server.start()
         wait_for(lambda: node.status["commit"] == other, "the relabel")
         status = node.status
         assert status["version"] == f"head-{other[:12]}" and status["lkg"] is None
-        wait_for(lambda: [e for e in sink.received if e["stage"] == "install"
-                          and e["details"].get("unchanged")], "the unchanged report")
-        said = [e for e in sink.received if e["stage"] == "install"
-                and e["details"].get("unchanged")]
-        assert said[-1]["version"] == f"head-{other[:12]}" and said[-1]["commit"] == other
-        assert said[-1]["details"]["previous"] == first[0]
+
+        def renamed() -> list[dict[str, Any]]:
+            return [e for e in sink.received if e["stage"] == "heartbeat"
+                    and e["details"].get("unchanged")]
+
+        wait_for(renamed, "the heartbeat that says so")
+        said = renamed()
+        assert len(said) == 1 and said[0]["status"] == "ok", said
+        assert said[0]["version"] == f"head-{other[:12]}" and said[0]["commit"] == other
+        assert said[0]["details"]["previous"] == first[0]
         time.sleep(2)  # several polls more
         assert runs.read_text().split() == first and proc.poll() is None
-        assert "changes nothing this node installs" in log.read_text()
+        assert len(renamed()) == 1
+        assert "changes nothing this node installs" in " ".join(log.read_text().split())
         # a change to what this node runs still restarts it, under the new name
+        server.stop()
         repo.write("roles/marker/files/extra.txt", b"v2\n")
         repo.commit("v2")
         second = repo.publish()
+        server.start()
         wait_for(lambda: f"head-{second[:12]}" in runs.read_text(), "the upgrade")
         assert runs.read_text().split() == [*first, f"head-{second[:12]}"]
         proc.send_signal(signal.SIGTERM)

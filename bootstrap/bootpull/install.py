@@ -25,9 +25,11 @@ A crash leaves a ``.staging-*`` or ``.trash-*`` directory at most, which
 A full or failing disk (any ``OSError`` while writing) is an ``InstallError`` that says
 so, after the staging directory (and a new install ``current`` does not name) is
 removed: ``current`` and ``lkg`` are untouched.
-An unchanged version (same role, version, commit and file hashes) installs nothing —
-unless its files changed on disk (:func:`check_drift`): then a fresh copy of the same
-verified bundle is installed beside it and switched to the same way.
+An unchanged install id (the same role, version, commit and file hashes; for a head
+install, the same content) installs nothing — unless its files changed on disk
+(:func:`check_drift`): then a fresh copy of the same verified bundle is installed
+beside it and switched to the same way. So is one whose id names the last-known-good
+when the last-known-good's files changed on disk.
 
 A node that follows the deploy head names its install by content alone
 (:func:`bundle_id`): a new head commit that changes nothing this node installs is the
@@ -66,6 +68,7 @@ from bootpull.role_users import (
 from bootpull.state import (
     META_DIR,
     RECORD_NAME,
+    DiskTrouble,
     FileRecord,
     Installed,
     InstallRecord,
@@ -343,27 +346,35 @@ def bundle_id(bundle: Bundle) -> str:
     return install_id(bundle.version, bundle.commit, content_digest(bundle))
 
 
-def relabel(state: StateDir, installed: Installed, bundle: Bundle,
-            console: Console) -> Installed:
+def relabel(installed: Installed, bundle: Bundle, console: Console,
+            trouble: DiskTrouble | None = None) -> Installed:
     """``installed`` (the same install as ``bundle``), its record naming ``bundle``'s
     version and commit: rewritten in place when they differ. A disk that refuses keeps
-    the old names, said on the console; the install itself is good either way."""
+    the old names, said on the console (once per install with ``trouble``, the node's
+    :class:`~bootpull.state.DiskTrouble`); the install itself is good either way."""
     record = installed.record
     if (record.version, record.commit) == (bundle.version, bundle.commit):
         return installed
     new = replace(record, version=bundle.version, commit=bundle.commit)
+    what = f"the install record of {installed.id}"
     try:
         write_json(installed.path / META_DIR / RECORD_NAME, new.to_json())
     except OSError as exc:
-        console.warn(f"{disk_trouble(exc)}: the install {installed.id} keeps the name "
-                     f"{record.version} instead of {bundle.version} ({exc})")
+        consequence = (f"the install keeps the name {record.version} instead of "
+                       f"{bundle.version}; its role runs on")
+        if trouble is not None:
+            trouble.failed(what, exc, consequence)
+        else:
+            console.warn(f"{disk_trouble(exc)}: {consequence} ({exc})")
         return installed
+    if trouble is not None:
+        trouble.written(what)
     return Installed(installed.path, new)
 
 
 def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console: Console,
             hook_timeout: float = HOOK_TIMEOUT, run_as: RunAs | None = None,
-            etc: Path | None = None) -> InstallOutcome:
+            etc: Path | None = None, trouble: DiskTrouble | None = None) -> InstallOutcome:
     """Install ``bundle`` and make it ``current``; the previous ``current`` becomes ``lkg``.
 
     A hostile bundle, a failing hook and a full or failing disk (any OSError while
@@ -382,7 +393,7 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
         run_as = ensure_user(bundle.role, state, etc=etc, say=console.info)
     try:
         return _install(bundle, state, env=env, console=console, hook_timeout=hook_timeout,
-                        run_as=run_as)
+                        run_as=run_as, trouble=trouble)
     except OSError as exc:
         with contextlib.suppress(OSError):
             prune(state)  # a new install that did not become current gives its space back
@@ -393,7 +404,8 @@ def install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console:
 
 
 def _install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console: Console,
-             hook_timeout: float, run_as: RunAs | None) -> InstallOutcome:
+             hook_timeout: float, run_as: RunAs | None,
+             trouble: DiskTrouble | None) -> InstallOutcome:
     role = bundle.role.name
     state.ensure()
     if run_as is not None:  # the hooks may write there, as the role's user
@@ -404,7 +416,7 @@ def _install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console
     if previous is not None and previous.id == ident:
         drifted = check_drift(previous)
         if not drifted:
-            now = relabel(state, previous, bundle, console)
+            now = relabel(previous, bundle, console, trouble)
             return InstallOutcome(now, changed=False, previous=previous,
                                   relabelled=previous.version if now is not previous
                                   else None)
@@ -417,6 +429,14 @@ def _install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console
     if drifted:  # a fresh copy beside the changed one, then the same atomic switch
         final = role_dir / f"{ident}.{time.time_ns()}"
     existing = state.load_install(final)
+    if existing is not None and existing.id == ident and (changed := check_drift(existing)):
+        # the same content is there (the last-known-good, back again) but its files
+        # changed on disk: a fresh copy beside it, which it stays until the switch
+        console.warn(f"{len(changed)} file(s) of {role} {existing.version}, installed "
+                     f"before, changed on disk ({', '.join(changed[:5])}): installing a "
+                     "fresh copy")
+        final = role_dir / f"{ident}.{time.time_ns()}"
+        existing = None
     if existing is None or existing.id != ident:
         staging = role_dir / f".staging-{ident}.{os.getpid()}"
         if staging.exists():
@@ -445,7 +465,7 @@ def _install(bundle: Bundle, state: StateDir, *, env: Mapping[str, str], console
     if installed is None:
         raise InstallError(f"the install at {final} is incomplete after writing it",
                            hint="check the disk of the state directory")
-    installed = relabel(state, installed, bundle, console)  # the last-known-good again
+    installed = relabel(installed, bundle, console, trouble)  # the last-known-good again
     lkg = state.lkg()
     lkg_before = state.link_text(state.lkg_link)
     if previous is not None and previous.id != ident:

@@ -68,7 +68,8 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
         placed = role_secrets.place(plain, role, secrets_dir.parent, warn=console.warn,
                                     owner=(run_as.uid, run_as.gid) if run_as else None)
         try:
-            outcome = install(bundle, state, env=env, console=console, run_as=run_as)
+            outcome = install(bundle, state, env=env, console=console, run_as=run_as,
+                              trouble=say.disk)
         except HookFailed as err:
             placed.undo()
             # The same bundle would fail the same way at every poll: never again.
@@ -86,7 +87,7 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
         secrets = f", {len(plain)} secrets into {secrets_dir}" if plain else ""
         if outcome.relabelled:
             step.note(f"changes nothing this node installs since {outcome.relabelled}: "
-                      f"the role keeps running{secrets}")
+                      f"the same install{secrets}")
         else:
             step.note(f"unchanged: nothing to do{secrets}" if not outcome.changed
                       else f"{len(bundle.files)} files into {outcome.installed.path}"
@@ -96,10 +97,8 @@ def install_bundle(bundle: Bundle, state: StateDir, say: Narrator, console: Cons
         say.report("drift", "warn", f"{len(outcome.repaired)} installed file(s) had changed "
                    "on disk: reinstalled from the verified bundle",
                    {"files_changed": list(outcome.repaired), "repaired": True})
-    elif outcome.relabelled:  # the home base learns the new head now, not at a heartbeat
-        say.report("install", "ok", f"{bundle.version} changes nothing this node installs: "
-                   f"{role} keeps running", {"previous": outcome.relabelled,
-                                            "unchanged": True})
+    elif outcome.relabelled:  # said by the next heartbeat, sent at once (Node._poll)
+        say.relabelled = outcome.relabelled
     elif outcome.changed:
         details: dict[str, Any] = {
             "previous": outcome.previous.version if outcome.previous else None,

@@ -65,6 +65,9 @@ class Narrator:
         self.rollback_protection: str | None = None
         #: why the node keeps its install although a newer version waits (a hold)
         self.held: str | None = None
+        #: the name the install had before the last install stage renamed it after a
+        #: head that changes nothing it installs (the next heartbeat says so, at once)
+        self.relabelled: str | None = None
         #: the node's key (bootpull.identity): signs the reports, named in every event
         self.key: NodeIdentity | None = None
         self.key_problem: str | None = None  # why the key is ephemeral on a state disk
@@ -268,7 +271,9 @@ class Narrator:
 
         ``details.files_changed`` lists the installed files whose bytes no longer match
         the signed hashes (empty when all match), so the home base can show drift and
-        clear it; :func:`heartbeat_status` picks the status.
+        clear it; :func:`heartbeat_status` picks the status. After the install was
+        renamed (:attr:`relabelled`), ``details.unchanged`` is true and
+        ``details.previous`` its name before.
         """
         if current is None:
             return
@@ -279,9 +284,11 @@ class Narrator:
             role=current.role, version=current.version, stale=health.stale, running=running,
             files_changed=files, repository_failing=health.fallback_stage is not None,
             held=self.held)
+        renamed, self.relabelled = self.relabelled, None
         self.report("heartbeat", status, message, {
             "files_changed": files, "stale": health.stale, "restarts": self.counters.restarts,
-            **({"held": True} if self.held else {})})
+            **({"held": True} if self.held else {}),
+            **({"unchanged": True, "previous": renamed} if renamed else {})})
 
     def deliver_spool(self, seconds: float) -> int:
         """``--oneshot``: keep trying to deliver the spool for up to ``seconds``; the

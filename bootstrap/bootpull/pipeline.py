@@ -434,6 +434,8 @@ class Node:
                               "to the new install")
             self.runner.stop()
             self.start_role_or_wait()
+        elif self.say.relabelled:  # the home base sees the new head now, with the status
+            self.say.heartbeat(self.state.current(), self.runner.supervisor, self.health)
         return self.health.stale
 
     def close(self) -> None:

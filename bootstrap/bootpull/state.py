@@ -9,7 +9,8 @@ Layout of ``<state>/`` (default ``/var/lib/bootpull``; ``--state-dir`` in tests)
     current -> roles/<role>/<id>    the install that runs (switched atomically)
     lkg     -> roles/<role>/<id>    the last-known-good: the install ``current`` replaced
     roles/<role>/<id>/        one complete install (see below); ``<id>`` is
-                              ``<version>-<commit[:12]>-<content digest[:8]>``
+                              ``<version>-<commit[:12]>-<content digest[:8]>``, or
+                              ``head-<content digest[:20]>`` following the head
     roles/<role>/.staging-*   an install being written; removed by recover()
     roles/<role>/.trash-*     an install being deleted; removed by recover()
     console.jsonl             the console's records as JSON lines (.1: the one before)
